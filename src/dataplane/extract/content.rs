@@ -1,0 +1,258 @@
+//! Main content extraction: HTML to clean markdown of the article alone.
+//!
+//! Two proven extractors, combined by confidence:
+//! 1. `dom_smoothie` (a Readability port; ~4x faster) runs first. When its
+//!    result scores at least [`ACCEPT_SCORE`] on the quality score and is not
+//!    suspiciously short next to the page's text, it is taken as it is.
+//! 2. Otherwise `rs-trafilatura` runs too, and the result with the higher
+//!    quality score wins (trafilatura's own confidence breaks near-ties).
+//!
+//! Most article pages stop after step 1, which keeps throughput near the
+//! fast extractor's; pages where Readability picks a wrong or partial
+//! container get the second opinion. Figures: `docs/BENCHMARKS.md`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::quality::{self, Quality};
+
+/// A quality at or above this from the fast extractor is accepted at once.
+pub const ACCEPT_SCORE: f64 = 0.75;
+
+/// Largest HTML parsed; bigger documents are cut (the fetcher caps bodies
+/// too, this protects `freshet extract --file`).
+pub const MAX_HTML_BYTES: usize = 16 * 1024 * 1024;
+
+/// Which extractor produced the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// dom_smoothie (Readability).
+    Readability,
+    /// rs-trafilatura.
+    Trafilatura,
+    /// The provider's remote renderer returned markdown.
+    Remote,
+    /// Nothing could be extracted.
+    None,
+}
+
+impl Method {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Readability => "readability",
+            Method::Trafilatura => "trafilatura",
+            Method::Remote => "remote",
+            Method::None => "none",
+        }
+    }
+}
+
+/// The main content of one page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Extracted {
+    /// Page title (from metadata), may be empty.
+    pub title: String,
+    /// Main content as markdown.
+    pub markdown: String,
+    /// Quality of `markdown`.
+    pub quality: Quality,
+    /// Extractor that produced it.
+    pub method: Method,
+    /// rs-trafilatura's own predicted extraction quality, when it ran.
+    pub trafilatura_confidence: Option<f64>,
+    /// Microseconds spent extracting.
+    pub micros: u64,
+}
+
+struct Candidate {
+    title: String,
+    markdown: String,
+    quality: Quality,
+}
+
+fn readability(html: &str, url: Option<&str>) -> Option<Candidate> {
+    let config = dom_smoothie::Config {
+        text_mode: dom_smoothie::TextMode::Markdown,
+        max_elements_to_parse: 200_000,
+        ..Default::default()
+    };
+    let url = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    let mut reader = dom_smoothie::Readability::new(html, url, Some(config)).ok()?;
+    let article = reader.parse().ok()?;
+    let markdown = tidy_markdown(&article.text_content);
+    let quality = quality::score_markdown(&markdown);
+    Some(Candidate {
+        title: article.title.trim().to_string(),
+        markdown,
+        quality,
+    })
+}
+
+fn trafilatura(html: &str, url: Option<&str>) -> Option<(Candidate, f64)> {
+    let options = rs_trafilatura::Options {
+        output_markdown: true,
+        include_comments: false,
+        include_images: false,
+        url: url.map(str::to_string),
+        ..Default::default()
+    };
+    let result = rs_trafilatura::extract_with_options(html, &options).ok()?;
+    let markdown = tidy_markdown(result.content_markdown.as_deref().unwrap_or(&result.content_text));
+    let quality = quality::score_markdown(&markdown);
+    Some((
+        Candidate {
+            title: result.metadata.title.unwrap_or_default().trim().to_string(),
+            markdown,
+            quality,
+        },
+        result.extraction_quality,
+    ))
+}
+
+/// Collapses runs of blank lines and trims trailing spaces.
+fn tidy_markdown(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut blank = 0;
+    for line in markdown.lines() {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            blank += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank > 0 { "\n\n" } else { "\n" });
+        }
+        blank = 0;
+        out.push_str(line);
+    }
+    out
+}
+
+/// Extracts the main content of `html`. `url` (absolute) helps resolve
+/// links and metadata. Never panics; an empty result has `Method::None`.
+pub fn extract(html: &str, url: Option<&str>) -> Extracted {
+    let started = Instant::now();
+    let html = if html.len() > MAX_HTML_BYTES {
+        let mut cut = MAX_HTML_BYTES;
+        while !html.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &html[..cut]
+    } else {
+        html
+    };
+    let fast = readability(html, url);
+    if let Some(c) = &fast {
+        if c.quality.score >= ACCEPT_SCORE {
+            let c = fast.expect("checked above");
+            return finish(c, Method::Readability, None, started);
+        }
+    }
+    let slow = trafilatura(html, url);
+    let pick = match (fast, slow) {
+        (None, None) => None,
+        (Some(f), None) => Some((f, Method::Readability, None)),
+        (None, Some((s, conf))) => Some((s, Method::Trafilatura, Some(conf))),
+        (Some(f), Some((s, conf))) => {
+            // Prefer the higher score; within 0.02, trust trafilatura's own
+            // confidence about whether it found the article.
+            let margin = s.quality.score - f.quality.score;
+            if margin > 0.02 || (margin > -0.02 && conf >= 0.6) {
+                Some((s, Method::Trafilatura, Some(conf)))
+            } else {
+                Some((f, Method::Readability, Some(conf)))
+            }
+        }
+    };
+    match pick {
+        Some((c, method, conf)) => finish(c, method, conf, started),
+        None => Extracted {
+            title: String::new(),
+            markdown: String::new(),
+            quality: Quality::default(),
+            method: Method::None,
+            trafilatura_confidence: None,
+            micros: started.elapsed().as_micros() as u64,
+        },
+    }
+}
+
+fn finish(c: Candidate, method: Method, conf: Option<f64>, started: Instant) -> Extracted {
+    Extracted {
+        title: c.title,
+        markdown: c.markdown,
+        quality: c.quality,
+        method,
+        trafilatura_confidence: conf,
+        micros: started.elapsed().as_micros() as u64,
+    }
+}
+
+/// Wraps markdown that a remote renderer returned as an extraction result.
+pub fn from_remote(title: String, markdown: &str) -> Extracted {
+    let started = Instant::now();
+    let markdown = tidy_markdown(markdown);
+    // The renderer puts the title first as "# Title"; it is metadata, not body.
+    let body = match markdown.split_once('\n') {
+        Some((first, rest)) if first.starts_with("# ") => rest.trim_start().to_string(),
+        _ => markdown.clone(),
+    };
+    let title = if title.is_empty() {
+        markdown
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        title
+    };
+    let quality = quality::score_markdown(&body);
+    Extracted {
+        title,
+        markdown: body,
+        quality,
+        method: Method::Remote,
+        trafilatura_confidence: None,
+        micros: started.elapsed().as_micros() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_the_article_not_the_menu() {
+        let para = "The river rose through the night, and by morning the town council had opened the school gym to families who left their homes near the bank.";
+        let body: String = (0..6).map(|i| format!("<p>{para} Paragraph {i}.</p>")).collect();
+        let nav: String = (0..40).map(|i| format!("<li><a href='/s/{i}'>Section {i}</a></li>")).collect();
+        let html = format!(
+            "<html><head><title>Flood</title></head><body><nav><ul>{nav}</ul></nav>\
+             <article><h1>Flood</h1>{body}</article><footer>Copyright 2026 Example Media. All rights reserved.</footer></body></html>"
+        );
+        let out = extract(&html, Some("https://news.example/flood"));
+        assert!(out.markdown.contains("The river rose"), "{out:?}");
+        assert!(!out.markdown.contains("Section 12"), "{}", out.markdown);
+        assert!(!out.markdown.contains("Copyright"), "{}", out.markdown);
+        assert!(out.quality.score > 0.7, "{:?}", out.quality);
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for html in ["", "<", "<<<>>>", "<html><body></body></html>", "\u{0}\u{1}<p>x"] {
+            let out = extract(html, None);
+            assert!(out.quality.score < 0.3, "{html:?}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn remote_markdown_drops_the_title_line() {
+        let out = from_remote(String::new(), "# Hello\n\nBody text here.");
+        assert_eq!(out.title, "Hello");
+        assert_eq!(out.markdown, "Body text here.");
+    }
+}

@@ -1,0 +1,355 @@
+//! Retries: exponential backoff with full jitter that honours `Retry-After`.
+//!
+//! Every failure is classified ([`ErrorClass`]); only transient classes are
+//! retried. The retry knobs (`<stage>.retry.*`) and the per-attempt timeout
+//! (`<stage>.timeout_ms`) are read from the live snapshot **on every attempt**,
+//! so an operator or the controller can widen or cut a retry budget while a
+//! request is already retrying.
+//!
+//! Why not `backon`/`tokio-retry`: both fix the backoff schedule when the
+//! retry starts; freshet must re-read live knobs per attempt and take the
+//! delay floor from the failed response (`Retry-After`), which is simpler to
+//! state directly than to bend a builder into.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::dataplane::Stage;
+use crate::knobs::{Knobs, RetryKnobs};
+use crate::live::LiveConfig;
+use crate::metrics;
+
+/// What kind of failure happened; decides whether to retry and labels metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// No complete answer within the per-attempt timeout.
+    Timeout,
+    /// The upstream said 429 (or 503 with Retry-After): slow down.
+    RateLimited,
+    /// The upstream answered 5xx.
+    Upstream,
+    /// Could not connect.
+    Connect,
+    /// The connection broke mid-request.
+    Reset,
+    /// The body is larger than the size cap.
+    TooLarge,
+    /// Too many redirects, or a redirect loop.
+    Redirect,
+    /// The bytes could not be decoded as text.
+    Decode,
+    /// The response is not HTML (PDF, image, …).
+    NotHtml,
+    /// The page holds no main content (JS shell, error page, empty).
+    NoContent,
+    /// Credentials were refused (401/403).
+    Auth,
+    /// 404 / 410.
+    NotFound,
+    /// Another 4xx: the request itself is wrong.
+    Client,
+    /// The upstream's answer did not parse.
+    Parse,
+    /// The input is invalid (bad URL, bad task).
+    Invalid,
+}
+
+impl ErrorClass {
+    /// Whether another attempt may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Timeout
+                | ErrorClass::RateLimited
+                | ErrorClass::Upstream
+                | ErrorClass::Connect
+                | ErrorClass::Reset
+        )
+    }
+
+    /// The `error_type` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::Upstream => "upstream",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Reset => "reset",
+            ErrorClass::TooLarge => "too_large",
+            ErrorClass::Redirect => "redirect",
+            ErrorClass::Decode => "decode",
+            ErrorClass::NotHtml => "not_html",
+            ErrorClass::NoContent => "no_content",
+            ErrorClass::Auth => "auth",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Client => "client",
+            ErrorClass::Parse => "parse",
+            ErrorClass::Invalid => "invalid",
+        }
+    }
+
+    /// The class of an HTTP status that is not a success.
+    pub fn from_status(status: u16) -> ErrorClass {
+        match status {
+            429 => ErrorClass::RateLimited,
+            401 | 403 => ErrorClass::Auth,
+            404 | 410 => ErrorClass::NotFound,
+            408 => ErrorClass::Timeout,
+            500..=599 => ErrorClass::Upstream,
+            _ => ErrorClass::Client,
+        }
+    }
+
+    /// The class of a reqwest transport error.
+    pub fn from_reqwest(err: &reqwest::Error) -> ErrorClass {
+        if err.is_timeout() {
+            ErrorClass::Timeout
+        } else if err.is_redirect() {
+            ErrorClass::Redirect
+        } else if err.is_connect() {
+            ErrorClass::Connect
+        } else if err.is_decode() {
+            ErrorClass::Decode
+        } else if let Some(status) = err.status() {
+            ErrorClass::from_status(status.as_u16())
+        } else if err.is_body() || err.is_request() {
+            ErrorClass::Reset
+        } else {
+            ErrorClass::Upstream
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a retryable operation's error must tell the retry loop.
+pub trait Classify {
+    /// The failure's class.
+    fn class(&self) -> ErrorClass;
+    /// The upstream's `Retry-After`, when it sent one.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+    /// An error for an attempt cut off by the per-attempt timeout.
+    fn timed_out(after: Duration) -> Self;
+}
+
+/// The longest `Retry-After` freshet waits; a longer one ends the retries
+/// (the item is dead-lettered and can be replayed later).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// Parses a `Retry-After` header value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The backoff before attempt `next_attempt` (2 = first retry): a random
+/// delay in `[0, min(max_ms, base_ms * 2^(next_attempt - 2))]`, never less
+/// than `retry_after`.
+pub fn backoff(
+    retry: &RetryKnobs,
+    next_attempt: u32,
+    retry_after: Option<Duration>,
+    rng: &mut impl Rng,
+) -> Duration {
+    let exp = next_attempt.saturating_sub(2).min(30);
+    let ceiling = retry
+        .base_ms
+        .saturating_mul(1u64 << exp)
+        .min(retry.max_ms)
+        .max(1);
+    let jitter = Duration::from_millis(rng.random_range(0..=ceiling));
+    match retry_after {
+        Some(floor) => jitter.max(floor),
+        None => jitter,
+    }
+}
+
+/// One attempt's context, given to the operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The per-attempt timeout in force for this attempt.
+    pub timeout: Duration,
+}
+
+fn stage_retry(knobs: &Knobs, stage: Stage) -> (RetryKnobs, Duration) {
+    let (retry, timeout_ms) = match stage {
+        Stage::Search => (&knobs.search.retry, knobs.search.timeout_ms),
+        Stage::Extract => (&knobs.extract.retry, knobs.extract.timeout_ms),
+        Stage::Embed => (&knobs.embed.retry, knobs.embed.timeout_ms),
+        Stage::Index => (&knobs.index.retry, knobs.index.timeout_ms),
+        Stage::Transform | Stage::Source => (&knobs.index.retry, knobs.index.timeout_ms),
+    };
+    (retry.clone(), Duration::from_millis(timeout_ms))
+}
+
+/// Runs `op` until it succeeds, fails with a non-retryable error, or the
+/// stage's retry budget (read live before every attempt) is spent. Each
+/// attempt is bounded by the stage's live `timeout_ms`. Retries are counted in
+/// `freshet_stage_retries_total`.
+pub async fn retry<T, E, F, Fut>(live: &LiveConfig, stage: Stage, mut op: F) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut number = 1;
+    loop {
+        let (_, timeout) = stage_retry(&live.load().knobs, stage);
+        let attempt = Attempt { number, timeout };
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, op(attempt)).await {
+            Ok(result) => result,
+            Err(_) => Err(E::timed_out(started.elapsed())),
+        };
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        let class = err.class();
+        // Re-read: the budget may have changed while the attempt ran.
+        let (retry_knobs, _) = stage_retry(&live.load().knobs, stage);
+        if !class.retryable() || number >= retry_knobs.max_attempts {
+            return Err(err);
+        }
+        let retry_after = err.retry_after();
+        if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
+            return Err(err);
+        }
+        let delay = backoff(&retry_knobs, number + 1, retry_after, &mut rand::rng());
+        metrics::counter!(metrics::STAGE_RETRIES_TOTAL, "stage" => stage.as_str(), "error_type" => class.as_str())
+            .increment(1);
+        tracing::debug!(stage = stage.as_str(), error_type = class.as_str(), attempt = number, ?delay, "retrying");
+        tokio::time::sleep(delay).await;
+        number += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knobs::Change;
+    use rand::SeedableRng;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug)]
+    struct TestError(ErrorClass, Option<Duration>);
+    impl Classify for TestError {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+        fn timed_out(_: Duration) -> Self {
+            TestError(ErrorClass::Timeout, None)
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        let knobs = RetryKnobs { max_attempts: 5, base_ms: 100, max_ms: 1_000 };
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for attempt in 2..10 {
+            for _ in 0..100 {
+                let d = backoff(&knobs, attempt, None, &mut rng);
+                let ceiling = (100u64 << (attempt - 2)).min(1_000);
+                assert!(d <= Duration::from_millis(ceiling), "{attempt}: {d:?}");
+            }
+        }
+        let d = backoff(&knobs, 2, Some(Duration::from_secs(3)), &mut rng);
+        assert!(d >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(30);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_within_the_live_budget() {
+        let live = LiveConfig::new(Knobs::default()).unwrap();
+        let calls = AtomicU32::new(0);
+        let result: Result<(), TestError> = retry(&live, Stage::Search, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(TestError(ErrorClass::Upstream, None)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "default budget is 3 attempts");
+
+        calls.store(0, Ordering::SeqCst);
+        let result: Result<(), TestError> = retry(&live, Stage::Search, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(TestError(ErrorClass::Auth, None)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "auth errors are not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_change_during_retries_takes_effect_on_next_attempt() {
+        let live = LiveConfig::new(Knobs::default()).unwrap();
+        let calls = AtomicU32::new(0);
+        let result: Result<(), TestError> = retry(&live, Stage::Extract, |attempt| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            assert_eq!(attempt.number, n);
+            if n == 1 {
+                live.patch(&[Change::new("extract.retry.max_attempts", 6)], None)
+                    .unwrap();
+            }
+            async { Err(TestError(ErrorClass::Reset, None)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_at_least_retry_after_and_times_out_attempts() {
+        let live = LiveConfig::new(Knobs::default()).unwrap();
+        live.patch(&[Change::new("search.timeout_ms", 200)], None).unwrap();
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let result: Result<u32, TestError> = retry(&live, Stage::Search, |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(TestError(ErrorClass::RateLimited, Some(Duration::from_secs(2)))),
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        Ok(1)
+                    }
+                    _ => Ok(2),
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 2);
+        assert!(start.elapsed() >= Duration::from_millis(2_200), "{:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,438 @@
+//! Static settings: a TOML file plus `FRESHET_*` environment overrides,
+//! validated into typed settings.
+//!
+//! Loading happens in three steps, each with errors a person can act on:
+//! 1. parse the file as written (errors carry the file's line and column);
+//! 2. apply environment overrides: `FRESHET_<SECTION>__<KEY>[__<KEY>…]`, for
+//!    example `FRESHET_PROVIDER__API_KEY` or `FRESHET_KNOBS__EXTRACT__SLOTS=16`.
+//!    A value is read as a TOML value when it parses as one (`16`, `true`,
+//!    `"x"`), else as a string; keys ending in `key`, `token`, `url` or `dir`
+//!    are always strings (errors name the variable);
+//! 3. validate without I/O into [`Settings`] (errors name the field and, when
+//!    it came from the file, its line).
+//!
+//! Static settings need a restart; the `[knobs]` table only gives the knobs'
+//! starting values, which the control plane then changes live.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::knobs::Knobs;
+
+/// A credential: never printed, logged or serialized in clear.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no credential is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[service]`: process-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// Where the index, dead letters and the audit log live.
+    pub data_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Default log filter (`RUST_LOG` wins when set).
+    pub log_level: String,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            data_dir: PathBuf::from("./freshet-data"),
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// `[provider]`: the SERPpost-style API used for search and remote rendering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSettings {
+    /// Base URL of the API (`POST {base_url}/api/search`, `/api/url`).
+    pub base_url: String,
+    /// Bearer key; prefer `FRESHET_PROVIDER__API_KEY` to writing it in a file.
+    pub api_key: Secret,
+    /// Search engine name passed as `t` (e.g. `google`, `bing`).
+    pub engine: String,
+    /// How long the remote renderer waits for the page's scripts (`w`).
+    pub render_wait_ms: u64,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            base_url: "https://serppost.com".to_string(),
+            api_key: Secret::default(),
+            engine: "google".to_string(),
+            render_wait_ms: 1_000,
+        }
+    }
+}
+
+/// `[extract]`: fetch limits that need no live tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractSettings {
+    /// Largest page body read, in bytes; larger pages fail as `too_large`.
+    pub max_bytes: u64,
+    /// Redirects followed before failing as `redirect`.
+    pub max_redirects: u32,
+    /// User-Agent header of page fetches.
+    pub user_agent: String,
+    /// Host name suffix -> IP address used instead of DNS (the simulator's
+    /// `*.sim.test` domains, or a staging mirror). Empty in production.
+    pub resolve: BTreeMap<String, String>,
+}
+
+impl Default for ExtractSettings {
+    fn default() -> Self {
+        ExtractSettings {
+            max_bytes: 5 * 1024 * 1024,
+            max_redirects: 5,
+            user_agent: concat!("freshet/", env!("CARGO_PKG_VERSION")).to_string(),
+            resolve: BTreeMap::new(),
+        }
+    }
+}
+
+/// The file as written: every section optional, unknown fields rejected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    /// `[service]`
+    pub service: ServiceSettings,
+    /// `[provider]`
+    pub provider: ProviderSettings,
+    /// `[extract]`
+    pub extract: ExtractSettings,
+    /// `[knobs]`: starting values of the live knobs.
+    pub knobs: Knobs,
+}
+
+/// Validated settings, the type the runtime uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// `[service]`
+    pub service: ServiceSettings,
+    /// `[provider]`, with a parsed base URL.
+    pub provider: ProviderSettings,
+    /// The provider's base URL, parsed.
+    #[serde(skip)]
+    pub provider_url: url::Url,
+    /// `[extract]`
+    pub extract: ExtractSettings,
+    /// `[extract] resolve`, parsed.
+    #[serde(skip)]
+    pub resolve: Vec<(String, IpAddr)>,
+    /// Starting knobs.
+    pub knobs: Knobs,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// toml's message, which names the line, column and field.
+        message: String,
+    },
+    /// An environment override does not fit.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// Variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field has a value the runtime cannot use.
+    #[error("{path}{line}: `{field}`: {message}", line = line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// File, or `<defaults>`.
+        path: String,
+        /// Line of the field in the file, when it was written there.
+        line: Option<usize>,
+        /// Dotted field path.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads a settings file with the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::from_toml(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Defaults with the process environment's overrides (no file).
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_toml("", "<defaults>", std::env::vars())
+    }
+
+    /// Parses `text` (named `origin` in errors) and applies overrides from `env`.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        // Step 1: the file as written, so toml's errors point into it.
+        toml::from_str::<RawSettings>(text).map_err(|e| SettingsError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        // Step 2: environment overrides on the generic tree.
+        let mut tree: toml::Table = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FRESHET_") && k.contains("__"))
+            .collect();
+        vars.sort();
+        let mut last_var = None;
+        for (var, value) in vars {
+            apply_env(&mut tree, &var, &value)?;
+            last_var = Some(var);
+        }
+        let raw: RawSettings = toml::Table::try_into(tree).map_err(|e| SettingsError::Env {
+            var: last_var.unwrap_or_else(|| "FRESHET_*".into()),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        // Step 3: validation without I/O.
+        raw.validate(text, origin)
+    }
+}
+
+fn apply_env(tree: &mut toml::Table, var: &str, value: &str) -> Result<(), SettingsError> {
+    let path: Vec<String> = var["FRESHET_".len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(SettingsError::Env {
+            var: var.to_string(),
+            message: "empty key between `__` separators".into(),
+        });
+    }
+    let leaf = path.last().expect("split yields at least one part");
+    let always_string = ["key", "token", "url", "dir"]
+        .iter()
+        .any(|suffix| leaf.ends_with(suffix));
+    let parsed = if always_string {
+        toml::Value::String(value.to_string())
+    } else {
+        format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()))
+    };
+    let mut node = tree;
+    for key in &path[..path.len() - 1] {
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(SettingsError::Env {
+                    var: var.to_string(),
+                    message: format!("`{key}` is not a table"),
+                })
+            }
+        };
+    }
+    node.insert(leaf.clone(), parsed);
+    Ok(())
+}
+
+/// The 1-based line where the dotted `field` is written in `text`, if it is.
+pub fn line_of(text: &str, field: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut span = None;
+    for key in field.split('.') {
+        let table = item.as_table_like()?;
+        let (k, v) = table.get_key_value(key)?;
+        span = k.span().or(span);
+        item = v;
+    }
+    let offset = span?.start;
+    Some(text[..offset.min(text.len())].matches('\n').count() + 1)
+}
+
+impl RawSettings {
+    /// Checks every field; the error names the field and its line.
+    pub fn validate(self, text: &str, origin: &str) -> Result<Settings, SettingsError> {
+        let invalid = |field: &str, message: String| SettingsError::Invalid {
+            path: origin.to_string(),
+            line: line_of(text, field),
+            field: field.to_string(),
+            message,
+        };
+        let provider_url = url::Url::parse(&self.provider.base_url)
+            .map_err(|e| invalid("provider.base_url", format!("not a URL ({e}); write e.g. \"https://api.example.com\"")))?;
+        if !matches!(provider_url.scheme(), "http" | "https") {
+            return Err(invalid("provider.base_url", "must be an http or https URL".into()));
+        }
+        if self.extract.max_bytes < 1024 {
+            return Err(invalid("extract.max_bytes", format!("{} is too small; pages need at least 1024 bytes", self.extract.max_bytes)));
+        }
+        if self.extract.max_redirects > 20 {
+            return Err(invalid("extract.max_redirects", "at most 20".into()));
+        }
+        let mut resolve = Vec::new();
+        for (suffix, ip) in &self.extract.resolve {
+            let ip: IpAddr = ip.parse().map_err(|_| {
+                invalid(&format!("extract.resolve.{suffix}"), format!("`{ip}` is not an IP address"))
+            })?;
+            if !crate::knobs::valid_domain(suffix) {
+                return Err(invalid(&format!("extract.resolve.{suffix}"), "keys must be lowercase domain names".into()));
+            }
+            resolve.push((suffix.clone(), ip));
+        }
+        if self.service.log_level.trim().is_empty() {
+            return Err(invalid("service.log_level", "must not be empty (e.g. \"info\")".into()));
+        }
+        self.knobs.validate().map_err(|e| {
+            let field = match &e {
+                crate::knobs::KnobError::UnknownKnob(k)
+                | crate::knobs::KnobError::WrongType { knob: k, .. }
+                | crate::knobs::KnobError::OutOfRange { knob: k, .. } => format!("knobs.{k}"),
+                crate::knobs::KnobError::Inconsistent(_) => "knobs".to_string(),
+            };
+            invalid(&field, e.to_string())
+        })?;
+        Ok(Settings {
+            service: self.service,
+            provider: self.provider,
+            provider_url,
+            extract: self.extract,
+            resolve,
+            knobs: self.knobs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_toml(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.knobs, Knobs::default());
+        assert_eq!(s.service.data_dir, PathBuf::from("./freshet-data"));
+    }
+
+    #[test]
+    fn unknown_fields_name_the_line() {
+        let err = load("[service]\nlog_level = \"info\"\n\n[extract]\nmax_bytez = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("max_bytez"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_field_and_line() {
+        let err = load("\n[knobs.extract]\nslots = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("test.toml:3"), "{err}");
+        assert!(err.contains("knobs.extract.slots"), "{err}");
+        let err = load("[provider]\nbase_url = \"not a url\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains(":2") && err.contains("provider.base_url"), "{err}");
+        let err = load("[extract.resolve]\n\"sim.test\" = \"localhost\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_secrets_stay_hidden() {
+        let s = load(
+            "[knobs.extract]\nslots = 4\n",
+            &[
+                ("FRESHET_KNOBS__EXTRACT__SLOTS", "16"),
+                ("FRESHET_PROVIDER__API_KEY", "12345"),
+                ("FRESHET_PROVIDER__ENGINE", "bing"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.knobs.extract.slots, 16);
+        assert_eq!(s.provider.api_key.expose(), "12345");
+        assert_eq!(s.provider.engine, "bing");
+        let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
+        assert!(!shown.contains("12345"), "{shown}");
+        let err = load("", &[("FRESHET_KNOBS__EXTRACT__SLOTS", "many")]).unwrap_err().to_string();
+        assert!(err.contains("FRESHET_KNOBS__EXTRACT__SLOTS"), "{err}");
+    }
+}
