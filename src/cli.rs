@@ -62,7 +62,11 @@ enum Format {
 #[derive(Debug, clap::Args)]
 struct ExtractArgs {
     /// The page to fetch and extract.
-    #[arg(value_name = "URL", required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        value_name = "URL",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     target: Option<String>,
     /// A saved HTML page to extract offline (`-` reads stdin).
     #[arg(long)]
@@ -103,7 +107,10 @@ enum SimCommand {
 /// Parses arguments, runs the command, maps errors to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -154,7 +161,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let s = settings(&cli)?;
             let mut shown = toml::Table::try_from(&s).context("settings do not render as TOML")?;
             shown.remove("knobs");
-            println!("# effective settings (secrets hidden)\n{}", toml::to_string_pretty(&shown)?);
+            println!(
+                "# effective settings (secrets hidden)\n{}",
+                toml::to_string_pretty(&shown)?
+            );
             println!("# live knobs: path = value  (limits; meaning)");
             for (path, value) in s.knobs.to_paths() {
                 let spec = crate::knobs::spec(&path).expect("to_paths yields spec paths");
@@ -203,7 +213,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!(
                 "  pages live on *.sim.test:{port}; resolve them to 127.0.0.1 (e.g. curl --resolve or [extract.resolve] \"sim.test\" = \"127.0.0.1\")"
             );
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
             eprintln!("stopping");
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
@@ -215,18 +227,26 @@ async fn extract_command(s: &Settings, args: &ExtractArgs) -> Result<ExitCode> {
     let result: Result<Page, extract::ExtractError> = if let Some(file) = &args.file {
         let mut bytes = Vec::new();
         if file.as_os_str() == "-" {
-            std::io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
         } else {
             bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         }
-        let url = args.url_hint.clone().unwrap_or_else(|| "file:///page.html".to_string());
+        let url = args
+            .url_hint
+            .clone()
+            .unwrap_or_else(|| "file:///page.html".to_string());
         let html = extract::fetch::decode(&bytes, None, &url)?;
         let page = extract::extract_html(&html, &url);
         if page.quality.score < extract::NO_CONTENT_SCORE {
             let mut err = extract::ExtractError::new(
                 crate::dataplane::retry::ErrorClass::NoContent,
                 &url,
-                format!("no main content (quality {:.2}, {} words)", page.quality.score, page.quality.words),
+                format!(
+                    "no main content (quality {:.2}, {} words)",
+                    page.quality.score, page.quality.words
+                ),
             );
             err.page = Some(Box::new(page));
             Err(err)

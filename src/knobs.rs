@@ -309,15 +309,55 @@ const fn int(path: &'static str, min: f64, max: f64, doc: &'static str) -> KnobS
 /// Every knob path, in display order.
 pub const SPECS: &[KnobSpec] = &[
     int("search.slots", 1.0, 1024.0, "concurrent search requests"),
-    int("search.timeout_ms", 10.0, 600_000.0, "per-attempt search timeout"),
-    int("search.retry.max_attempts", 1.0, 20.0, "search attempts in all"),
-    int("search.retry.base_ms", 1.0, 60_000.0, "first search backoff ceiling"),
-    int("search.retry.max_ms", 1.0, 600_000.0, "largest search backoff"),
+    int(
+        "search.timeout_ms",
+        10.0,
+        600_000.0,
+        "per-attempt search timeout",
+    ),
+    int(
+        "search.retry.max_attempts",
+        1.0,
+        20.0,
+        "search attempts in all",
+    ),
+    int(
+        "search.retry.base_ms",
+        1.0,
+        60_000.0,
+        "first search backoff ceiling",
+    ),
+    int(
+        "search.retry.max_ms",
+        1.0,
+        600_000.0,
+        "largest search backoff",
+    ),
     int("extract.slots", 1.0, 1024.0, "concurrent page fetches"),
-    int("extract.timeout_ms", 10.0, 600_000.0, "per-attempt fetch timeout"),
-    int("extract.retry.max_attempts", 1.0, 20.0, "fetch attempts in all"),
-    int("extract.retry.base_ms", 1.0, 60_000.0, "first fetch backoff ceiling"),
-    int("extract.retry.max_ms", 1.0, 600_000.0, "largest fetch backoff"),
+    int(
+        "extract.timeout_ms",
+        10.0,
+        600_000.0,
+        "per-attempt fetch timeout",
+    ),
+    int(
+        "extract.retry.max_attempts",
+        1.0,
+        20.0,
+        "fetch attempts in all",
+    ),
+    int(
+        "extract.retry.base_ms",
+        1.0,
+        60_000.0,
+        "first fetch backoff ceiling",
+    ),
+    int(
+        "extract.retry.max_ms",
+        1.0,
+        600_000.0,
+        "largest fetch backoff",
+    ),
     KnobSpec {
         path: "extract.render_mode",
         kind: KnobKind::RenderMode,
@@ -332,7 +372,12 @@ pub const SPECS: &[KnobSpec] = &[
         max: 0.0,
         doc: "render mode per domain",
     },
-    int("transform.batch_size", 1.0, 100_000.0, "documents per micro-batch"),
+    int(
+        "transform.batch_size",
+        1.0,
+        100_000.0,
+        "documents per micro-batch",
+    ),
     int("transform.linger_ms", 0.0, 60_000.0, "micro-batch wait"),
     KnobSpec {
         path: "transform.min_quality",
@@ -342,21 +387,76 @@ pub const SPECS: &[KnobSpec] = &[
         doc: "quality bar for documents",
     },
     int("transform.chunk_tokens", 16.0, 8_192.0, "tokens per chunk"),
-    int("transform.chunk_overlap", 0.0, 4_096.0, "tokens shared by neighbours"),
+    int(
+        "transform.chunk_overlap",
+        0.0,
+        4_096.0,
+        "tokens shared by neighbours",
+    ),
     int("embed.slots", 1.0, 1024.0, "concurrent embedding requests"),
-    int("embed.timeout_ms", 10.0, 600_000.0, "per-attempt embedding timeout"),
-    int("embed.retry.max_attempts", 1.0, 20.0, "embedding attempts in all"),
-    int("embed.retry.base_ms", 1.0, 60_000.0, "first embedding backoff ceiling"),
-    int("embed.retry.max_ms", 1.0, 600_000.0, "largest embedding backoff"),
-    int("embed.batch_size", 1.0, 4_096.0, "inputs per embedding request"),
+    int(
+        "embed.timeout_ms",
+        10.0,
+        600_000.0,
+        "per-attempt embedding timeout",
+    ),
+    int(
+        "embed.retry.max_attempts",
+        1.0,
+        20.0,
+        "embedding attempts in all",
+    ),
+    int(
+        "embed.retry.base_ms",
+        1.0,
+        60_000.0,
+        "first embedding backoff ceiling",
+    ),
+    int(
+        "embed.retry.max_ms",
+        1.0,
+        600_000.0,
+        "largest embedding backoff",
+    ),
+    int(
+        "embed.batch_size",
+        1.0,
+        4_096.0,
+        "inputs per embedding request",
+    ),
     int("index.slots", 1.0, 1024.0, "concurrent index writes"),
-    int("index.timeout_ms", 10.0, 600_000.0, "per-attempt index timeout"),
-    int("index.retry.max_attempts", 1.0, 20.0, "index attempts in all"),
-    int("index.retry.base_ms", 1.0, 60_000.0, "first index backoff ceiling"),
-    int("index.retry.max_ms", 1.0, 600_000.0, "largest index backoff"),
+    int(
+        "index.timeout_ms",
+        10.0,
+        600_000.0,
+        "per-attempt index timeout",
+    ),
+    int(
+        "index.retry.max_attempts",
+        1.0,
+        20.0,
+        "index attempts in all",
+    ),
+    int(
+        "index.retry.base_ms",
+        1.0,
+        60_000.0,
+        "first index backoff ceiling",
+    ),
+    int(
+        "index.retry.max_ms",
+        1.0,
+        600_000.0,
+        "largest index backoff",
+    ),
     int("index.batch_size", 1.0, 100_000.0, "points per upsert"),
     int("index.linger_ms", 0.0, 60_000.0, "upsert batch wait"),
-    int("source.max_in_flight", 1.0, 1_000_000.0, "unacknowledged source messages"),
+    int(
+        "source.max_in_flight",
+        1.0,
+        1_000_000.0,
+        "unacknowledged source messages",
+    ),
 ];
 
 /// Looks up the spec of a knob path.
@@ -482,13 +582,15 @@ pub fn check_value(spec: &KnobSpec, value: &Value) -> Result<(), KnobError> {
             Ok(())
         }
         KnobKind::RenderMode => match value {
-            Value::String(s) => RenderMode::parse(s).map(|_| ()).map_err(|why| {
-                KnobError::WrongType {
-                    knob: spec.path.to_string(),
-                    expected: "a render mode name",
-                    got: why,
-                }
-            }),
+            Value::String(s) => {
+                RenderMode::parse(s)
+                    .map(|_| ())
+                    .map_err(|why| KnobError::WrongType {
+                        knob: spec.path.to_string(),
+                        expected: "a render mode name",
+                        got: why,
+                    })
+            }
             _ => Err(wrong("a render mode name (\"http\" or \"remote\")")),
         },
         KnobKind::RenderModeMap => match value {
@@ -574,7 +676,8 @@ impl Knobs {
     pub fn apply_patch(&self, changes: &[Change]) -> Result<Knobs, KnobError> {
         let mut tree = serde_json::to_value(self).expect("knobs serialize to JSON");
         for change in changes {
-            let spec = spec(&change.knob).ok_or_else(|| KnobError::UnknownKnob(change.knob.clone()))?;
+            let spec =
+                spec(&change.knob).ok_or_else(|| KnobError::UnknownKnob(change.knob.clone()))?;
             check_value(spec, &change.value)?;
             let slot = lookup_mut(&mut tree, spec.path).expect("every spec path exists in Knobs");
             *slot = change.value.clone();
@@ -619,7 +722,8 @@ fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn lookup_mut<'a>(tree: &'a mut Value, path: &str) -> Option<&'a mut Value> {
-    path.split('.').try_fold(tree, |node, key| node.get_mut(key))
+    path.split('.')
+        .try_fold(tree, |node, key| node.get_mut(key))
 }
 
 #[cfg(test)]
@@ -640,7 +744,11 @@ mod tests {
             match v {
                 Value::Object(m) if !prefix.ends_with("render_overrides") => {
                     for (k, v) in m {
-                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let p = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         leaves(&p, v, out);
                     }
                 }
@@ -660,18 +768,31 @@ mod tests {
         let patched = base
             .apply_patch(&[
                 Change::new("extract.slots", 12),
-                Change::new("extract.render_overrides", json!({"news.sim.test": "remote"})),
+                Change::new(
+                    "extract.render_overrides",
+                    json!({"news.sim.test": "remote"}),
+                ),
                 Change::new("transform.min_quality", 0.25),
             ])
             .unwrap();
         assert_eq!(patched.extract.slots, 12);
-        assert_eq!(patched.extract.render_mode_for("a.news.sim.test"), RenderMode::Remote);
-        assert_eq!(patched.extract.render_mode_for("othernews.sim.test"), RenderMode::Http);
+        assert_eq!(
+            patched.extract.render_mode_for("a.news.sim.test"),
+            RenderMode::Remote
+        );
+        assert_eq!(
+            patched.extract.render_mode_for("othernews.sim.test"),
+            RenderMode::Http
+        );
         let diff = base.diff(&patched);
         let paths: Vec<_> = diff.iter().map(|d| d.knob.as_str()).collect();
         assert_eq!(
             paths,
-            ["extract.slots", "extract.render_overrides", "transform.min_quality"]
+            [
+                "extract.slots",
+                "extract.render_overrides",
+                "transform.min_quality"
+            ]
         );
         assert_eq!(diff[0].from, json!(8));
         assert_eq!(diff[0].to, json!(12));
@@ -689,9 +810,18 @@ mod tests {
             (Change::new("extract.slots", -3), "within"),
             (Change::new("transform.min_quality", 1.5), "within"),
             (Change::new("extract.render_mode", 3), "render mode"),
-            (Change::new("extract.render_mode", "browser"), "not available"),
-            (Change::new("extract.render_mode", "fast"), "unknown render mode"),
-            (Change::new("extract.render_overrides", json!({"Bad Domain": "http"})), "domain"),
+            (
+                Change::new("extract.render_mode", "browser"),
+                "not available",
+            ),
+            (
+                Change::new("extract.render_mode", "fast"),
+                "unknown render mode",
+            ),
+            (
+                Change::new("extract.render_overrides", json!({"Bad Domain": "http"})),
+                "domain",
+            ),
             (Change::new("extract", json!({})), "unknown knob"),
             (Change::new("search.retry.base_ms", 60_000), "inconsistent"),
             (Change::new("transform.chunk_overlap", 300), "inconsistent"),

@@ -66,6 +66,13 @@ impl LiveConfig {
         self.current.load_full()
     }
 
+    /// A borrowed view of the snapshot in force, cheaper than [`load`](Self::load)
+    /// (no reference-count traffic) for short reads that do not await.
+    #[inline]
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
     /// The version in force.
     pub fn version(&self) -> u64 {
         self.current.load().version
@@ -126,7 +133,9 @@ pub enum PatchError {
     #[error(transparent)]
     Knob(#[from] KnobError),
     /// Another change was swapped in since the caller read the snapshot.
-    #[error("knobs changed meanwhile: expected version {expected}, found {actual}; re-read and retry")]
+    #[error(
+        "knobs changed meanwhile: expected version {expected}, found {actual}; re-read and retry"
+    )]
     Conflict {
         /// The version the caller based its patch on.
         expected: u64,
@@ -277,11 +286,20 @@ mod tests {
             .patch(&[Change::new("extract.slots", 3)], Some(1))
             .unwrap();
         assert_eq!(swapped.new.version, 2);
-        assert_eq!(before.knobs.extract.slots, 8, "a held snapshot never changes");
+        assert_eq!(
+            before.knobs.extract.slots, 8,
+            "a held snapshot never changes"
+        );
         assert_eq!(live.load().knobs.extract.slots, 3);
         assert_eq!(swapped.diff.len(), 1);
         let stale = live.patch(&[Change::new("extract.slots", 4)], Some(1));
-        assert!(matches!(stale, Err(PatchError::Conflict { expected: 1, actual: 2 })));
+        assert!(matches!(
+            stale,
+            Err(PatchError::Conflict {
+                expected: 1,
+                actual: 2
+            })
+        ));
         let bad = live.patch(&[Change::new("extract.slots", 0)], None);
         assert!(bad.is_err());
         assert_eq!(live.version(), 2, "a refused patch changes nothing");
@@ -313,7 +331,8 @@ mod tests {
         let slots = Arc::new(Slots::new(1));
         let _task = slots.follow(&live, |k| k.extract.slots);
         assert_eq!(slots.limit(), 8);
-        live.patch(&[Change::new("extract.slots", 2)], None).unwrap();
+        live.patch(&[Change::new("extract.slots", 2)], None)
+            .unwrap();
         for _ in 0..100 {
             if slots.limit() == 2 {
                 break;

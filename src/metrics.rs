@@ -90,9 +90,18 @@ pub fn describe() {
         STAGE_RETRIES_TOTAL,
         "Retried attempts. stage: search|extract|embed|index; error_type as for freshet_stage_errors_total"
     );
-    describe_gauge!(STAGE_IN_FLIGHT, "Units of work running now. stage: search|extract|…");
-    describe_gauge!(STAGE_SLOTS, "Concurrency limit (the <stage>.slots knob). stage: search|extract|embed|index");
-    describe_gauge!(STAGE_QUEUE_DEPTH, "Items waiting in the stage's input channel. stage: …");
+    describe_gauge!(
+        STAGE_IN_FLIGHT,
+        "Units of work running now. stage: search|extract|…"
+    );
+    describe_gauge!(
+        STAGE_SLOTS,
+        "Concurrency limit (the <stage>.slots knob). stage: search|extract|embed|index"
+    );
+    describe_gauge!(
+        STAGE_QUEUE_DEPTH,
+        "Items waiting in the stage's input channel. stage: …"
+    );
     describe_counter!(
         STAGE_BACKPRESSURE_SECONDS_TOTAL,
         Unit::Seconds,
@@ -116,8 +125,13 @@ pub fn describe() {
 
 /// Counts and logs one failed unit of work; the log is rate limited per
 /// (stage, error type) to one line per second so an error storm cannot flood it.
-pub fn record_error(stage: &'static str, error_type: &'static str, message: &dyn std::fmt::Display) {
-    metrics::counter!(STAGE_ERRORS_TOTAL, "stage" => stage, "error_type" => error_type).increment(1);
+pub fn record_error(
+    stage: &'static str,
+    error_type: &'static str,
+    message: &dyn std::fmt::Display,
+) {
+    metrics::counter!(STAGE_ERRORS_TOTAL, "stage" => stage, "error_type" => error_type)
+        .increment(1);
     if log_allowed(stage, error_type) {
         tracing::warn!(stage, error_type, "{message}");
     }
@@ -170,7 +184,13 @@ mod tests {
         metrics::histogram!(super::STAGE_LATENCY_SECONDS, "stage" => "extract", "outcome" => "ok")
             .record(0.02);
         let text = handle.render();
-        assert!(text.contains("freshet_stage_errors_total{stage=\"extract\",error_type=\"timeout\"}"), "{text}");
-        assert!(text.contains("freshet_stage_latency_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("freshet_stage_errors_total{stage=\"extract\",error_type=\"timeout\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshet_stage_latency_seconds_bucket"),
+            "{text}"
+        );
     }
 }

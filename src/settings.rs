@@ -330,13 +330,26 @@ impl RawSettings {
             field: field.to_string(),
             message,
         };
-        let provider_url = url::Url::parse(&self.provider.base_url)
-            .map_err(|e| invalid("provider.base_url", format!("not a URL ({e}); write e.g. \"https://api.example.com\"")))?;
+        let provider_url = url::Url::parse(&self.provider.base_url).map_err(|e| {
+            invalid(
+                "provider.base_url",
+                format!("not a URL ({e}); write e.g. \"https://api.example.com\""),
+            )
+        })?;
         if !matches!(provider_url.scheme(), "http" | "https") {
-            return Err(invalid("provider.base_url", "must be an http or https URL".into()));
+            return Err(invalid(
+                "provider.base_url",
+                "must be an http or https URL".into(),
+            ));
         }
         if self.extract.max_bytes < 1024 {
-            return Err(invalid("extract.max_bytes", format!("{} is too small; pages need at least 1024 bytes", self.extract.max_bytes)));
+            return Err(invalid(
+                "extract.max_bytes",
+                format!(
+                    "{} is too small; pages need at least 1024 bytes",
+                    self.extract.max_bytes
+                ),
+            ));
         }
         if self.extract.max_redirects > 20 {
             return Err(invalid("extract.max_redirects", "at most 20".into()));
@@ -344,15 +357,24 @@ impl RawSettings {
         let mut resolve = Vec::new();
         for (suffix, ip) in &self.extract.resolve {
             let ip: IpAddr = ip.parse().map_err(|_| {
-                invalid(&format!("extract.resolve.{suffix}"), format!("`{ip}` is not an IP address"))
+                invalid(
+                    &format!("extract.resolve.{suffix}"),
+                    format!("`{ip}` is not an IP address"),
+                )
             })?;
             if !crate::knobs::valid_domain(suffix) {
-                return Err(invalid(&format!("extract.resolve.{suffix}"), "keys must be lowercase domain names".into()));
+                return Err(invalid(
+                    &format!("extract.resolve.{suffix}"),
+                    "keys must be lowercase domain names".into(),
+                ));
             }
             resolve.push((suffix.clone(), ip));
         }
         if self.service.log_level.trim().is_empty() {
-            return Err(invalid("service.log_level", "must not be empty (e.g. \"info\")".into()));
+            return Err(invalid(
+                "service.log_level",
+                "must not be empty (e.g. \"info\")".into(),
+            ));
         }
         self.knobs.validate().map_err(|e| {
             let field = match &e {
@@ -395,20 +417,30 @@ mod tests {
 
     #[test]
     fn unknown_fields_name_the_line() {
-        let err = load("[service]\nlog_level = \"info\"\n\n[extract]\nmax_bytez = 3\n", &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            "[service]\nlog_level = \"info\"\n\n[extract]\nmax_bytez = 3\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("max_bytez"), "{err}");
     }
 
     #[test]
     fn invalid_values_name_field_and_line() {
-        let err = load("\n[knobs.extract]\nslots = 0\n", &[]).unwrap_err().to_string();
+        let err = load("\n[knobs.extract]\nslots = 0\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("test.toml:3"), "{err}");
         assert!(err.contains("knobs.extract.slots"), "{err}");
-        let err = load("[provider]\nbase_url = \"not a url\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains(":2") && err.contains("provider.base_url"), "{err}");
+        let err = load("[provider]\nbase_url = \"not a url\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2") && err.contains("provider.base_url"),
+            "{err}"
+        );
         let err = load("[extract.resolve]\n\"sim.test\" = \"localhost\"\n", &[])
             .unwrap_err()
             .to_string();
@@ -432,7 +464,9 @@ mod tests {
         assert_eq!(s.provider.engine, "bing");
         let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
         assert!(!shown.contains("12345"), "{shown}");
-        let err = load("", &[("FRESHET_KNOBS__EXTRACT__SLOTS", "many")]).unwrap_err().to_string();
+        let err = load("", &[("FRESHET_KNOBS__EXTRACT__SLOTS", "many")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("FRESHET_KNOBS__EXTRACT__SLOTS"), "{err}");
     }
 }

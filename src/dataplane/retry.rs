@@ -237,7 +237,13 @@ where
         let delay = backoff(&retry_knobs, number + 1, retry_after, &mut rand::rng());
         metrics::counter!(metrics::STAGE_RETRIES_TOTAL, "stage" => stage.as_str(), "error_type" => class.as_str())
             .increment(1);
-        tracing::debug!(stage = stage.as_str(), error_type = class.as_str(), attempt = number, ?delay, "retrying");
+        tracing::debug!(
+            stage = stage.as_str(),
+            error_type = class.as_str(),
+            attempt = number,
+            ?delay,
+            "retrying"
+        );
         tokio::time::sleep(delay).await;
         number += 1;
     }
@@ -266,7 +272,11 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_and_honours_retry_after() {
-        let knobs = RetryKnobs { max_attempts: 5, base_ms: 100, max_ms: 1_000 };
+        let knobs = RetryKnobs {
+            max_attempts: 5,
+            base_ms: 100,
+            max_ms: 1_000,
+        };
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         for attempt in 2..10 {
             for _ in 0..100 {
@@ -284,7 +294,10 @@ mod tests {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         let later = std::time::SystemTime::now() + Duration::from_secs(30);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -298,7 +311,11 @@ mod tests {
         })
         .await;
         assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 3, "default budget is 3 attempts");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "default budget is 3 attempts"
+        );
 
         calls.store(0, Ordering::SeqCst);
         let result: Result<(), TestError> = retry(&live, Stage::Search, |_| {
@@ -307,7 +324,11 @@ mod tests {
         })
         .await;
         assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "auth errors are not retried");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "auth errors are not retried"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -331,14 +352,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_at_least_retry_after_and_times_out_attempts() {
         let live = LiveConfig::new(Knobs::default()).unwrap();
-        live.patch(&[Change::new("search.timeout_ms", 200)], None).unwrap();
+        live.patch(&[Change::new("search.timeout_ms", 200)], None)
+            .unwrap();
         let start = tokio::time::Instant::now();
         let calls = AtomicU32::new(0);
         let result: Result<u32, TestError> = retry(&live, Stage::Search, |_| {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 match n {
-                    0 => Err(TestError(ErrorClass::RateLimited, Some(Duration::from_secs(2)))),
+                    0 => Err(TestError(
+                        ErrorClass::RateLimited,
+                        Some(Duration::from_secs(2)),
+                    )),
                     1 => {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         Ok(1)
@@ -349,7 +374,11 @@ mod tests {
         })
         .await;
         assert_eq!(result.unwrap(), 2);
-        assert!(start.elapsed() >= Duration::from_millis(2_200), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(2_200),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(start.elapsed() < Duration::from_secs(60));
     }
 }

@@ -100,7 +100,12 @@ fn trafilatura(html: &str, url: Option<&str>) -> Option<(Candidate, f64)> {
         ..Default::default()
     };
     let result = rs_trafilatura::extract_with_options(html, &options).ok()?;
-    let markdown = tidy_markdown(result.content_markdown.as_deref().unwrap_or(&result.content_text));
+    let markdown = tidy_markdown(
+        result
+            .content_markdown
+            .as_deref()
+            .unwrap_or(&result.content_text),
+    );
     let quality = quality::score_markdown(&markdown);
     Some((
         Candidate {
@@ -227,15 +232,17 @@ mod tests {
 
     #[test]
     fn extracts_the_article_not_the_menu() {
-        let para = "The river rose through the night, and by morning the town council had opened the school gym to families who left their homes near the bank.";
-        let body: String = (0..6).map(|i| format!("<p>{para} Paragraph {i}.</p>")).collect();
-        let nav: String = (0..40).map(|i| format!("<li><a href='/s/{i}'>Section {i}</a></li>")).collect();
+        let prose = crate::dataplane::extract::quality::tests::prose(3);
+        let body: String = prose.split("\n\n").map(|p| format!("<p>{p}</p>")).collect();
+        let nav: String = (0..40)
+            .map(|i| format!("<li><a href='/s/{i}'>Section {i}</a></li>"))
+            .collect();
         let html = format!(
             "<html><head><title>Flood</title></head><body><nav><ul>{nav}</ul></nav>\
              <article><h1>Flood</h1>{body}</article><footer>Copyright 2026 Example Media. All rights reserved.</footer></body></html>"
         );
         let out = extract(&html, Some("https://news.example/flood"));
-        assert!(out.markdown.contains("The river rose"), "{out:?}");
+        assert!(out.markdown.contains("The committee said"), "{out:?}");
         assert!(!out.markdown.contains("Section 12"), "{}", out.markdown);
         assert!(!out.markdown.contains("Copyright"), "{}", out.markdown);
         assert!(out.quality.score > 0.7, "{:?}", out.quality);
@@ -243,7 +250,13 @@ mod tests {
 
     #[test]
     fn garbage_does_not_panic() {
-        for html in ["", "<", "<<<>>>", "<html><body></body></html>", "\u{0}\u{1}<p>x"] {
+        for html in [
+            "",
+            "<",
+            "<<<>>>",
+            "<html><body></body></html>",
+            "\u{0}\u{1}<p>x",
+        ] {
             let out = extract(html, None);
             assert!(out.quality.score < 0.3, "{html:?}: {out:?}");
         }

@@ -81,7 +81,10 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with the limits of `settings`; `resolve` maps host suffixes
     /// to fixed addresses.
-    pub fn new(settings: &ExtractSettings, resolve: &[(String, IpAddr)]) -> Result<Fetcher, ExtractError> {
+    pub fn new(
+        settings: &ExtractSettings,
+        resolve: &[(String, IpAddr)],
+    ) -> Result<Fetcher, ExtractError> {
         let max_redirects = settings.max_redirects as usize;
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().iter().any(|u| u == attempt.url()) {
@@ -104,7 +107,11 @@ impl Fetcher {
             }));
         }
         let client = builder.build().map_err(|e| {
-            ExtractError::new(ErrorClass::Invalid, "", format!("cannot build HTTP client: {e}"))
+            ExtractError::new(
+                ErrorClass::Invalid,
+                "",
+                format!("cannot build HTTP client: {e}"),
+            )
         })?;
         Ok(Fetcher {
             client,
@@ -119,7 +126,10 @@ impl Fetcher {
         let response = self
             .client
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.5")
+            .header(
+                reqwest::header::ACCEPT,
+                "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.5",
+            )
             .send()
             .await
             .map_err(|e| fail(ErrorClass::from_reqwest(&e), describe(&e)))?;
@@ -148,7 +158,10 @@ impl Fetcher {
             .to_ascii_lowercase();
         let mime = content_type.split(';').next().unwrap_or("").trim();
         if !(mime.is_empty() || mime.contains("html") || mime.starts_with("text/")) {
-            return Err(fail(ErrorClass::NotHtml, format!("content type `{mime}` is not HTML")));
+            return Err(fail(
+                ErrorClass::NotHtml,
+                format!("content type `{mime}` is not HTML"),
+            ));
         }
         let header_charset = content_type
             .split(';')
@@ -195,7 +208,11 @@ fn meta_charset(head: &[u8]) -> Option<String> {
 }
 
 /// Decodes a page body to text (see the module docs for the charset order).
-pub fn decode(body: &[u8], header_charset: Option<&str>, url: &str) -> Result<String, ExtractError> {
+pub fn decode(
+    body: &[u8],
+    header_charset: Option<&str>,
+    url: &str,
+) -> Result<String, ExtractError> {
     let label = header_charset
         .map(str::to_string)
         .or_else(|| meta_charset(body));
@@ -229,8 +246,12 @@ mod tests {
     fn decode_follows_header_then_meta_then_utf8() {
         let latin = b"<html><head><meta charset=\"iso-8859-1\"></head><body>Caf\xe9</body></html>";
         assert!(decode(latin, None, "u").unwrap().contains("Café"));
-        assert!(decode(b"Caf\xe9 au lait", Some("windows-1252"), "u").unwrap().contains("Café"));
-        assert!(decode("Café".as_bytes(), None, "u").unwrap().contains("Café"));
+        assert!(decode(b"Caf\xe9 au lait", Some("windows-1252"), "u")
+            .unwrap()
+            .contains("Café"));
+        assert!(decode("Café".as_bytes(), None, "u")
+            .unwrap()
+            .contains("Café"));
         let mut junk = b"<html><body>".to_vec();
         junk.extend(std::iter::repeat_n(0xffu8, 200));
         let err = decode(&junk, Some("utf-8"), "u").unwrap_err();

@@ -223,7 +223,12 @@ impl ExtractStage {
         result
     }
 
-    async fn run(&self, url: &str, mode: RenderMode, started: Instant) -> Result<Page, ExtractError> {
+    async fn run(
+        &self,
+        url: &str,
+        mode: RenderMode,
+        started: Instant,
+    ) -> Result<Page, ExtractError> {
         let parsed = url::Url::parse(url)
             .map_err(|e| ExtractError::new(ErrorClass::Invalid, url, format!("not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
@@ -243,31 +248,40 @@ impl ExtractStage {
         let fetch_started = Instant::now();
         let (out, final_url, html_bytes) = match mode {
             RenderMode::Http => {
-                let fetched = retry::retry(&self.live, Stage::Extract, |_| self.fetcher.fetch(&parsed))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
+                let fetched =
+                    retry::retry(&self.live, Stage::Extract, |_| self.fetcher.fetch(&parsed))
+                        .await
+                        .map_err(|mut e| {
+                            e.url = url.to_string();
+                            e
+                        })?;
                 let final_url = fetched.final_url.to_string();
                 let html_bytes = fetched.body.len();
                 let target = final_url.clone();
                 let out = tokio::task::spawn_blocking(move || {
-                    let html = fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
+                    let html =
+                        fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
                     Ok::<_, ExtractError>(content::extract(&html, Some(&target)))
                 })
                 .await
-                .map_err(|e| ExtractError::new(ErrorClass::Invalid, url, format!("extractor crashed: {e}")))??;
+                .map_err(|e| {
+                    ExtractError::new(ErrorClass::Invalid, url, format!("extractor crashed: {e}"))
+                })??;
                 (out, final_url, html_bytes)
             }
             RenderMode::Remote => {
-                let rendered = retry::retry(&self.live, Stage::Extract, |_| self.renderer.render(url))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
-                (content::from_remote(rendered.title, &rendered.markdown), url.to_string(), 0)
+                let rendered =
+                    retry::retry(&self.live, Stage::Extract, |_| self.renderer.render(url))
+                        .await
+                        .map_err(|mut e| {
+                            e.url = url.to_string();
+                            e
+                        })?;
+                (
+                    content::from_remote(rendered.title, &rendered.markdown),
+                    url.to_string(),
+                    0,
+                )
             }
         };
         let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3 - out.micros as f64 / 1e3;

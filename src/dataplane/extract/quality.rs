@@ -11,9 +11,13 @@
 //!   (about 40 % in English) and menus, code and bundles lack;
 //! - `links`: one minus the share of text inside links;
 //! - `clean`: one minus the penalty for error/placeholder phrases (enable
-//!   JavaScript, 404, access denied, …) weighed against the text's length.
+//!   JavaScript, 404, access denied, …) weighed against the text's length,
+//!   times a repetition factor (share of distinct word trigrams: an echoed
+//!   title or a menu printed twice repeats itself, prose does not).
 //!
-//! `score = clean * (0.35 length + 0.25 structure + 0.25 prose + 0.15 links)`.
+//! `score = clean * (0.4 length + 0.6 gate * (0.35 structure + 0.4 prose + 0.25 links))`
+//! where `gate = min(1, words / 100)`: structure, prose and link figures only
+//! count in full once there is enough text for them to mean something.
 //! The weights were set on the simulator's pages; the parts are reported so
 //! an operator can see why a page scored as it did (`freshet extract --format json`).
 
@@ -46,8 +50,8 @@ const FUNCTION_WORDS: &[&str] = &[
     "her", "his", "how", "however", "i", "if", "in", "into", "is", "it", "its", "more", "most",
     "no", "not", "of", "on", "one", "only", "or", "other", "our", "out", "over", "she", "so",
     "some", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
-    "those", "through", "to", "up", "was", "we", "were", "what", "when", "where", "which",
-    "while", "who", "will", "with", "would", "you", "your",
+    "those", "through", "to", "up", "was", "we", "were", "what", "when", "where", "which", "while",
+    "who", "will", "with", "would", "you", "your",
 ];
 
 /// Phrases that mark a page as an error, a wall or a placeholder.
@@ -147,7 +151,10 @@ pub fn markdown_text(markdown: &str) -> (String, usize) {
             i += 1;
             continue;
         }
-        let ch = markdown[i..].chars().next().expect("i is on a char boundary");
+        let ch = markdown[i..]
+            .chars()
+            .next()
+            .expect("i is on a char boundary");
         out.push(ch);
         i += ch.len_utf8();
     }
@@ -182,10 +189,16 @@ pub fn score_markdown(markdown: &str) -> Quality {
 pub fn score_text(text: &str, link_chars: usize) -> Quality {
     let mut words = 0usize;
     let mut function = 0usize;
+    let mut trigrams = std::collections::HashSet::new();
+    let mut window: [u64; 3] = [0; 3];
     for token in tokens(text) {
         words += 1;
         if is_function_word(&token) {
             function += 1;
+        }
+        window = [window[1], window[2], hash_token(&token)];
+        if words >= 3 {
+            trigrams.insert(window);
         }
     }
     let long_paragraphs = text
@@ -196,10 +209,22 @@ pub fn score_text(text: &str, link_chars: usize) -> Quality {
 
     let length = (words as f64 / 250.0).min(1.0);
     let structure = (long_paragraphs as f64 / 3.0).min(1.0);
-    let function_share = if words == 0 { 0.0 } else { function as f64 / words as f64 };
+    let function_share = if words == 0 {
+        0.0
+    } else {
+        function as f64 / words as f64
+    };
     let prose = ((function_share - 0.08) / 0.22).clamp(0.0, 1.0);
     let link_share = (link_chars as f64 / chars as f64).min(1.0);
     let links = (1.0 - 2.0 * link_share).clamp(0.0, 1.0);
+    // Text that repeats itself (a title echoed three times, a menu printed
+    // twice) has few distinct word trigrams; prose has almost no repeats.
+    let novelty = if words < 3 {
+        0.0
+    } else {
+        trigrams.len() as f64 / (words - 2) as f64
+    };
+    let repetition = ((novelty - 0.2) / 0.3).clamp(0.0, 1.0);
 
     let lower = text.to_lowercase();
     let hits = BAD_PHRASES.iter().filter(|p| lower.contains(*p)).count();
@@ -210,8 +235,12 @@ pub fn score_text(text: &str, link_chars: usize) -> Quality {
     } else {
         let weight = 1.0 / (1.0 + (words as f64 / 150.0).powi(2));
         (1.0 - weight * (0.6 + 0.2 * hits as f64)).clamp(0.0, 1.0)
-    };
-    let score = clean * (0.35 * length + 0.25 * structure + 0.25 * prose + 0.15 * links);
+    } * repetition;
+    // Structure, prose and links only count in full once there is enough
+    // text for them to mean something.
+    let gate = (words as f64 / 100.0).min(1.0);
+    let score =
+        clean * (0.4 * length + 0.6 * gate * (0.35 * structure + 0.4 * prose + 0.25 * links));
     Quality {
         score: score.clamp(0.0, 1.0),
         words,
@@ -223,9 +252,44 @@ pub fn score_text(text: &str, link_chars: usize) -> Quality {
     }
 }
 
+fn hash_token(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut h);
+    h.finish()
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Distinct, natural paragraphs for tests.
+    pub(crate) fn prose(paragraphs: usize) -> String {
+        const SENTENCES: &[&str] = &[
+            "The committee said on Tuesday that the new rules would take effect in the spring.",
+            "Most of the changes were meant to make the process easier for the people who use it every day.",
+            "Critics argued that the timeline was too short and that small firms would struggle to adapt.",
+            "A spokesperson for the ministry declined to comment on the details of the proposal.",
+            "In the northern districts, where the river floods almost every year, residents were sceptical.",
+            "Engineers have warned for a decade that the old levees were not built for storms of this size.",
+            "The council plans to hold three public meetings before the final vote in June.",
+            "Several of the largest employers in the region have already signed up for the pilot scheme.",
+            "Farmers, by contrast, said they had not been consulted at any stage of the review.",
+            "The report also found that costs had risen by almost a third since the project began.",
+            "Officials hope the new system will cut waiting times in half by the end of next year.",
+            "It is not yet clear how the changes will be paid for, or who will oversee them.",
+        ];
+        (0..paragraphs)
+            .map(|p| {
+                (0..4)
+                    .map(|i| SENTENCES[(p * 4 + i) % SENTENCES.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + &format!(" This was the {p}th point raised in the debate.")
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
 
     #[test]
     fn function_words_are_sorted() {
@@ -244,23 +308,39 @@ mod tests {
 
     #[test]
     fn articles_score_high_and_shells_low() {
-        let para = "The committee said on Tuesday that the new rules would take effect in the spring, \
-                    and that most of the changes were meant to make the process easier for the people who use it every day.";
-        let article = std::iter::repeat_n(para, 8).collect::<Vec<_>>().join("\n\n");
+        let article = prose(3);
         let q = score_markdown(&article);
-        assert!(q.score > 0.85, "{q:?}");
+        assert!(q.score > 0.8, "{q:?}");
         let shell = "You need to enable JavaScript to run this app.";
-        assert!(score_markdown(shell).score < 0.15, "{:?}", score_markdown(shell));
+        assert!(
+            score_markdown(shell).score < 0.15,
+            "{:?}",
+            score_markdown(shell)
+        );
         let error = "# 404 Not Found\n\nThe page you requested could not be found. Go back to the homepage.";
-        assert!(score_markdown(error).score < 0.2, "{:?}", score_markdown(error));
-        let menu = (0..60).map(|i| format!("- [Section {i}](/s/{i})")).collect::<Vec<_>>().join("\n");
-        assert!(score_markdown(&menu).score < 0.35, "{:?}", score_markdown(&menu));
+        assert!(
+            score_markdown(error).score < 0.2,
+            "{:?}",
+            score_markdown(error)
+        );
+        let menu = (0..60)
+            .map(|i| format!("- [Section {i}](/s/{i})"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            score_markdown(&menu).score < 0.35,
+            "{:?}",
+            score_markdown(&menu)
+        );
     }
 
     #[test]
     fn markdown_text_strips_links_and_images() {
         let (text, links) = markdown_text("See ![logo](a.png) the [docs](http://x/y) **now**.");
-        assert!(text.contains("See") && text.contains("docs") && !text.contains("http"), "{text}");
+        assert!(
+            text.contains("See") && text.contains("docs") && !text.contains("http"),
+            "{text}"
+        );
         assert_eq!(links, 4);
     }
 }

@@ -108,7 +108,11 @@ impl SerpPost {
 
     fn error(&self, endpoint: &'static str, class: ErrorClass, message: String) -> ProviderError {
         let key = self.key.expose();
-        let message = if key.len() >= 4 { message.replace(key, "***") } else { message };
+        let message = if key.len() >= 4 {
+            message.replace(key, "***")
+        } else {
+            message
+        };
         ProviderError {
             provider: "serppost",
             endpoint,
@@ -118,12 +122,19 @@ impl SerpPost {
         }
     }
 
-    async fn call(&self, endpoint: &'static str, body: serde_json::Value) -> Result<bytes::Bytes, ProviderError> {
+    async fn call(
+        &self,
+        endpoint: &'static str,
+        body: serde_json::Value,
+    ) -> Result<bytes::Bytes, ProviderError> {
         let path = match endpoint {
             "search" => "api/search",
             _ => "api/url",
         };
-        let url = self.base.join(path).map_err(|e| self.error(endpoint, ErrorClass::Invalid, e.to_string()))?;
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| self.error(endpoint, ErrorClass::Invalid, e.to_string()))?;
         let response = self
             .client
             .post(url)
@@ -131,7 +142,13 @@ impl SerpPost {
             .json(&body)
             .send()
             .await
-            .map_err(|e| self.error(endpoint, ErrorClass::from_reqwest(&e), format!("POST /{path}: {}", e.without_url())))?;
+            .map_err(|e| {
+                self.error(
+                    endpoint,
+                    ErrorClass::from_reqwest(&e),
+                    format!("POST /{path}: {}", e.without_url()),
+                )
+            })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -148,7 +165,11 @@ impl SerpPost {
                 ErrorClass::from_status(status.as_u16())
             };
             let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-            let mut err = self.error(endpoint, class, format!("POST /{path}: HTTP {status}: {snippet}"));
+            let mut err = self.error(
+                endpoint,
+                class,
+                format!("POST /{path}: HTTP {status}: {snippet}"),
+            );
             err.retry_after = retry_after;
             return Err(err);
         }
@@ -157,7 +178,8 @@ impl SerpPost {
 
     fn spend(&self, endpoint: &'static str, credits: u64) {
         self.credits.fetch_add(credits, Ordering::Relaxed);
-        metrics::counter!(metrics::CREDITS_TOTAL, "provider" => "serppost", "endpoint" => endpoint).increment(credits);
+        metrics::counter!(metrics::CREDITS_TOTAL, "provider" => "serppost", "endpoint" => endpoint)
+            .increment(credits);
     }
 
     /// Renders `url` to markdown with the provider's browser (one attempt).
@@ -169,8 +191,13 @@ impl SerpPost {
             )
             .await?;
         self.spend("render", RENDER_CREDITS);
-        let parsed: RenderResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.error("render", ErrorClass::Parse, format!("unexpected /api/url answer: {e}")))?;
+        let parsed: RenderResponse = serde_json::from_slice(&body).map_err(|e| {
+            self.error(
+                "render",
+                ErrorClass::Parse,
+                format!("unexpected /api/url answer: {e}"),
+            )
+        })?;
         Ok(match parsed.data {
             RenderData::Object { title, markdown } => Rendered { title, markdown },
             RenderData::Text(markdown) => Rendered {
@@ -189,7 +216,10 @@ pub(crate) async fn read_capped(
     if response.content_length().is_some_and(|n| n > cap as u64) {
         return Err((
             ErrorClass::TooLarge,
-            format!("body of {} bytes exceeds the {cap} byte cap", response.content_length().unwrap_or(0)),
+            format!(
+                "body of {} bytes exceeds the {cap} byte cap",
+                response.content_length().unwrap_or(0)
+            ),
         ));
     }
     let mut body = bytes::BytesMut::new();
@@ -197,7 +227,10 @@ pub(crate) async fn read_capped(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > cap {
-                    return Err((ErrorClass::TooLarge, format!("body exceeds the {cap} byte cap")));
+                    return Err((
+                        ErrorClass::TooLarge,
+                        format!("body exceeds the {cap} byte cap"),
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -214,10 +247,17 @@ impl SearchProvider for SerpPost {
     }
 
     async fn search(&self, query: &str) -> Result<Vec<SearchHit>, ProviderError> {
-        let body = self.call("search", json!({"s": query, "t": self.engine})).await?;
+        let body = self
+            .call("search", json!({"s": query, "t": self.engine}))
+            .await?;
         self.spend("search", SEARCH_CREDITS);
-        let parsed: SearchResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.error("search", ErrorClass::Parse, format!("unexpected /api/search answer: {e}")))?;
+        let parsed: SearchResponse = serde_json::from_slice(&body).map_err(|e| {
+            self.error(
+                "search",
+                ErrorClass::Parse,
+                format!("unexpected /api/search answer: {e}"),
+            )
+        })?;
         Ok(parsed
             .data
             .into_iter()
