@@ -126,6 +126,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a closed pipe (`freshet … | head`) ends quietly.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn settings(cli: &Cli) -> Result<Settings> {
     Ok(match &cli.config {
         Some(path) => Settings::load(path)?,
@@ -149,33 +159,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => {
             let s = Settings::load(file)?;
-            println!(
-                "{}: ok ({} knobs, data dir {})",
+            print_out(&format!(
+                "{}: ok ({} knobs, data dir {})\n",
                 file.display(),
                 SPECS.len(),
                 s.service.data_dir.display()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Show) => {
             let s = settings(&cli)?;
             let mut shown = toml::Table::try_from(&s).context("settings do not render as TOML")?;
             shown.remove("knobs");
-            println!(
-                "# effective settings (secrets hidden)\n{}",
+            let mut out = format!(
+                "# effective settings (secrets hidden)\n{}\n# live knobs: path = value  (limits; meaning)\n",
                 toml::to_string_pretty(&shown)?
             );
-            println!("# live knobs: path = value  (limits; meaning)");
-            for (path, value) in s.knobs.to_paths() {
-                let spec = crate::knobs::spec(&path).expect("to_paths yields spec paths");
+            let values = s.knobs.to_paths();
+            for spec in SPECS {
+                let value = &values[spec.path];
                 let limits = match spec.kind {
                     crate::knobs::KnobKind::Integer | crate::knobs::KnobKind::Number => {
                         format!("[{}, {}]", spec.min, spec.max)
                     }
                     _ => "http|remote".to_string(),
                 };
-                println!("{path} = {value}  ({limits}; {})", spec.doc);
+                out.push_str(&format!("{} = {value}  ({limits}; {})\n", spec.path, spec.doc));
             }
+            print_out(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Extract(args) => {
@@ -281,19 +292,17 @@ async fn extract_command(s: &Settings, args: &ExtractArgs) -> Result<ExitCode> {
             if let Some(e) = &error {
                 value["error"] = serde_json::json!({"class": e.class, "message": e.message});
             }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
         }
         Format::Markdown => {
             if let Some(p) = &page {
-                if !p.title.is_empty() {
-                    println!("# {}\n", p.title);
-                }
-                println!("{}", p.markdown);
+                let title = if p.title.is_empty() { String::new() } else { format!("# {}\n\n", p.title) };
+                print_out(&format!("{title}{}\n", p.markdown))?;
             }
         }
         Format::Text => {
             if let Some(p) = &page {
-                println!("{}", extract::quality::markdown_text(&p.markdown).0.trim());
+                print_out(&format!("{}\n", extract::quality::markdown_text(&p.markdown).0.trim()))?;
             }
         }
     }

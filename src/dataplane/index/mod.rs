@@ -1,0 +1,143 @@
+//! The index stage: chunk vectors and their payload in a vector store.
+//!
+//! [`VectorIndex`] is what the pipeline needs from a store. Two back ends:
+//! `edge` (qdrant-edge, embedded in the process, persistent in the data dir;
+//! the default) and `qdrant` (qdrant-client over gRPC, for a Qdrant server or
+//! cluster). Both keep payload indexes on `doc_id` and `doc_hash`, so that
+//! replacing a document's chunks and deduplicating against what is already
+//! indexed are lookups, not scans.
+//!
+//! Point ids are UUIDv5 of the document id and chunk index
+//! ([`chunk_id`]): replaying an event upserts the same points again instead
+//! of adding duplicates.
+
+pub mod edge;
+pub mod qdrant;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::dataplane::retry::{Classify, ErrorClass};
+
+/// Namespace of chunk ids (a fixed random UUID: ids are stable forever).
+pub const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_2b8e_5a7d_4c1e_9b3f_0d2a_8e4c_7a11);
+
+/// The deterministic id of chunk `index` of document `doc_id`.
+pub fn chunk_id(doc_id: &str, index: u32) -> Uuid {
+    Uuid::new_v5(&CHUNK_NAMESPACE, format!("{doc_id}\u{1f}{index}").as_bytes())
+}
+
+/// What is stored with every chunk (DESIGN.md section 2, Index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkPayload {
+    /// The document's id (its canonical URL, or the id a task gave).
+    pub doc_id: String,
+    /// Position of the chunk in the document, from 0.
+    pub chunk_index: u32,
+    /// Chunks the document has in all (to find stale ones after an edit).
+    pub chunk_count: u32,
+    /// Source URL, if the document came from the web.
+    pub url: String,
+    /// Document title.
+    pub title: String,
+    /// The chunk's text.
+    pub text: String,
+    /// SHA-256 (hex) of the chunk's normalized text.
+    pub content_hash: String,
+    /// SHA-256 (hex) of the whole normalized document: dedupe and change detection.
+    pub doc_hash: String,
+    /// Unix milliseconds when the page was fetched or the document received.
+    pub fetched_at_ms: u64,
+    /// Render mode (`http`, `remote`) or `document` for pushed documents.
+    pub render_mode: String,
+    /// Extraction quality score in [0, 1].
+    pub quality: f64,
+    /// Where the task came from, e.g. `embedded:0:17` or `kafka:tasks:3:1042`.
+    pub source_offset: String,
+}
+
+/// One point to upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPoint {
+    /// [`chunk_id`] of the chunk.
+    pub id: Uuid,
+    /// The embedding.
+    pub vector: Vec<f32>,
+    /// The payload.
+    pub payload: ChunkPayload,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Point id.
+    pub id: Uuid,
+    /// Similarity (cosine: higher is closer).
+    pub score: f32,
+    /// The stored payload.
+    pub payload: ChunkPayload,
+}
+
+/// What the index holds for one document.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocState {
+    /// Ids of the document's chunks.
+    pub chunk_ids: Vec<Uuid>,
+    /// The document hash stored with them (all chunks carry the same one).
+    pub doc_hash: Option<String>,
+}
+
+/// A failed index operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("index {backend} {op} failed ({class}): {message}")]
+pub struct IndexError {
+    /// `edge` or `qdrant`.
+    pub backend: &'static str,
+    /// The operation (`upsert`, `delete`, `search`, …).
+    pub op: &'static str,
+    /// Failure class: `timeout`/`connect`/`upstream` are retried.
+    pub class: ErrorClass,
+    /// What happened.
+    pub message: String,
+}
+
+impl Classify for IndexError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+    fn timed_out(after: std::time::Duration) -> Self {
+        IndexError {
+            backend: "index",
+            op: "request",
+            class: ErrorClass::Timeout,
+            message: format!("no answer within {} ms", after.as_millis()),
+        }
+    }
+}
+
+/// A vector store the pipeline writes to and `freshet query` reads from.
+///
+/// All methods are idempotent: upserting the same points or deleting an
+/// absent document twice changes nothing, which is what makes at-least-once
+/// replays safe.
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync + std::fmt::Debug {
+    /// Back-end name for metrics and errors.
+    fn backend(&self) -> &'static str;
+    /// Inserts or replaces points by id. Durable when it returns.
+    async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError>;
+    /// Deletes points by id (absent ids are ignored).
+    async fn delete_points(&self, ids: Vec<Uuid>) -> Result<(), IndexError>;
+    /// Deletes every chunk of a document; returns how many there were.
+    async fn delete_doc(&self, doc_id: &str) -> Result<u64, IndexError>;
+    /// The chunk ids and hash the index holds for a document.
+    async fn doc_state(&self, doc_id: &str) -> Result<DocState, IndexError>;
+    /// Some document (other than `except_doc`) whose `doc_hash` is `hash`.
+    async fn find_doc_hash(&self, hash: &str, except_doc: &str) -> Result<Option<String>, IndexError>;
+    /// The `k` nearest chunks to `vector`.
+    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError>;
+    /// Points stored.
+    async fn count(&self) -> Result<u64, IndexError>;
+    /// Every point id with its payload's doc id (tests and audits; small indexes).
+    async fn all_points(&self) -> Result<Vec<(Uuid, String)>, IndexError>;
+}
