@@ -24,5 +24,6 @@ pub mod dataplane;
 pub mod knobs;
 pub mod live;
 pub mod metrics;
+pub mod service;
 pub mod settings;
 pub mod sim;

@@ -39,6 +39,16 @@ pub const EXTRACT_QUALITY: &str = "freshet_extract_quality";
 pub const EXTRACT_PAGES_TOTAL: &str = "freshet_extract_pages_total";
 /// No labels.
 pub const EXTRACT_BYTES_TOTAL: &str = "freshet_extract_bytes_total";
+/// Labels: `stage`, `error_type`.
+pub const DLQ_RECORDS_TOTAL: &str = "freshet_dlq_records_total";
+/// Labels: `type` (keyword, url, document, delete, invalid).
+pub const TASKS_TOTAL: &str = "freshet_tasks_total";
+/// Labels: `outcome` (chunked, low_quality, too_short, duplicate, unchanged, superseded, deleted).
+pub const DOCS_TOTAL: &str = "freshet_docs_total";
+/// No labels. Chunks upserted into the index (all passed the quality bar).
+pub const CHUNKS_INDEXED_TOTAL: &str = "freshet_chunks_indexed_total";
+/// No labels. Event time (or receive time) to upsert acknowledged, per chunk.
+pub const FRESHNESS_SECONDS: &str = "freshet_freshness_seconds";
 /// No labels.
 pub const KNOBS_VERSION: &str = "freshet_knobs_version";
 
@@ -121,6 +131,21 @@ pub fn describe() {
     );
     describe_counter!(EXTRACT_BYTES_TOTAL, Unit::Bytes, "Page bytes fetched.");
     describe_gauge!(KNOBS_VERSION, "Version of the knob snapshot in force.");
+    describe_counter!(DLQ_RECORDS_TOTAL, "Dead letters written. stage: source|search|extract|transform|embed|index; error_type as for freshet_stage_errors_total");
+    describe_counter!(
+        TASKS_TOTAL,
+        "Source tasks received. type: keyword|url|document|delete|invalid"
+    );
+    describe_counter!(DOCS_TOTAL, "Documents through the transform. outcome: chunked|low_quality|too_short|duplicate|unchanged|superseded|deleted");
+    describe_counter!(
+        CHUNKS_INDEXED_TOTAL,
+        "Chunks upserted into the index; all passed the quality bar, so their rate is goodput."
+    );
+    describe_histogram!(
+        FRESHNESS_SECONDS,
+        Unit::Seconds,
+        "Event time (or receive time) to acknowledged upsert, per chunk."
+    );
 }
 
 /// Counts and logs one failed unit of work; the log is rate limited per

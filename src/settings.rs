@@ -76,6 +76,10 @@ pub struct ServiceSettings {
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` wins when set).
     pub log_level: String,
+    /// Address of the HTTP endpoint (`/v1/ingest`, `/metrics`, health).
+    pub listen: String,
+    /// How long a graceful stop waits for in-flight work.
+    pub drain_timeout_s: u64,
 }
 
 impl Default for ServiceSettings {
@@ -84,6 +88,8 @@ impl Default for ServiceSettings {
             data_dir: PathBuf::from("./freshet-data"),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
+            listen: "127.0.0.1:8080".to_string(),
+            drain_timeout_s: 30,
         }
     }
 }
@@ -139,6 +145,94 @@ impl Default for ExtractSettings {
     }
 }
 
+/// Which embedder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedBackend {
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    #[default]
+    Openai,
+    /// Feature hashing (lexical only; tests, benchmarks, offline demos).
+    Hash,
+}
+
+/// `[embed]`: the embedding model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedSettings {
+    /// `openai` or `hash`.
+    pub backend: EmbedBackend,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// API key; prefer `FRESHET_EMBED__API_KEY`.
+    pub api_key: Secret,
+    /// Model name.
+    pub model: String,
+    /// Vector size the model returns (and the index is created with).
+    pub dimensions: u32,
+    /// Send `dimensions` in requests (models that can shorten their output).
+    pub send_dimensions: bool,
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        EmbedSettings {
+            backend: EmbedBackend::Openai,
+            base_url: "https://api.openai.com/v1".to_string(),
+            api_key: Secret::default(),
+            model: "text-embedding-3-small".to_string(),
+            dimensions: 384,
+            send_dimensions: true,
+        }
+    }
+}
+
+/// Which vector store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexBackend {
+    /// qdrant-edge, embedded, in `<data_dir>/index`.
+    #[default]
+    Edge,
+    /// A Qdrant server or cluster over gRPC.
+    Qdrant,
+}
+
+/// `[index]`: the vector store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSettings {
+    /// `edge` or `qdrant`.
+    pub backend: IndexBackend,
+    /// gRPC URL of the Qdrant server (`qdrant` only).
+    pub url: String,
+    /// API key of the Qdrant server; prefer `FRESHET_INDEX__API_KEY`.
+    pub api_key: Secret,
+    /// Collection name (`qdrant` only).
+    pub collection: String,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            backend: IndexBackend::Edge,
+            url: "http://127.0.0.1:6334".to_string(),
+            api_key: Secret::default(),
+            collection: "freshet".to_string(),
+        }
+    }
+}
+
+/// `[source]`: where tasks come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceSettings {
+    /// JSON Lines files of tasks fed at start, in order.
+    pub files: Vec<PathBuf>,
+    /// Also read tasks from standard input.
+    pub stdin: bool,
+}
+
 /// The file as written: every section optional, unknown fields rejected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +243,12 @@ pub struct RawSettings {
     pub provider: ProviderSettings,
     /// `[extract]`
     pub extract: ExtractSettings,
+    /// `[embed]`
+    pub embed: EmbedSettings,
+    /// `[index]`
+    pub index: IndexSettings,
+    /// `[source]`
+    pub source: SourceSettings,
     /// `[knobs]`: starting values of the live knobs.
     pub knobs: Knobs,
 }
@@ -168,6 +268,12 @@ pub struct Settings {
     /// `[extract] resolve`, parsed.
     #[serde(skip)]
     pub resolve: Vec<(String, IpAddr)>,
+    /// `[embed]`
+    pub embed: EmbedSettings,
+    /// `[index]`
+    pub index: IndexSettings,
+    /// `[source]`
+    pub source: SourceSettings,
     /// Starting knobs.
     pub knobs: Knobs,
 }
@@ -370,6 +476,32 @@ impl RawSettings {
             }
             resolve.push((suffix.clone(), ip));
         }
+        if !(8..=8192).contains(&self.embed.dimensions) {
+            return Err(invalid(
+                "embed.dimensions",
+                format!("{} is outside 8..=8192", self.embed.dimensions),
+            ));
+        }
+        if self.embed.backend == EmbedBackend::Openai {
+            url::Url::parse(&self.embed.base_url)
+                .map_err(|e| invalid("embed.base_url", format!("not a URL ({e})")))?;
+            if self.embed.model.trim().is_empty() {
+                return Err(invalid("embed.model", "must name a model".into()));
+            }
+        }
+        if self.index.backend == IndexBackend::Qdrant {
+            url::Url::parse(&self.index.url)
+                .map_err(|e| invalid("index.url", format!("not a URL ({e})")))?;
+            if self.index.collection.trim().is_empty() {
+                return Err(invalid("index.collection", "must not be empty".into()));
+            }
+        }
+        if self.service.drain_timeout_s == 0 {
+            return Err(invalid(
+                "service.drain_timeout_s",
+                "must be at least 1".into(),
+            ));
+        }
         if self.service.log_level.trim().is_empty() {
             return Err(invalid(
                 "service.log_level",
@@ -391,6 +523,9 @@ impl RawSettings {
             provider_url,
             extract: self.extract,
             resolve,
+            embed: self.embed,
+            index: self.index,
+            source: self.source,
             knobs: self.knobs,
         })
     }

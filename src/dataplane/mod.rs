@@ -4,11 +4,20 @@
 //! talk only through bounded channels of typed items. Every stage reads the
 //! live knobs ([`crate::live::LiveConfig`]) once per unit of work.
 
+pub mod ack;
+pub mod dlq;
+pub mod embed;
 pub mod extract;
+pub mod index;
+pub mod pipeline;
 pub mod retry;
 pub mod search;
+pub mod source;
+pub mod transform;
 
 use serde::Serialize;
+
+pub use pipeline::{Counters, Deps, Envelope, Pipeline, Task};
 
 /// The stages of the pipeline, as metric labels and knob prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

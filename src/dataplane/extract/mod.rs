@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::dataplane::retry::{self, Classify, ErrorClass};
 use crate::dataplane::Stage;
 use crate::knobs::RenderMode;
-use crate::live::{LiveConfig, Slots};
+use crate::live::{LiveConfig, SlotPermit, Slots};
 use crate::metrics;
 pub use content::Method;
 pub use quality::Quality;
@@ -185,7 +185,24 @@ impl ExtractStage {
 
     /// Extracts one URL with the render mode the live knobs give its domain.
     pub async fn extract(&self, url: &str) -> Result<Page, ExtractError> {
-        let mode = match url::Url::parse(url) {
+        self.extract_permitted(url, None, None).await
+    }
+
+    /// Extracts one URL with the given render mode.
+    pub async fn extract_with(&self, url: &str, mode: RenderMode) -> Result<Page, ExtractError> {
+        self.extract_permitted(url, Some(mode), None).await
+    }
+
+    /// Extracts one URL holding a slot the caller already took (so a
+    /// dispatcher can bound the tasks it spawns); `mode` defaults to the
+    /// knobs' mode for the URL's domain.
+    pub async fn extract_permitted(
+        &self,
+        url: &str,
+        mode: Option<RenderMode>,
+        permit: Option<SlotPermit>,
+    ) -> Result<Page, ExtractError> {
+        let mode = mode.unwrap_or_else(|| match url::Url::parse(url) {
             Ok(parsed) => self
                 .live
                 .load()
@@ -193,15 +210,10 @@ impl ExtractStage {
                 .extract
                 .render_mode_for(parsed.host_str().unwrap_or("")),
             Err(_) => RenderMode::Http,
-        };
-        self.extract_with(url, mode).await
-    }
-
-    /// Extracts one URL with the given render mode.
-    pub async fn extract_with(&self, url: &str, mode: RenderMode) -> Result<Page, ExtractError> {
+        });
         let stage = Stage::Extract.as_str();
         let started = Instant::now();
-        let result = self.run(url, mode, started).await;
+        let result = self.run(url, mode, started, permit).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!(metrics::STAGE_LATENCY_SECONDS, "stage" => stage, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
@@ -228,6 +240,7 @@ impl ExtractStage {
         url: &str,
         mode: RenderMode,
         started: Instant,
+        permit: Option<SlotPermit>,
     ) -> Result<Page, ExtractError> {
         let parsed = url::Url::parse(url)
             .map_err(|e| ExtractError::new(ErrorClass::Invalid, url, format!("not a URL: {e}")))?;
@@ -238,7 +251,10 @@ impl ExtractStage {
                 "only http and https URLs with a host can be fetched".into(),
             ));
         }
-        let _permit = self.slots.acquire().await;
+        let _permit = match permit {
+            Some(p) => p,
+            None => self.slots.acquire().await,
+        };
         let stage = Stage::Extract.as_str();
         metrics::counter!(metrics::STAGE_REQUESTS_TOTAL, "stage" => stage).increment(1);
         metrics::gauge!(metrics::STAGE_SLOTS, "stage" => stage).set(self.slots.limit() as f64);

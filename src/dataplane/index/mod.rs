@@ -24,7 +24,10 @@ pub const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_2b8e_5a7d_4c1e_9b3f_0d2
 
 /// The deterministic id of chunk `index` of document `doc_id`.
 pub fn chunk_id(doc_id: &str, index: u32) -> Uuid {
-    Uuid::new_v5(&CHUNK_NAMESPACE, format!("{doc_id}\u{1f}{index}").as_bytes())
+    Uuid::new_v5(
+        &CHUNK_NAMESPACE,
+        format!("{doc_id}\u{1f}{index}").as_bytes(),
+    )
 }
 
 /// What is stored with every chunk (DESIGN.md section 2, Index).
@@ -133,7 +136,11 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// The chunk ids and hash the index holds for a document.
     async fn doc_state(&self, doc_id: &str) -> Result<DocState, IndexError>;
     /// Some document (other than `except_doc`) whose `doc_hash` is `hash`.
-    async fn find_doc_hash(&self, hash: &str, except_doc: &str) -> Result<Option<String>, IndexError>;
+    async fn find_doc_hash(
+        &self,
+        hash: &str,
+        except_doc: &str,
+    ) -> Result<Option<String>, IndexError>;
     /// The `k` nearest chunks to `vector`.
     async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError>;
     /// Points stored.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::retry::{self, Classify, ErrorClass};
 use crate::dataplane::Stage;
-use crate::live::{LiveConfig, Slots};
+use crate::live::{LiveConfig, SlotPermit, Slots};
 use crate::metrics;
 
 /// One search result.
@@ -103,6 +103,15 @@ impl SearchStage {
 
     /// Searches `query` with retries; counts and logs the outcome.
     pub async fn search(&self, query: &str) -> Result<Vec<SearchHit>, ProviderError> {
+        self.search_permitted(query, None).await
+    }
+
+    /// Like [`search`](Self::search), holding a slot the caller already took.
+    pub async fn search_permitted(
+        &self,
+        query: &str,
+        permit: Option<SlotPermit>,
+    ) -> Result<Vec<SearchHit>, ProviderError> {
         let query = query.trim();
         if query.is_empty() || query.len() > 2_048 {
             let err = ProviderError {
@@ -115,7 +124,10 @@ impl SearchStage {
             metrics::record_error("search", err.class.as_str(), &err);
             return Err(err);
         }
-        let _permit = self.slots.acquire().await;
+        let _permit = match permit {
+            Some(p) => p,
+            None => self.slots.acquire().await,
+        };
         let stage = Stage::Search.as_str();
         metrics::counter!(metrics::STAGE_REQUESTS_TOTAL, "stage" => stage).increment(1);
         let in_flight = metrics::InFlight::new(stage);

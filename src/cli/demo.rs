@@ -1,0 +1,312 @@
+//! `freshet demo`: the simulator and the pipeline in one process, on
+//! embedded defaults, with live progress and a closing summary.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::dataplane::pipeline::{Counters, Task};
+use crate::service::Runtime;
+use crate::settings::{EmbedBackend, Settings};
+use crate::sim::{Corpus, Scenario, SimOptions, SimServer};
+
+/// The embedding model name the simulator serves; its vectors equal the
+/// `hash` embedder's, so `freshet query` can embed queries offline.
+pub const SIM_EMBED_MODEL: &str = "freshet-sim-hash";
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// How long to feed tasks before draining.
+    pub duration: Duration,
+    /// Scenario file; the built-in steady scenario when absent.
+    pub scenario: Option<PathBuf>,
+    /// Where the index, dead letters and metadata go.
+    pub data_dir: PathBuf,
+    /// Tasks per second of the built-in stream.
+    pub rate: f64,
+    /// Seed of the simulated web and the task stream.
+    pub seed: u64,
+    /// Embed through the simulator's OpenAI-compatible endpoint (else `hash` in-process).
+    pub sim_embeddings: bool,
+    /// Draw a progress bar (off when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// What the demo did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoSummary {
+    /// Seconds the stream ran.
+    pub seconds: f64,
+    /// Tasks sent.
+    pub tasks: u64,
+    /// Pages extracted.
+    pub pages: u64,
+    /// Documents indexed.
+    pub docs_indexed: u64,
+    /// Chunks upserted.
+    pub chunks: u64,
+    /// Chunks per second over the run.
+    pub goodput: f64,
+    /// Freshness p50, seconds.
+    pub freshness_p50: Option<f64>,
+    /// Freshness p99, seconds.
+    pub freshness_p99: Option<f64>,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Duplicates and unchanged documents skipped.
+    pub skipped: u64,
+    /// Points in the index at the end.
+    pub index_points: u64,
+    /// Provider credits spent (search + remote render).
+    pub credits: u64,
+    /// Whether the drain finished in time.
+    pub drained: bool,
+}
+
+/// The settings the demo runs with: the user's (or defaults) pointed at the simulator.
+pub fn demo_settings(base: &Settings, sim: &SimServer, opts: &DemoOptions) -> Result<Settings> {
+    let mut s = base.clone();
+    s.service.data_dir = opts.data_dir.clone();
+    s.provider.base_url = sim.base_url();
+    s.provider.api_key = crate::settings::Secret::new("sim-key");
+    s.provider_url = url::Url::parse(&sim.base_url())?;
+    s.resolve = vec![(
+        "sim.test".to_string(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    )];
+    s.extract.resolve = [("sim.test".to_string(), "127.0.0.1".to_string())]
+        .into_iter()
+        .collect();
+    if opts.sim_embeddings {
+        s.embed.backend = EmbedBackend::Openai;
+        s.embed.base_url = format!("{}/v1", sim.base_url());
+        s.embed.model = SIM_EMBED_MODEL.to_string();
+        s.embed.api_key = crate::settings::Secret::new("sim-key");
+        s.embed.send_dimensions = true;
+    } else {
+        s.embed.backend = EmbedBackend::Hash;
+    }
+    Ok(s)
+}
+
+/// A deterministic stream of demo tasks: mostly URLs of simulated articles
+/// (some of them JavaScript shells or near-duplicates, depending on the
+/// scenario), some keywords, now and then a hostile page.
+pub fn task_stream(corpus: &Corpus, port: u16, seed: u64) -> impl Iterator<Item = Task> {
+    let articles = corpus.article_urls(port, 600);
+    let dups: Vec<String> = corpus
+        .near_duplicate_urls(port)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let hostile: Vec<String> = corpus
+        .hostile_urls(port)
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect();
+    let keywords = [
+        "rust async runtimes",
+        "heat pumps",
+        "vector databases",
+        "urban cycling",
+        "coral reef restoration",
+        "remote work policies",
+        "electric vehicle batteries",
+        "sourdough baking",
+        "browser privacy",
+        "kubernetes cost control",
+    ];
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0u64..).map(move |i| {
+        let r = next() % 100;
+        if r < 10 {
+            Task::Keyword {
+                query: keywords[(next() % keywords.len() as u64) as usize].to_string(),
+                ts_ms: None,
+            }
+        } else if r < 13 && !dups.is_empty() {
+            Task::Url {
+                url: dups[(next() % dups.len() as u64) as usize].clone(),
+                ts_ms: None,
+            }
+        } else if r < 14 && !hostile.is_empty() {
+            Task::Url {
+                url: hostile[(next() % hostile.len() as u64) as usize].clone(),
+                ts_ms: None,
+            }
+        } else {
+            Task::Url {
+                url: articles[(i as usize * 7 + (next() % 5) as usize) % articles.len()].clone(),
+                ts_ms: None,
+            }
+        }
+    })
+}
+
+fn fmt_secs(s: Option<f64>) -> String {
+    match s {
+        Some(s) if s < 1.0 => format!("{:.0} ms", s * 1e3),
+        Some(s) => format!("{s:.2} s"),
+        None => "-".into(),
+    }
+}
+
+/// Runs the demo.
+pub async fn run(base: &Settings, opts: DemoOptions) -> Result<DemoSummary> {
+    let scenario = match &opts.scenario {
+        Some(path) => {
+            Scenario::load(path).with_context(|| format!("loading scenario {}", path.display()))?
+        }
+        None => Scenario::steady_default(),
+    };
+    let sim = SimServer::start(SimOptions {
+        scenario,
+        seed: opts.seed,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        api_key: "sim-key".into(),
+        time_scale: 1.0,
+    })
+    .await?;
+    let settings = demo_settings(base, &sim, &opts)?;
+    let runtime = Runtime::build(&settings).await?;
+    let counters = runtime.pipeline.counters();
+    let index = runtime.index.clone();
+    let dlq = runtime.dlq.clone();
+    let provider = runtime.provider.clone();
+    let source = runtime.source.clone();
+    let port = sim.addr().port();
+    let started = Instant::now();
+
+    let bar = if opts.progress {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid progress template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let status = |c: &Counters, secs: f64| {
+        format!(
+            "tasks {} | pages {} | chunks {} | goodput {:.1}/s | fresh p50 {} p99 {} | dead letters {}",
+            Counters::get(&c.tasks),
+            Counters::get(&c.pages),
+            Counters::get(&c.chunks_indexed),
+            Counters::get(&c.chunks_indexed) as f64 / secs.max(0.001),
+            fmt_secs(c.freshness_quantile(0.5)),
+            fmt_secs(c.freshness_quantile(0.99)),
+            Counters::get(&c.dead_letters),
+        )
+    };
+
+    // Feed the stream at the configured rate until the duration or Ctrl-C.
+    let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stream = task_stream(sim.corpus(), port, opts.seed);
+    let stop = tokio::time::sleep(opts.duration);
+    tokio::pin!(stop);
+    let ctrl_c = crate::service::shutdown::signal();
+    tokio::pin!(ctrl_c);
+    let mut last_draw = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = &mut ctrl_c => break,
+            _ = ticker.tick() => {
+                let task = stream.next().expect("the stream is endless");
+                if !source.push(task, "demo").await {
+                    break;
+                }
+                if let Some(bar) = &bar {
+                    if last_draw.elapsed() > Duration::from_millis(250) {
+                        bar.set_message(status(&counters, started.elapsed().as_secs_f64()));
+                        last_draw = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(bar) = &bar {
+        bar.set_message(format!("draining… {}", status(&counters, seconds)));
+    }
+    drop(source);
+    let (drained, counters, _tracker) = runtime.drain().await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = DemoSummary {
+        seconds,
+        tasks: Counters::get(&counters.tasks),
+        pages: Counters::get(&counters.pages),
+        docs_indexed: Counters::get(&counters.docs_indexed),
+        chunks: Counters::get(&counters.chunks_indexed),
+        goodput: Counters::get(&counters.chunks_indexed) as f64 / seconds.max(0.001),
+        freshness_p50: counters.freshness_quantile(0.5),
+        freshness_p99: counters.freshness_quantile(0.99),
+        dead_letters: dlq.written(),
+        skipped: Counters::get(&counters.docs_duplicate) + Counters::get(&counters.docs_unchanged),
+        index_points: index.count().await.unwrap_or(0),
+        credits: provider
+            .map(|p| crate::dataplane::search::SearchProvider::credits_used(p.as_ref()))
+            .unwrap_or(0),
+        drained,
+    };
+    sim.shutdown().await;
+    Ok(summary)
+}
+
+/// The summary as a table.
+pub fn render_summary(s: &DemoSummary, data_dir: &std::path::Path) -> String {
+    let rows = [
+        ("ran for", format!("{:.1} s", s.seconds)),
+        ("tasks", s.tasks.to_string()),
+        ("pages extracted", s.pages.to_string()),
+        ("documents indexed", s.docs_indexed.to_string()),
+        ("chunks indexed", s.chunks.to_string()),
+        ("goodput", format!("{:.1} chunks/s", s.goodput)),
+        (
+            "freshness p50 / p99",
+            format!(
+                "{} / {}",
+                fmt_secs(s.freshness_p50),
+                fmt_secs(s.freshness_p99)
+            ),
+        ),
+        ("skipped (duplicate/unchanged)", s.skipped.to_string()),
+        ("dead letters", s.dead_letters.to_string()),
+        ("credits spent", s.credits.to_string()),
+        ("points in the index", s.index_points.to_string()),
+        (
+            "drained cleanly",
+            if s.drained {
+                "yes".into()
+            } else {
+                "no (unfinished work is redelivered)".into()
+            },
+        ),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::from("\nfreshet demo summary\n");
+    for (k, v) in rows {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out.push_str(&format!(
+        "\nindex and dead letters are in {}\ntry: freshet query \"heat pumps\" --data-dir {}\n",
+        data_dir.display(),
+        data_dir.display()
+    ));
+    out
+}

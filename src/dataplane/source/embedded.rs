@@ -1,0 +1,182 @@
+//! The embedded source: an in-process queue of tasks.
+//!
+//! Input is one JSON task per line (files, stdin) or per request body line
+//! (`POST /v1/ingest`). A line that does not parse, or parses into an invalid
+//! task, is dead-lettered with its line number and the reason, and counts as
+//! finished. Each input stream is its own partition with line numbers as
+//! offsets, so the same watermark logic as Kafka's applies; the embedded
+//! queue itself keeps nothing across restarts (use Kafka for durable input).
+
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
+
+use crate::dataplane::ack::{AckTracker, Position};
+use crate::dataplane::dlq::{DeadLetter, Dlq};
+use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+
+/// Longest input line accepted (bigger lines are dead-lettered unread).
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What feeding a stream did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FeedReport {
+    /// Tasks handed to the pipeline.
+    pub accepted: u64,
+    /// Lines dead-lettered as malformed.
+    pub rejected: u64,
+}
+
+/// The in-process queue in front of a pipeline.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSource {
+    tx: mpsc::Sender<Envelope>,
+    tracker: AckTracker,
+    dlq: Arc<Dlq>,
+    next_partition: Arc<AtomicI32>,
+    /// Offsets of the shared partition used by single pushes and ingest.
+    push_offset: Arc<AtomicI64>,
+}
+
+impl EmbeddedSource {
+    /// A source feeding `tx`.
+    pub fn new(tx: mpsc::Sender<Envelope>, tracker: AckTracker, dlq: Arc<Dlq>) -> EmbeddedSource {
+        EmbeddedSource {
+            tx,
+            tracker,
+            dlq,
+            next_partition: Arc::new(AtomicI32::new(1)),
+            push_offset: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// The tracker (commit offsets, counts, drain).
+    pub fn tracker(&self) -> &AckTracker {
+        &self.tracker
+    }
+
+    /// Enqueues one task on partition 0. Returns false when the pipeline is closed.
+    pub async fn push(&self, task: Task, source: &str) -> bool {
+        let offset = self.push_offset.fetch_add(1, Ordering::Relaxed);
+        let ack = self
+            .tracker
+            .register(Position {
+                partition: 0,
+                offset,
+            })
+            .await;
+        let envelope = Envelope {
+            task,
+            ack,
+            received_ms: now_ms(),
+            source: format!("{source}:0:{offset}"),
+        };
+        self.tx.send(envelope).await.is_ok()
+    }
+
+    /// Feeds every line of `reader` (a file or stdin) as its own partition.
+    /// `name` names the stream in dead letters and payloads.
+    pub async fn feed_lines<R: AsyncBufRead + Unpin>(
+        &self,
+        mut reader: R,
+        name: &str,
+    ) -> std::io::Result<FeedReport> {
+        let partition = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let mut report = FeedReport::default();
+        let mut line = Vec::new();
+        let mut number: i64 = 0;
+        loop {
+            line.clear();
+            let n = read_line_capped(&mut reader, &mut line).await?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            let ack = self
+                .tracker
+                .register(Position {
+                    partition,
+                    offset: number,
+                })
+                .await;
+            let source = format!("{name}:{partition}:{number}");
+            let parsed = if n > MAX_LINE_BYTES {
+                Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))
+            } else {
+                Task::parse(text)
+            };
+            match parsed {
+                Ok(task) => {
+                    let envelope = Envelope {
+                        task,
+                        ack,
+                        received_ms: now_ms(),
+                        source,
+                    };
+                    if self.tx.send(envelope).await.is_err() {
+                        break; // pipeline closed: the share is dropped undone
+                    }
+                    report.accepted += 1;
+                }
+                Err(why) => {
+                    let snippet: String = text.chars().take(500).collect();
+                    let letter = DeadLetter::new(
+                        "source",
+                        "invalid",
+                        format!("line {number}: {why}"),
+                        serde_json::Value::String(snippet),
+                        source,
+                    );
+                    let dlq = self.dlq.clone();
+                    match tokio::task::spawn_blocking(move || dlq.write(&letter)).await {
+                        Ok(Ok(())) => {
+                            ack.done();
+                            report.rejected += 1;
+                        }
+                        _ => {
+                            tracing::error!(
+                                line = number,
+                                "cannot write dead letter for a malformed line"
+                            );
+                            drop(ack);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Reads one line (up to `\n`), keeping at most [`MAX_LINE_BYTES`] + 1 bytes
+/// of it in memory; returns the bytes the line had (0 at end of input).
+async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    out: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = (MAX_LINE_BYTES + 1).saturating_sub(out.len());
+        out.extend_from_slice(&buf[..take.min(room)]);
+        total += take;
+        reader.consume(take);
+        if done {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The service's HTTP endpoint: health, Prometheus metrics and task ingest.
+//!
+//! - `GET /healthz`: the process is up;
+//! - `GET /readyz`: the pipeline accepts work (503 while draining);
+//! - `GET /metrics`: Prometheus text format;
+//! - `POST /v1/ingest`: one JSON task per line of the body (at most 16 MiB);
+//!   answers `{"accepted": n, "rejected": m}`; malformed lines are
+//!   dead-lettered with their line number.
+//!
+//! It binds to loopback by default (`[service] listen`). The admin API with
+//! bearer-token authentication for changes arrives with the control plane.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::dataplane::source::embedded::EmbeddedSource;
+
+/// Largest ingest body.
+pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Shared state of the endpoint.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Where ingested tasks go.
+    pub source: EmbeddedSource,
+    /// Metrics renderer.
+    pub metrics: PrometheusHandle,
+    /// False once draining starts.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/ingest", post(ingest))
+        .layer(DefaultBodyLimit::max(MAX_INGEST_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<HttpState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ingest(State(st): State<HttpState>, body: axum::body::Bytes) -> Response {
+    if !st.ready.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "draining; retry on another instance"})),
+        )
+            .into_response();
+    }
+    match st.source.feed_lines(&body[..], "ingest").await {
+        Ok(report) => (StatusCode::OK, Json(report)).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": format!("ingest failed: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (set [service] listen)"))?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP endpoint failed");
+        }
+    });
+    Ok((bound, handle))
+}

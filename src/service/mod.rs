@@ -1,0 +1,227 @@
+//! Assembling and running the service: settings become stages, the pipeline
+//! starts, sources feed it, and a stop signal drains it.
+//!
+//! [`Runtime::build`] is shared by `freshet run`, `freshet demo`, `freshet dlq
+//! replay` and the integration tests, so they all run the same wiring.
+
+pub mod http;
+pub mod shutdown;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::ack::AckTracker;
+use crate::dataplane::dlq::Dlq;
+use crate::dataplane::embed::{hash::HashEmbedder, openai::OpenAiEmbedder, Embedder};
+use crate::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
+use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex};
+use crate::dataplane::search::{serppost::SerpPost, SearchStage};
+use crate::dataplane::source::embedded::EmbeddedSource;
+use crate::dataplane::{Deps, Pipeline};
+use crate::live::LiveConfig;
+use crate::settings::{EmbedBackend, IndexBackend, Settings};
+
+/// What the data dir's index was built with, so `freshet query` embeds the
+/// query the same way and a changed vector size is caught at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    /// `edge` or `qdrant`.
+    pub backend: String,
+    /// `openai` or `hash`.
+    pub embedder: String,
+    /// Embedding model name (empty for hash).
+    pub model: String,
+    /// Embedding base URL (empty for hash).
+    pub base_url: String,
+    /// Vector size.
+    pub dimensions: u32,
+}
+
+impl IndexMeta {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("index-meta.json")
+    }
+
+    /// Reads the meta file of a data dir, if there is one.
+    pub fn load(data_dir: &Path) -> Result<Option<IndexMeta>> {
+        let path = IndexMeta::path(data_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not valid index metadata", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn from_settings(settings: &Settings) -> IndexMeta {
+        let openai = settings.embed.backend == EmbedBackend::Openai;
+        IndexMeta {
+            backend: match settings.index.backend {
+                IndexBackend::Edge => "edge".into(),
+                IndexBackend::Qdrant => "qdrant".into(),
+            },
+            embedder: if openai {
+                "openai".into()
+            } else {
+                "hash".into()
+            },
+            model: if openai {
+                settings.embed.model.clone()
+            } else {
+                String::new()
+            },
+            base_url: if openai {
+                settings.embed.base_url.clone()
+            } else {
+                String::new()
+            },
+            dimensions: settings.embed.dimensions,
+        }
+    }
+
+    /// Checks that `settings` fit the index in `data_dir`, then records them.
+    pub fn check_and_store(data_dir: &Path, settings: &Settings) -> Result<()> {
+        let want = IndexMeta::from_settings(settings);
+        if let Some(have) = IndexMeta::load(data_dir)? {
+            if have.dimensions != want.dimensions {
+                bail!(
+                    "the index in {} holds {}-dimensional vectors but [embed] dimensions = {}; use another --data-dir or the same embedder",
+                    data_dir.display(),
+                    have.dimensions,
+                    want.dimensions
+                );
+            }
+            if (have.embedder.as_str(), have.model.as_str())
+                != (want.embedder.as_str(), want.model.as_str())
+            {
+                tracing::warn!(
+                    "the index in {} was built with embedder {} {} and is now written with {} {}; old and new vectors are not comparable",
+                    data_dir.display(), have.embedder, have.model, want.embedder, want.model
+                );
+            }
+        }
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let text = serde_json::to_string_pretty(&want)?;
+        std::fs::write(IndexMeta::path(data_dir), text)
+            .with_context(|| format!("writing {}", IndexMeta::path(data_dir).display()))?;
+        Ok(())
+    }
+}
+
+/// The embedder the settings name.
+pub fn embedder(settings: &Settings) -> Arc<dyn Embedder> {
+    match settings.embed.backend {
+        EmbedBackend::Hash => Arc::new(HashEmbedder::new(settings.embed.dimensions as usize)),
+        EmbedBackend::Openai => Arc::new(OpenAiEmbedder::new(
+            &settings.embed.base_url,
+            settings.embed.api_key.expose(),
+            &settings.embed.model,
+            settings.embed.dimensions as usize,
+            settings.embed.send_dimensions,
+        )),
+    }
+}
+
+/// Opens the index the settings name (creating it if needed).
+pub async fn open_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>> {
+    let dim = settings.embed.dimensions as usize;
+    Ok(match settings.index.backend {
+        IndexBackend::Edge => {
+            let dir = settings.service.data_dir.join("index");
+            let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim))
+                .await
+                .context("opening the embedded index")??;
+            Arc::new(index)
+        }
+        IndexBackend::Qdrant => {
+            let key = (!settings.index.api_key.is_empty())
+                .then(|| settings.index.api_key.expose().to_string());
+            Arc::new(
+                QdrantIndex::connect(&settings.index.url, key, &settings.index.collection, dim)
+                    .await?,
+            )
+        }
+    })
+}
+
+/// A built pipeline with its source and stores.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Live knobs.
+    pub live: Arc<LiveConfig>,
+    /// The running pipeline.
+    pub pipeline: Pipeline,
+    /// The embedded source in front of it.
+    pub source: EmbeddedSource,
+    /// The index.
+    pub index: Arc<dyn VectorIndex>,
+    /// Dead letters.
+    pub dlq: Arc<Dlq>,
+    /// The search/render provider, when configured.
+    pub provider: Option<Arc<SerpPost>>,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+}
+
+impl Runtime {
+    /// Builds every stage from `settings` and starts the pipeline.
+    pub async fn build(settings: &Settings) -> Result<Runtime> {
+        let data_dir = &settings.service.data_dir;
+        IndexMeta::check_and_store(data_dir, settings)?;
+        let live = LiveConfig::new(settings.knobs.clone())?;
+        let provider = if settings.provider.api_key.is_empty() {
+            None
+        } else {
+            Some(Arc::new(SerpPost::new(&settings.provider)?))
+        };
+        let renderer: Arc<dyn render::RemoteRenderer> = match &provider {
+            Some(p) => p.clone(),
+            None => Arc::new(render::NoRenderer),
+        };
+        let fetcher = Fetcher::new(&settings.extract, &settings.resolve)?;
+        let extract = Arc::new(ExtractStage::new(fetcher, renderer, live.clone()));
+        let search = provider
+            .clone()
+            .map(|p| Arc::new(SearchStage::new(p, live.clone())));
+        let index = open_index(settings).await?;
+        let dlq =
+            Arc::new(Dlq::open(data_dir).with_context(|| {
+                format!("opening the dead-letter file in {}", data_dir.display())
+            })?);
+        let pipeline = Pipeline::start(Deps {
+            live: live.clone(),
+            search,
+            extract,
+            embedder: embedder(settings),
+            index: index.clone(),
+            dlq: dlq.clone(),
+        });
+        let tracker = AckTracker::new(&live);
+        let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());
+        Ok(Runtime {
+            live,
+            pipeline,
+            source,
+            index,
+            dlq,
+            provider,
+            drain_timeout: Duration::from_secs(settings.service.drain_timeout_s),
+        })
+    }
+
+    /// Stops taking input, drains, and reports whether everything finished
+    /// in time. Every clone of the source must be dropped first.
+    pub async fn drain(self) -> (bool, Arc<crate::dataplane::Counters>, AckTracker) {
+        let tracker = self.source.tracker().clone();
+        let counters = self.pipeline.counters();
+        drop(self.source);
+        let drained = self.pipeline.finish(self.drain_timeout).await;
+        (drained, counters, tracker)
+    }
+}
