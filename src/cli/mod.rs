@@ -19,6 +19,7 @@ use crate::knobs::{RenderMode, SPECS};
 use crate::live::LiveConfig;
 use crate::settings::{LogFormat, Settings};
 
+pub mod bench;
 pub mod demo;
 
 /// freshet keeps an LLM's retrieval index fresh and tunes itself while it runs.
@@ -57,6 +58,9 @@ enum Command {
     },
     /// Run the pipeline from a settings file until SIGTERM/Ctrl-C, then drain.
     Run,
+    /// Benchmarks that print a table (see docs/BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Search the index and print url, title, score and the chunk.
     Query {
         /// The query text.
@@ -79,6 +83,28 @@ enum Command {
     /// The simulated web used by the demo, tests and benchmarks.
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Fixed-rate load through the whole pipeline: throughput and freshness.
+    Pipeline {
+        /// Tasks offered per second (several values: one row each).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rate: Vec<f64>,
+        /// How long each rate is offered.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// `document` (no network) or `url` (through the simulator).
+        #[arg(long, default_value = "document")]
+        kind: String,
+        /// Scenario for `--kind url`.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Words per generated document.
+        #[arg(long, default_value_t = 400)]
+        words: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,8 +254,9 @@ fn settings(cli: &Cli) -> Result<Settings> {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
+    // qdrant-edge logs start-up notes at warn level that are not actionable.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},qdrant_edge=error")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -250,7 +277,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             embed,
         } => {
             let s = settings(&cli)?;
-            init_logging(s.service.log_format, "warn");
+            init_logging(s.service.log_format, "error");
             let sim_embeddings = match embed.as_str() {
                 "sim" => true,
                 "hash" => false,
@@ -287,6 +314,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Bench(BenchCommand::Pipeline { rate, duration, kind, scenario, words }) => {
+            let s = settings(&cli)?;
+            init_logging(s.service.log_format, "error");
+            if !matches!(kind.as_str(), "document" | "url") {
+                bail!("--kind must be `document` or `url`");
+            }
+            let mut rows = Vec::new();
+            for r in rate {
+                let opts = bench::BenchOptions {
+                    rate: *r,
+                    duration: *duration,
+                    kind: kind.clone(),
+                    scenario: scenario.clone(),
+                    words: *words,
+                };
+                let row = bench::run(&s, &opts).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+            print_out(&bench::table(&rows))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             let s = settings(&cli)?;

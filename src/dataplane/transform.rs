@@ -138,10 +138,12 @@ pub fn normalize(text: &str) -> String {
 
 /// SHA-256 as lowercase hex.
 pub fn sha256_hex(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(text.as_bytes());
     let mut hex = String::with_capacity(64);
     for b in digest {
-        hex.push_str(&format!("{b:02x}"));
+        hex.push(HEX[(b >> 4) as usize] as char);
+        hex.push(HEX[(b & 15) as usize] as char);
     }
     hex
 }
@@ -255,56 +257,64 @@ pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<C
     let budget = chunk_tokens.max(16) as usize;
     let overlap = (overlap as usize).min(budget / 2);
     // Sentences longer than the budget are cut into word runs.
-    let mut pieces: Vec<(String, usize)> = Vec::new();
+    let mut pieces: Vec<(std::borrow::Cow<str>, usize)> = Vec::new();
     for s in sentences(text) {
-        let words: Vec<&str> = s.split_whitespace().collect();
-        if tokens_of(words.len()) <= budget {
-            pieces.push((s.to_string(), tokens_of(words.len())));
+        let words = s.split_ascii_whitespace().count();
+        if tokens_of(words) <= budget {
+            pieces.push((s.into(), tokens_of(words)));
         } else {
             let per = (budget * 3 / 4).max(1);
-            for run in words.chunks(per) {
-                pieces.push((run.join(" "), tokens_of(run.len())));
+            let all: Vec<&str> = s.split_whitespace().collect();
+            for run in all.chunks(per) {
+                pieces.push((run.join(" ").into(), tokens_of(run.len())));
             }
         }
     }
-    let mut chunks: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
+    // Each chunk is a range of pieces; the next range may start inside the
+    // previous one (the overlap).
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
     let mut used = 0;
-    let mut fresh = 0; // pieces in `current` that are not overlap
-    for (i, (_, tokens)) in pieces.iter().enumerate() {
-        if used + tokens > budget && fresh > 0 {
-            chunks.push(current.clone());
-            // carry the tail for overlap
-            let mut carried = Vec::new();
-            let mut carried_tokens = 0;
-            for &j in current.iter().rev() {
-                if carried_tokens + pieces[j].1 > overlap {
-                    break;
-                }
-                carried_tokens += pieces[j].1;
-                carried.push(j);
+    let mut fresh_from = 0; // first piece of `start..` that is not overlap
+    let mut i = 0;
+    while i < pieces.len() {
+        let tokens = pieces[i].1;
+        if used + tokens > budget && i > fresh_from {
+            ranges.push((start, i));
+            // carry the tail of the chunk for overlap
+            let mut carried = 0;
+            let mut new_start = i;
+            // Whole sentences, until the overlap is reached (the last one may
+            // cross it), as long as the next chunk still fits its budget.
+            while new_start > start
+                && carried < overlap
+                && carried + pieces[new_start - 1].1 + tokens <= budget
+            {
+                new_start -= 1;
+                carried += pieces[new_start].1;
             }
-            carried.reverse();
-            current = carried;
-            used = carried_tokens;
-            fresh = 0;
+            start = new_start;
+            used = carried;
+            fresh_from = i;
         }
-        current.push(i);
         used += tokens;
-        fresh += 1;
+        i += 1;
     }
-    if fresh > 0 {
-        chunks.push(current);
+    if pieces.len() > fresh_from {
+        ranges.push((start, pieces.len()));
     }
-    chunks
+    ranges
         .into_iter()
         .enumerate()
-        .map(|(index, members)| {
-            let text = members
-                .iter()
-                .map(|&j| pieces[j].0.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
+        .map(|(index, (from, to))| {
+            let len: usize = pieces[from..to].iter().map(|p| p.0.len() + 1).sum();
+            let mut text = String::with_capacity(len);
+            for (k, piece) in pieces[from..to].iter().enumerate() {
+                if k > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&piece.0);
+            }
             let index = index as u32;
             Chunk {
                 id: chunk_id(doc_id, index),
