@@ -459,7 +459,7 @@ impl Corpus {
         // Length class: news briefs, ordinary articles, long reads.
         let x = r.f64();
         let (target, max_paras, sentences) = if x < 0.14 {
-            (r.range(80, 230), 4, (1, 3))
+            (r.range(90, 230), 4, (2, 4))
         } else if x < 0.88 {
             (r.range(400, 1150), 60, (2, 6))
         } else {
@@ -467,7 +467,12 @@ impl Corpus {
         };
         let mut out = Vec::new();
         if target >= 400 && !docs && r.chance(0.15) {
-            let label = *r.pick(&["Key takeaways", "In brief", "At a glance", "The short version"]);
+            let label = *r.pick(&[
+                "Key takeaways",
+                "In brief",
+                "At a glance",
+                "The short version",
+            ]);
             let items = (0..r.range(3, 4)).map(|_| w.list_item()).collect();
             out.push(Block::Summary(label.to_string(), items));
         }
@@ -884,7 +889,10 @@ mod tests {
         eprintln!("trigram share {share:.3} (min {min_share:.3}); briefs {briefs}, normal {normal}, long {long}");
         assert!(share > 0.85, "mean distinct trigram share {share}");
         assert!(min_share > 0.7, "min distinct trigram share {min_share}");
-        assert!(briefs >= 15 && long >= 15 && normal >= 150, "{briefs} {normal} {long}");
+        assert!(
+            briefs >= 15 && long >= 15 && normal >= 150,
+            "{briefs} {normal} {long}"
+        );
     }
 
     #[test]

@@ -369,12 +369,51 @@ pub const TOPICS: &[Topic] = &[
 // ---------------------------------------------------------------------------
 
 const ADJ: &[&str] = &[
-    "quiet", "surprising", "steady", "uneven", "costly", "overlooked", "rapid", "gradual",
-    "practical", "messy", "promising", "stubborn", "careful", "ambitious", "hidden", "awkward",
-    "modest", "fragile", "remarkable", "slow", "painful", "curious", "lopsided", "tentative",
-    "patchy", "sudden", "durable", "contested", "expensive", "underrated", "unglamorous",
-    "incremental", "sweeping", "belated", "bumpy", "lasting", "noisy", "delicate", "bold",
-    "cautious", "brittle", "sobering", "unexpected", "familiar", "strange",
+    "quiet",
+    "surprising",
+    "steady",
+    "uneven",
+    "costly",
+    "overlooked",
+    "rapid",
+    "gradual",
+    "practical",
+    "messy",
+    "promising",
+    "stubborn",
+    "careful",
+    "ambitious",
+    "hidden",
+    "awkward",
+    "modest",
+    "fragile",
+    "remarkable",
+    "slow",
+    "painful",
+    "curious",
+    "lopsided",
+    "tentative",
+    "patchy",
+    "sudden",
+    "durable",
+    "contested",
+    "expensive",
+    "underrated",
+    "unglamorous",
+    "incremental",
+    "sweeping",
+    "belated",
+    "bumpy",
+    "lasting",
+    "noisy",
+    "delicate",
+    "bold",
+    "cautious",
+    "brittle",
+    "sobering",
+    "unexpected",
+    "familiar",
+    "strange",
 ];
 const TITLE_PATTERNS: &[&str] = &[
     "Why {T} are changing faster than expected",
@@ -396,49 +435,208 @@ const TITLE_PATTERNS: &[&str] = &[
 ];
 /// Past tense of regular verbs, so they also work as participles.
 const VERB_PAST: &[&str] = &[
-    "reshaped", "slowed", "accelerated", "complicated", "improved", "undermined", "simplified",
-    "exposed", "changed", "stretched", "redefined", "strained", "unsettled", "transformed",
-    "delayed", "revived", "disrupted", "narrowed", "widened", "overturned", "tested",
-    "reinforced", "eroded", "distorted", "clarified", "inflated", "squeezed", "upended",
-    "loosened", "tightened", "streamlined", "fragmented", "reopened", "outpaced", "shifted",
-    "blurred", "rescued", "sidelined", "amplified", "weakened", "dominated", "reversed",
-    "documented", "challenged", "absorbed", "boosted", "hampered", "rewired", "dented",
-    "stalled", "energised", "reframed", "unlocked", "muddied", "crowded out", "paid for",
-    "caught up with", "leaned on", "wrestled with", "moved past",
+    "reshaped",
+    "slowed",
+    "accelerated",
+    "complicated",
+    "improved",
+    "undermined",
+    "simplified",
+    "exposed",
+    "changed",
+    "stretched",
+    "redefined",
+    "strained",
+    "unsettled",
+    "transformed",
+    "delayed",
+    "revived",
+    "disrupted",
+    "narrowed",
+    "widened",
+    "overturned",
+    "tested",
+    "reinforced",
+    "eroded",
+    "distorted",
+    "clarified",
+    "inflated",
+    "squeezed",
+    "upended",
+    "loosened",
+    "tightened",
+    "streamlined",
+    "fragmented",
+    "reopened",
+    "outpaced",
+    "shifted",
+    "blurred",
+    "rescued",
+    "sidelined",
+    "amplified",
+    "weakened",
+    "dominated",
+    "reversed",
+    "documented",
+    "challenged",
+    "absorbed",
+    "boosted",
+    "hampered",
+    "rewired",
+    "dented",
+    "stalled",
+    "energised",
+    "reframed",
+    "unlocked",
+    "muddied",
+    "crowded out",
+    "paid for",
+    "caught up with",
+    "leaned on",
+    "wrestled with",
+    "moved past",
 ];
 /// Base forms, for use after modals ("could", "will") and "to".
 const VERB_BASE: &[&str] = &[
-    "reshape", "slow", "speed up", "complicate", "improve", "undermine", "simplify", "expose",
-    "change", "stretch", "redefine", "strain", "transform", "delay", "revive", "disrupt",
-    "narrow", "widen", "overturn", "test", "reinforce", "erode", "distort", "clarify",
-    "squeeze", "upend", "loosen", "tighten", "streamline", "reopen", "outpace", "shift",
-    "blur", "rescue", "sideline", "amplify", "weaken", "reverse", "challenge", "absorb",
-    "boost", "hamper", "rewire", "rely on", "compete with", "depend on", "feed into",
-    "benefit from", "struggle with", "push against", "make room for", "get ahead of",
-    "catch up with", "pay for", "keep pace with", "break away from",
+    "reshape",
+    "slow",
+    "speed up",
+    "complicate",
+    "improve",
+    "undermine",
+    "simplify",
+    "expose",
+    "change",
+    "stretch",
+    "redefine",
+    "strain",
+    "transform",
+    "delay",
+    "revive",
+    "disrupt",
+    "narrow",
+    "widen",
+    "overturn",
+    "test",
+    "reinforce",
+    "erode",
+    "distort",
+    "clarify",
+    "squeeze",
+    "upend",
+    "loosen",
+    "tighten",
+    "streamline",
+    "reopen",
+    "outpace",
+    "shift",
+    "blur",
+    "rescue",
+    "sideline",
+    "amplify",
+    "weaken",
+    "reverse",
+    "challenge",
+    "absorb",
+    "boost",
+    "hamper",
+    "rewire",
+    "rely on",
+    "compete with",
+    "depend on",
+    "feed into",
+    "benefit from",
+    "struggle with",
+    "push against",
+    "make room for",
+    "get ahead of",
+    "catch up with",
+    "pay for",
+    "keep pace with",
+    "break away from",
 ];
 const MODALS: &[&str] = &[
-    "could", "will", "may", "might", "would", "should", "is likely to", "is unlikely to",
-    "is expected to", "seems set to", "is beginning to", "has yet to", "tends to",
-    "is about to", "is starting to", "was never going to",
+    "could",
+    "will",
+    "may",
+    "might",
+    "would",
+    "should",
+    "is likely to",
+    "is unlikely to",
+    "is expected to",
+    "seems set to",
+    "is beginning to",
+    "has yet to",
+    "tends to",
+    "is about to",
+    "is starting to",
+    "was never going to",
 ];
 const SAID: &[&str] = &[
-    "said", "told us", "explained", "noted", "argued", "added", "recalled", "conceded",
-    "insisted", "warned", "pointed out", "observed", "admitted", "suggested", "wrote",
-    "replied", "cautioned", "acknowledged",
+    "said",
+    "told us",
+    "explained",
+    "noted",
+    "argued",
+    "added",
+    "recalled",
+    "conceded",
+    "insisted",
+    "warned",
+    "pointed out",
+    "observed",
+    "admitted",
+    "suggested",
+    "wrote",
+    "replied",
+    "cautioned",
+    "acknowledged",
 ];
 const OPENERS: &[&str] = &[
-    "In practice,", "For now,", "According to several engineers,", "Over the past year,",
-    "At the same time,", "Still,", "By most measures,", "In the short term,",
-    "Perhaps unsurprisingly,", "On closer inspection,", "Meanwhile,", "Crucially,",
-    "As one analyst put it,", "Last spring,", "By the end of the decade,", "In theory,",
-    "For smaller organisations,", "Until recently,", "Behind the scenes,", "On paper,",
-    "To be fair,", "In hindsight,", "Across the industry,", "Quietly,", "At first,",
-    "For the moment,", "Even so,", "In several countries,", "Before the pandemic,",
-    "Within a few months,", "Looking back,", "For many households,", "In one early trial,",
-    "As budgets tightened,", "After years of neglect,", "By contrast,", "In most cases,",
-    "Somewhat awkwardly,", "Almost overnight,", "For critics,", "In the long run,",
-    "To nobody's surprise,", "Yet",
+    "In practice,",
+    "For now,",
+    "According to several engineers,",
+    "Over the past year,",
+    "At the same time,",
+    "Still,",
+    "By most measures,",
+    "In the short term,",
+    "Perhaps unsurprisingly,",
+    "On closer inspection,",
+    "Meanwhile,",
+    "Crucially,",
+    "As one analyst put it,",
+    "Last spring,",
+    "By the end of the decade,",
+    "In theory,",
+    "For smaller organisations,",
+    "Until recently,",
+    "Behind the scenes,",
+    "On paper,",
+    "To be fair,",
+    "In hindsight,",
+    "Across the industry,",
+    "Quietly,",
+    "At first,",
+    "For the moment,",
+    "Even so,",
+    "In several countries,",
+    "Before the pandemic,",
+    "Within a few months,",
+    "Looking back,",
+    "For many households,",
+    "In one early trial,",
+    "As budgets tightened,",
+    "After years of neglect,",
+    "By contrast,",
+    "In most cases,",
+    "Somewhat awkwardly,",
+    "Almost overnight,",
+    "For critics,",
+    "In the long run,",
+    "To nobody's surprise,",
+    "Yet",
 ];
 const OBJECTS: &[&str] = &[
     "the way teams plan their budgets",
@@ -542,52 +740,185 @@ const CLAUSES: &[&str] = &[
 ];
 /// Generic noun phrases any topic can use.
 const GENERIC_NOUNS: &[&str] = &[
-    "procurement teams", "the annual budget", "smaller firms", "regional suppliers",
-    "public agencies", "the finance department", "early adopters", "independent auditors",
-    "trade associations", "consultants", "the regulator", "local councils",
-    "the board", "frontline staff", "investors", "insurers", "customers", "university labs",
-    "industry groups", "the competition", "rival vendors", "seasonal workers",
-    "the legal team", "policy makers", "the pilot programme", "venture capital firms",
-    "hardware suppliers", "the training budget", "the national statistics office",
-    "small landlords", "hospital managers", "trade unions", "school districts",
-    "online forums", "the maintenance crew", "city officials", "family businesses",
-    "the research community", "government inspectors", "the user community",
+    "procurement teams",
+    "the annual budget",
+    "smaller firms",
+    "regional suppliers",
+    "public agencies",
+    "the finance department",
+    "early adopters",
+    "independent auditors",
+    "trade associations",
+    "consultants",
+    "the regulator",
+    "local councils",
+    "the board",
+    "frontline staff",
+    "investors",
+    "insurers",
+    "customers",
+    "university labs",
+    "industry groups",
+    "the competition",
+    "rival vendors",
+    "seasonal workers",
+    "the legal team",
+    "policy makers",
+    "the pilot programme",
+    "venture capital firms",
+    "hardware suppliers",
+    "the training budget",
+    "the national statistics office",
+    "small landlords",
+    "hospital managers",
+    "trade unions",
+    "school districts",
+    "online forums",
+    "the maintenance crew",
+    "city officials",
+    "family businesses",
+    "the research community",
+    "government inspectors",
+    "the user community",
 ];
 const NOUN_MODS: &[&str] = &[
-    "newer", "cheaper", "smaller", "regional", "older", "larger", "experimental", "second-hand",
-    "shared", "domestic", "imported", "refurbished", "public", "private", "standard",
-    "custom", "mid-sized", "local",
+    "newer",
+    "cheaper",
+    "smaller",
+    "regional",
+    "older",
+    "larger",
+    "experimental",
+    "second-hand",
+    "shared",
+    "domestic",
+    "imported",
+    "refurbished",
+    "public",
+    "private",
+    "standard",
+    "custom",
+    "mid-sized",
+    "local",
 ];
 const PLACES: &[&str] = &[
-    "Rotterdam", "Lisbon", "Nairobi", "Osaka", "Leeds", "Porto Alegre", "Tampere", "Ghent",
-    "Denver", "Bilbao", "Kraków", "Accra", "Adelaide", "Montréal", "Aarhus", "Turin",
-    "Valparaíso", "Pune", "Halifax", "Graz", "Dundee", "Bergen", "Curitiba", "Lyon",
-    "Busan", "Tucson", "Cork", "Wellington", "Hamburg", "Bordeaux", "Malmö", "Córdoba",
-    "Seville", "Utrecht", "Brno", "Kyoto", "Calgary", "Zaragoza", "Cape Town", "Nantes",
-    "Göteborg", "Bologna", "Quito", "Eindhoven", "Pittsburgh", "Tromsø", "Bristol",
-    "Medellín", "Leipzig", "Galway",
+    "Rotterdam",
+    "Lisbon",
+    "Nairobi",
+    "Osaka",
+    "Leeds",
+    "Porto Alegre",
+    "Tampere",
+    "Ghent",
+    "Denver",
+    "Bilbao",
+    "Kraków",
+    "Accra",
+    "Adelaide",
+    "Montréal",
+    "Aarhus",
+    "Turin",
+    "Valparaíso",
+    "Pune",
+    "Halifax",
+    "Graz",
+    "Dundee",
+    "Bergen",
+    "Curitiba",
+    "Lyon",
+    "Busan",
+    "Tucson",
+    "Cork",
+    "Wellington",
+    "Hamburg",
+    "Bordeaux",
+    "Malmö",
+    "Córdoba",
+    "Seville",
+    "Utrecht",
+    "Brno",
+    "Kyoto",
+    "Calgary",
+    "Zaragoza",
+    "Cape Town",
+    "Nantes",
+    "Göteborg",
+    "Bologna",
+    "Quito",
+    "Eindhoven",
+    "Pittsburgh",
+    "Tromsø",
+    "Bristol",
+    "Medellín",
+    "Leipzig",
+    "Galway",
 ];
 const ORG_KINDS: &[&str] = &[
-    "Institute for Applied Research", "City Council", "Chamber of Commerce",
-    "Polytechnic", "Energy Cooperative", "Port Authority", "Technical University",
-    "Development Agency", "Consumer Association", "Observatory", "Trade Council",
-    "Planning Office", "Research Centre", "Credit Union", "Data Trust",
+    "Institute for Applied Research",
+    "City Council",
+    "Chamber of Commerce",
+    "Polytechnic",
+    "Energy Cooperative",
+    "Port Authority",
+    "Technical University",
+    "Development Agency",
+    "Consumer Association",
+    "Observatory",
+    "Trade Council",
+    "Planning Office",
+    "Research Centre",
+    "Credit Union",
+    "Data Trust",
 ];
 const ORG_NAMES: &[&str] = &[
-    "Northwind Analytics", "Brightwater Partners", "Halvorsen & Ruiz", "Meridian Labs",
-    "Copperleaf Systems", "Bluestone Capital", "Ostrava Works", "Keystone Logistics",
-    "Fjordline Energy", "Silverpine Health", "Altamira Group", "Redwood Fieldworks",
-    "Tidewater Insights", "Lumen Cooperative", "Granite Peak Advisors", "Vireo Robotics",
-    "Pelican Freight", "Harbourlight Media", "Oakmont Research", "Sundial Software",
+    "Northwind Analytics",
+    "Brightwater Partners",
+    "Halvorsen & Ruiz",
+    "Meridian Labs",
+    "Copperleaf Systems",
+    "Bluestone Capital",
+    "Ostrava Works",
+    "Keystone Logistics",
+    "Fjordline Energy",
+    "Silverpine Health",
+    "Altamira Group",
+    "Redwood Fieldworks",
+    "Tidewater Insights",
+    "Lumen Cooperative",
+    "Granite Peak Advisors",
+    "Vireo Robotics",
+    "Pelican Freight",
+    "Harbourlight Media",
+    "Oakmont Research",
+    "Sundial Software",
 ];
 const ROLES: &[&str] = &[
-    "a senior engineer", "an economist", "the chief operating officer", "a researcher",
-    "a project manager", "the head of operations", "a policy analyst", "a former regulator",
-    "a procurement officer", "a union representative", "a data scientist", "the founder",
-    "a site manager", "an independent consultant", "a professor of engineering",
-    "a city councillor", "a product lead", "the director of research", "a field technician",
-    "an investor", "a veteran contractor", "a spokesperson", "a doctoral student",
-    "the chief financial officer", "a volunteer coordinator", "an industry lobbyist",
+    "a senior engineer",
+    "an economist",
+    "the chief operating officer",
+    "a researcher",
+    "a project manager",
+    "the head of operations",
+    "a policy analyst",
+    "a former regulator",
+    "a procurement officer",
+    "a union representative",
+    "a data scientist",
+    "the founder",
+    "a site manager",
+    "an independent consultant",
+    "a professor of engineering",
+    "a city councillor",
+    "a product lead",
+    "the director of research",
+    "a field technician",
+    "an investor",
+    "a veteran contractor",
+    "a spokesperson",
+    "a doctoral student",
+    "the chief financial officer",
+    "a volunteer coordinator",
+    "an industry lobbyist",
 ];
 const SHORT_SENTENCES: &[&str] = &[
     "Not everyone agrees.",
@@ -622,22 +953,53 @@ const QUESTIONS: &[&str] = &[
     "Why now?",
 ];
 const TIMEFRAMES: &[&str] = &[
-    "within a year", "over the summer", "in under six months", "by the following spring",
-    "almost immediately", "over the course of a decade", "in the space of a few weeks",
-    "before the end of the quarter", "during the first winter", "over two budget cycles",
+    "within a year",
+    "over the summer",
+    "in under six months",
+    "by the following spring",
+    "almost immediately",
+    "over the course of a decade",
+    "in the space of a few weeks",
+    "before the end of the quarter",
+    "during the first winter",
+    "over two budget cycles",
 ];
 const STAT_UNITS: &[&str] = &[
-    "of respondents", "of the projects we reviewed", "of small firms surveyed",
-    "of the sites inspected", "of new contracts", "of all applications",
-    "of the households in the sample", "of the budget", "of installations",
+    "of respondents",
+    "of the projects we reviewed",
+    "of small firms surveyed",
+    "of the sites inspected",
+    "of new contracts",
+    "of all applications",
+    "of the households in the sample",
+    "of the budget",
+    "of installations",
 ];
 const THINGS: &[&str] = &[
-    "sites", "projects", "firms", "teams", "households", "contracts", "installations",
-    "pilots", "applications", "offices",
+    "sites",
+    "projects",
+    "firms",
+    "teams",
+    "households",
+    "contracts",
+    "installations",
+    "pilots",
+    "applications",
+    "offices",
 ];
 const MONTH_NAMES: &[&str] = &[
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const WEEKDAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"];
 
@@ -792,7 +1154,12 @@ impl<'t> Writer<'t> {
                 let eur = if self.fancy { "€" } else { "EUR " };
                 format!("{eur}{}.{} billion", r.range(1, 40), r.range(1, 9))
             }
-            4 => format!("{} of the {} {}", r.range(2, 19), r.range(20, 60), r.word(THINGS)),
+            4 => format!(
+                "{} of the {} {}",
+                r.range(2, 19),
+                r.range(20, 60),
+                r.word(THINGS)
+            ),
             5 => format!("{} in {}", r.range(2, 9), r.range(10, 12)),
             _ => format!("roughly {},{:03}", r.range(1, 98), r.range(0, 999)),
         }
@@ -832,7 +1199,11 @@ impl<'t> Writer<'t> {
         let n = self.noun();
         let o = self.fresh(OBJECTS);
         match self.rng.range(0, 6) {
-            0 => format!("We {} {o} {}", self.fresh(VERB_PAST), self.fresh(TIMEFRAMES)),
+            0 => format!(
+                "We {} {o} {}",
+                self.fresh(VERB_PAST),
+                self.fresh(TIMEFRAMES)
+            ),
             1 => format!(
                 "Nobody wants to admit that {n} {} {o}",
                 self.fresh(VERB_PAST)
@@ -843,14 +1214,18 @@ impl<'t> Writer<'t> {
                 self.fresh(VERB_BASE)
             ),
             3 => format!("It is {} and it is {}", self.fresh(ADJ), self.fresh(ADJ)),
-            4 => format!(
-                "The hard part was never {n}; it was {o}",
-            ),
+            4 => format!("The hard part was never {n}; it was {o}",),
             5 => format!(
-                "Our {} numbers show {} {}",
+                "Our {} numbers show {} percent {} {}",
                 self.rng.word(MONTH_NAMES),
-                self.number(),
-                self.fresh(STAT_UNITS)
+                self.rng.range(5, 95),
+                self.fresh(STAT_UNITS),
+                [
+                    "agree",
+                    "are behind schedule",
+                    "came in under budget",
+                    "want more time"
+                ][self.rng.range(0, 3)]
             ),
             _ => format!("I have seen {n} {} {o} before", self.fresh(VERB_BASE)),
         }
@@ -890,11 +1265,12 @@ impl<'t> Writer<'t> {
             }
             5 => {
                 let org = cap(&self.org());
-                let num = self.number();
+                let pct = self.rng.range(3, 92);
                 format!(
-                    "According to {org}, {num} {} {} in {}.",
+                    "According to {org}, {pct} percent {} {} {} in {}.",
                     self.fresh(STAT_UNITS),
                     self.fresh(VERB_PAST),
+                    self.fresh(OBJECTS),
                     self.year()
                 )
                 .replace("According to The", "According to the")
@@ -912,11 +1288,11 @@ impl<'t> Writer<'t> {
             }
             8 => {
                 let a = self.fresh(ADJ);
-                let num = self.number();
+                let now = self.rng.range(20, 90);
                 format!(
-                    "The figures are {a}: {num} {}, up from {} percent in {}.",
+                    "The figures are {a}: {now} percent {}, up from {} percent in {}.",
                     self.fresh(STAT_UNITS),
-                    self.rng.range(2, 40),
+                    self.rng.range(2, now - 1),
                     self.year()
                 )
             }
@@ -941,7 +1317,6 @@ impl<'t> Writer<'t> {
             11 => self.fresh(SHORT_SENTENCES).to_string(),
             12 => {
                 let who = self.source();
-                let who = who.trim_end_matches(',');
                 format!(
                     "{who} described the change as {lq}{} but {}{rq}.",
                     self.fresh(ADJ),
@@ -949,12 +1324,15 @@ impl<'t> Writer<'t> {
                 )
             }
             13 => {
-                let y = self.year();
-                let n = cap(&self.noun());
+                let y = self.rng.range(2009, 2019);
+                let n = self.noun();
                 format!(
-                    "Between {y} and {}, {n} {} by {} percent.",
-                    y + self.rng.range(2, 9),
-                    self.fresh(VERB_PAST),
+                    "Between {y} and {}, {n} {} {} by {} percent.",
+                    y + self.rng.range(2, 6),
+                    ["grew", "shrank", "fell", "rose", "expanded", "contracted"]
+                        [self.rng.range(0, 5)],
+                    ["in size", "in number", "on average", "overall", "in cost"]
+                        [self.rng.range(0, 4)],
                     self.rng.range(4, 70)
                 )
             }
@@ -1019,21 +1397,21 @@ impl<'t> Writer<'t> {
                 let num = self.number();
                 format!(
                     "{n} now {} for {num}, {}.",
-                    ["accounts", "is responsible", "pays", "is blamed", "is credited"]
-                        [self.rng.range(0, 4)],
+                    [
+                        "accounts",
+                        "is responsible",
+                        "pays",
+                        "is blamed",
+                        "is credited"
+                    ][self.rng.range(0, 4)],
                     self.fresh(CLAUSES)
                 )
             }
             20 => {
                 let c = self.claim();
                 let who = self.source();
-                let who = who.trim_end_matches(',');
                 let c2 = self.claim();
-                format!(
-                    "{lq}{c},{rq} {who} {}. {lq}{}.{rq}",
-                    self.fresh(SAID),
-                    c2
-                )
+                format!("{lq}{c},{rq} {who} {}. {lq}{}.{rq}", self.fresh(SAID), c2)
             }
             _ => {
                 let n = self.noun();
@@ -1061,7 +1439,10 @@ impl<'t> Writer<'t> {
     /// A paragraph of `lo..=hi` sentences.
     pub fn paragraph_n(&mut self, lo: usize, hi: usize) -> String {
         let n = self.rng.range(lo, hi);
-        (0..n).map(|_| self.sentence()).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|_| self.sentence())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn paragraph(&mut self) -> String {
@@ -1080,11 +1461,13 @@ impl<'t> Writer<'t> {
     pub fn list_item(&mut self) -> String {
         let n = self.noun();
         match self.rng.range(0, 4) {
-            0 => cap(&format!(
-                "{n} {} {}",
-                self.fresh(MODALS),
-                self.fresh(VERB_BASE)
-            )) + &format!(" {}", self.noun()),
+            0 => {
+                cap(&format!(
+                    "{n} {} {}",
+                    self.fresh(MODALS),
+                    self.fresh(VERB_BASE)
+                )) + &format!(" {}", self.noun())
+            }
             1 => format!(
                 "Check how {n} {} {}",
                 self.fresh(VERB_PAST),
@@ -1127,16 +1510,29 @@ impl<'t> Writer<'t> {
             }
             1 => {
                 let t = self.ident();
-                lines.push(format!("$ sim-cli {t} init --region {}", self.place().to_lowercase().replace(' ', "-")));
-                lines.push(format!("$ sim-cli {t} apply --max-{} {}", self.ident().replace('_', "-"), self.rng.range(2, 64)));
+                lines.push(format!(
+                    "$ sim-cli {t} init --region {}",
+                    self.place().to_lowercase().replace(' ', "-")
+                ));
+                lines.push(format!(
+                    "$ sim-cli {t} apply --max-{} {}",
+                    self.ident().replace('_', "-"),
+                    self.rng.range(2, 64)
+                ));
                 lines.push(format!("$ sim-cli {t} status --watch"));
             }
             2 => {
                 let a = self.ident();
                 let b = self.ident();
-                lines.push(format!("fn tune_{a}(limit: usize) -> Result<{}, Error> {{", cap(&b.replace('_', ""))));
+                lines.push(format!(
+                    "fn tune_{a}(limit: usize) -> Result<{}, Error> {{",
+                    cap(&b.replace('_', ""))
+                ));
                 lines.push(format!("    let mut {b} = load_{b}(\"{}.toml\")?;", a));
-                lines.push(format!("    {b}.set_limit(limit.min({}));", self.rng.range(8, 4096)));
+                lines.push(format!(
+                    "    {b}.set_limit(limit.min({}));",
+                    self.rng.range(8, 4096)
+                ));
                 lines.push(format!("    if {b}.len() > {} {{", self.rng.range(10, 99)));
                 lines.push(format!("        {b}.compact();"));
                 lines.push("    }".to_string());
@@ -1144,8 +1540,15 @@ impl<'t> Writer<'t> {
                 lines.push("}".to_string());
             }
             _ => {
-                lines.push(format!("curl -s https://api.sim.test/v{}/{} \\", self.rng.range(1, 4), self.ident()));
-                lines.push(format!("  -H 'Accept: application/json' -d '{{\"limit\": {}}}'", self.rng.range(5, 100)));
+                lines.push(format!(
+                    "curl -s https://api.sim.test/v{}/{} \\",
+                    self.rng.range(1, 4),
+                    self.ident()
+                ));
+                lines.push(format!(
+                    "  -H 'Accept: application/json' -d '{{\"limit\": {}}}'",
+                    self.rng.range(5, 100)
+                ));
             }
         }
         lines.join("\n")
@@ -1163,7 +1566,11 @@ impl<'t> Writer<'t> {
                         vec![
                             format!("{id}_{k}"),
                             self.rng.range(1, 256).to_string(),
-                            cap(&format!("Controls how {} {}", self.noun(), self.fresh(VERB_BASE))),
+                            cap(&format!(
+                                "Controls how {} {}",
+                                self.noun(),
+                                self.fresh(VERB_BASE)
+                            )),
                         ]
                     })
                     .collect();
@@ -1171,13 +1578,22 @@ impl<'t> Writer<'t> {
             }
             1 => {
                 let y = self.rng.range(2012, 2019);
-                let head = vec!["Year".into(), "Share".into(), "Change".into(), "Notes".into()];
+                let head = vec![
+                    "Year".into(),
+                    "Share".into(),
+                    "Change".into(),
+                    "Notes".into(),
+                ];
                 let rows = (0..n)
                     .map(|k| {
                         vec![
                             (y + k).to_string(),
                             format!("{}%", self.rng.range(5, 80)),
-                            format!("{}{}", ["+", "-"][self.rng.range(0, 1)], self.rng.range(1, 15)),
+                            format!(
+                                "{}{}",
+                                ["+", "-"][self.rng.range(0, 1)],
+                                self.rng.range(1, 15)
+                            ),
                             cap(self.fresh(CLAUSES)),
                         ]
                     })
@@ -1204,8 +1620,14 @@ impl<'t> Writer<'t> {
         let n = self.noun();
         let first = self.rng.word(FIRST_NAMES);
         let last = self.rng.word(LAST_NAMES);
-        let agency = ["Reuters", "AFP", "Getty Images", "AP", "for the paper", "Alamy"]
-            [self.rng.range(0, 5)];
+        let agency = [
+            "Reuters",
+            "AFP",
+            "Getty Images",
+            "AP",
+            "for the paper",
+            "Alamy",
+        ][self.rng.range(0, 5)];
         format!(
             "{} in {p}, where {n} {} {}. Photo: {first} {last}/{agency}",
             cap(self.fresh(GENERIC_NOUNS)),
@@ -1271,12 +1693,30 @@ pub fn paragraph(rng: &mut Rng, topic: &Topic, fancy: bool) -> String {
 }
 
 const SUBHEADS: &[&str] = &[
-    "What changed", "The numbers behind it", "Why it matters", "A closer look",
-    "What comes next", "The trade-offs", "Lessons from the field", "Where the money goes",
-    "Open questions", "How we got here", "The view from the ground", "A slow start",
-    "Counting the cost", "The sceptics", "Early results", "What the data show",
-    "Not so fast", "Follow the incentives", "The missing piece", "A second chance",
-    "Who benefits", "Growing pains", "The long game", "Beyond the pilot",
+    "What changed",
+    "The numbers behind it",
+    "Why it matters",
+    "A closer look",
+    "What comes next",
+    "The trade-offs",
+    "Lessons from the field",
+    "Where the money goes",
+    "Open questions",
+    "How we got here",
+    "The view from the ground",
+    "A slow start",
+    "Counting the cost",
+    "The sceptics",
+    "Early results",
+    "What the data show",
+    "Not so fast",
+    "Follow the incentives",
+    "The missing piece",
+    "A second chance",
+    "Who benefits",
+    "Growing pains",
+    "The long game",
+    "Beyond the pilot",
 ];
 
 pub fn subheading(rng: &mut Rng) -> String {
@@ -1293,13 +1733,30 @@ pub fn comment(rng: &mut Rng, topic: &Topic) -> String {
 }
 
 const COMMENT_OPENERS: &[&str] = &[
-    "Great write-up.", "I have to disagree here.", "This matches my experience.",
-    "Interesting, but", "Long-time reader here.", "Not sure about the numbers.",
-    "Thanks for covering this!", "My two cents:", "Finally someone says it.",
-    "Bookmarking this.", "Hmm.", "Respectfully,", "As someone who did this for ten years,",
-    "Counterpoint:", "This is the third article this month on the topic.", "Agreed.",
-    "Small correction:", "Good piece, one quibble.", "Wow.", "Devil's advocate here:",
-    "Same here.", "Not buying it.", "Exactly this.", "Can confirm.",
+    "Great write-up.",
+    "I have to disagree here.",
+    "This matches my experience.",
+    "Interesting, but",
+    "Long-time reader here.",
+    "Not sure about the numbers.",
+    "Thanks for covering this!",
+    "My two cents:",
+    "Finally someone says it.",
+    "Bookmarking this.",
+    "Hmm.",
+    "Respectfully,",
+    "As someone who did this for ten years,",
+    "Counterpoint:",
+    "This is the third article this month on the topic.",
+    "Agreed.",
+    "Small correction:",
+    "Good piece, one quibble.",
+    "Wow.",
+    "Devil's advocate here:",
+    "Same here.",
+    "Not buying it.",
+    "Exactly this.",
+    "Can confirm.",
 ];
 const COMMENT_BODIES: &[&str] = &[
     "We tried something similar at my last job and the results were far less impressive than the article suggests",
@@ -1324,18 +1781,58 @@ const COMMENT_BODIES: &[&str] = &[
 
 pub const FIRST_NAMES: &[&str] = &[
     "Maria", "James", "Aiko", "Lars", "Priya", "Tomás", "Olivia", "Kwame", "Sofia", "Daniel",
-    "Mei", "Jonas", "Fatima", "Lucas", "Hannah", "Omar", "Ingrid", "Rafael", "Chiara",
-    "Dmitri", "Amara", "Niamh", "Hiroshi", "Beatriz", "Samuel", "Leila", "Mateo", "Greta",
-    "Tobias", "Yasmin", "Ravi", "Elena", "Joaquín", "Freya", "Kofi", "Astrid", "Pedro",
-    "Noor", "Emeka", "Clara", "Søren", "Zoë", "Andrés", "Ines", "Viktor", "Ayesha",
+    "Mei", "Jonas", "Fatima", "Lucas", "Hannah", "Omar", "Ingrid", "Rafael", "Chiara", "Dmitri",
+    "Amara", "Niamh", "Hiroshi", "Beatriz", "Samuel", "Leila", "Mateo", "Greta", "Tobias",
+    "Yasmin", "Ravi", "Elena", "Joaquín", "Freya", "Kofi", "Astrid", "Pedro", "Noor", "Emeka",
+    "Clara", "Søren", "Zoë", "Andrés", "Ines", "Viktor", "Ayesha",
 ];
 pub const LAST_NAMES: &[&str] = &[
-    "Keller", "Okafor", "Nakamura", "Lindqvist", "Sharma", "Rivera", "Brooks", "Mensah",
-    "Rossi", "Weber", "Chen", "Novak", "Haddad", "Moreau", "Fischer", "Ali", "Petrov",
-    "Castillo", "Adeyemi", "O'Brien", "Yamamoto", "Bergström", "Duarte", "Kowalski",
-    "Nguyen", "Hughes", "Ferreira", "Schmidt", "Banerjee", "Lambert", "Osei", "Jansen",
-    "Mackenzie", "Ibáñez", "Varga", "Sato", "Delgado", "Whitfield", "Andersen", "Costa",
-    "Müller", "Barros", "Kaplan", "Greene", "Tanaka", "Quinn",
+    "Keller",
+    "Okafor",
+    "Nakamura",
+    "Lindqvist",
+    "Sharma",
+    "Rivera",
+    "Brooks",
+    "Mensah",
+    "Rossi",
+    "Weber",
+    "Chen",
+    "Novak",
+    "Haddad",
+    "Moreau",
+    "Fischer",
+    "Ali",
+    "Petrov",
+    "Castillo",
+    "Adeyemi",
+    "O'Brien",
+    "Yamamoto",
+    "Bergström",
+    "Duarte",
+    "Kowalski",
+    "Nguyen",
+    "Hughes",
+    "Ferreira",
+    "Schmidt",
+    "Banerjee",
+    "Lambert",
+    "Osei",
+    "Jansen",
+    "Mackenzie",
+    "Ibáñez",
+    "Varga",
+    "Sato",
+    "Delgado",
+    "Whitfield",
+    "Andersen",
+    "Costa",
+    "Müller",
+    "Barros",
+    "Kaplan",
+    "Greene",
+    "Tanaka",
+    "Quinn",
 ];
 
 pub fn person(rng: &mut Rng) -> String {
