@@ -730,7 +730,7 @@ impl Corpus {
             HostileKind::Malformed => {
                 title = "Malformed markup".to_string();
                 let s = format!(
-                    "<html><head><title>{title}<body><div class=\"content\"><p>{}<p><b><i>{}</b></i><div><span>< not a tag &amp stray & <<<p>{}</div></div></div></span><table><tr><td><p>{}</td></p></tr><!-- unclosed comment <script>var x = '</div>';</script><div <p class=>",
+                    "<html><head><title>{title}</title><body><div class=\"content\"><p>{}<p><b><i>{}</b></i><div><span>< not a tag &amp stray & <<<p>{}</div></div></div></span><table><tr><td><p>{}</td></p></tr><!-- unclosed comment <script>var x = '</div>';</script><div <p class=>",
                     text::esc(&paras[0]), text::esc(&paras[1]), text::esc(&paras[2]), text::esc(&paras[3])
                 );
                 let b = bytes::Bytes::from(s.clone());

@@ -420,7 +420,13 @@ fn choose_look(ctx: &mut PageCtx) -> Look {
         add(r, 0.55, (n / 5).clamp(1, 3), Insert::ReadMore);
         add(r, 0.2, 1, Insert::RelatedList);
         add(r, 0.25, 1, Insert::Newsletter);
-        add(r, 0.8, 1 + n / 8, Insert::Ad);
+        // In-article ads are a site policy: news sites mostly run them,
+        // personal blogs mostly do not.
+        let ads_share = [0.85, 0.5, 0.85, 0.0, 0.25][t];
+        let site_ads = (text::hash_str(5, ctx.domain) % 100) as f64 / 100.0 < ads_share;
+        if site_ads {
+            add(r, 0.9, 1 + n / 8, Insert::Ad);
+        }
         if r.chance(0.25) {
             inserts.push((n.saturating_sub(1), Insert::Share));
         }
