@@ -136,6 +136,24 @@ fn tidy_markdown(markdown: &str) -> String {
     out
 }
 
+/// Runs one extractor alone (evaluation and debugging).
+pub fn extract_single(html: &str, url: Option<&str>, method: Method) -> Extracted {
+    let started = Instant::now();
+    let c = match method {
+        Method::Trafilatura => trafilatura(html, url).map(|(c, _)| c),
+        _ => readability(html, url),
+    };
+    match c {
+        Some(c) => finish(c, method, None, started),
+        None => finish(
+            Candidate { title: String::new(), markdown: String::new(), quality: Quality::default() },
+            Method::None,
+            None,
+            started,
+        ),
+    }
+}
+
 /// Extracts the main content of `html`. `url` (absolute) helps resolve
 /// links and metadata. Never panics; an empty result has `Method::None`.
 pub fn extract(html: &str, url: Option<&str>) -> Extracted {
