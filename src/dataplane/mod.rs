@@ -5,6 +5,7 @@
 //! live knobs ([`crate::live::LiveConfig`]) once per unit of work.
 
 pub mod extract;
+pub mod index;
 pub mod retry;
 pub mod search;
 
