@@ -38,7 +38,7 @@ struct EdgeFixture {
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
 impl EdgeFixture {
-    fn new(test: &str) -> Box<dyn Fixture> {
+    fn open(test: &str) -> Box<dyn Fixture> {
         let dir = std::env::temp_dir().join(format!(
             "freshet-index-{test}-{}-{}",
             std::process::id(),
@@ -88,7 +88,7 @@ struct QdrantFixture {
 }
 
 impl QdrantFixture {
-    async fn new(test: &str) -> Option<Box<dyn Fixture>> {
+    async fn connect(test: &str) -> Option<Box<dyn Fixture>> {
         let Ok(url) = std::env::var("QDRANT_URL") else {
             println!("skipping the qdrant back end for {test}: QDRANT_URL is not set");
             return None;
@@ -114,8 +114,9 @@ impl Fixture for QdrantFixture {
     }
     async fn reopen(&mut self, dim: usize) -> Result<(), IndexError> {
         self.index = None;
-        self.index =
-            Some(QdrantIndex::connect(&self.url, self.api_key.clone(), &self.collection, dim).await?);
+        self.index = Some(
+            QdrantIndex::connect(&self.url, self.api_key.clone(), &self.collection, dim).await?,
+        );
         Ok(())
     }
     async fn cleanup(self: Box<Self>) {
@@ -135,7 +136,7 @@ impl Fixture for QdrantFixture {
 
 /// A unit vector mostly along axis `axis`, tilted by `tilt` towards the next.
 fn vector(axis: usize, tilt: f32) -> Vec<f32> {
-    let mut v = vec![0.0; DIM];
+    let mut v = [0.0f32; DIM];
     v[axis % DIM] = 1.0;
     v[(axis + 1) % DIM] = tilt;
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -201,17 +202,35 @@ async fn upsert_then_search_finds_nearest(fx: Box<dyn Fixture>) {
     assert_eq!(index.count().await.unwrap(), points.len() as u64);
 
     for target in [&points[0], &points[4], &points[8]] {
-        let hits = index.search(target.vector.clone(), 3).await.expect("search");
+        let hits = index
+            .search(target.vector.clone(), 3)
+            .await
+            .expect("search");
         assert_eq!(hits.len(), 3);
         assert_eq!(hits[0].id, target.id, "nearest point is the query itself");
-        assert!((hits[0].score - 1.0).abs() < 1e-4, "cosine of a vector with itself: {}", hits[0].score);
+        assert!(
+            (hits[0].score - 1.0).abs() < 1e-4,
+            "cosine of a vector with itself: {}",
+            hits[0].score
+        );
         assert_eq!(hits[0].payload, target.payload, "payload survives intact");
-        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "hits sorted by score");
+        assert!(
+            hits.windows(2).all(|w| w[0].score >= w[1].score),
+            "hits sorted by score"
+        );
     }
 
     let all = index.search(points[0].vector.clone(), 100).await.unwrap();
-    assert_eq!(all.len(), points.len(), "k above the count returns every point");
-    assert!(index.search(points[0].vector.clone(), 0).await.unwrap().is_empty());
+    assert_eq!(
+        all.len(),
+        points.len(),
+        "k above the count returns every point"
+    );
+    assert!(index
+        .search(points[0].vector.clone(), 0)
+        .await
+        .unwrap()
+        .is_empty());
     fx.cleanup().await;
 }
 
@@ -242,7 +261,10 @@ async fn delete_points_removes_only_those(fx: Box<dyn Fixture>) {
     let points = corpus();
     index.upsert(points.clone()).await.unwrap();
     let gone = vec![points[0].id, points[5].id, chunk_id("never-indexed", 0)];
-    index.delete_points(gone.clone()).await.expect("delete_points");
+    index
+        .delete_points(gone.clone())
+        .await
+        .expect("delete_points");
     assert_eq!(index.count().await.unwrap(), points.len() as u64 - 2);
     let left = sorted_points(index).await;
     assert!(left.iter().all(|(id, _)| !gone.contains(id)));
@@ -264,11 +286,19 @@ async fn delete_doc_removes_exactly_that_doc(fx: Box<dyn Fixture>) {
     let mut expected: Vec<_> = ids_of(&points, "a")
         .into_iter()
         .map(|id| (id, "a".to_owned()))
-        .chain(ids_of(&points, "c").into_iter().map(|id| (id, "c".to_owned())))
+        .chain(
+            ids_of(&points, "c")
+                .into_iter()
+                .map(|id| (id, "c".to_owned())),
+        )
         .collect();
     expected.sort();
     assert_eq!(left, expected);
-    assert_eq!(index.delete_doc("b").await.unwrap(), 0, "second delete finds nothing");
+    assert_eq!(
+        index.delete_doc("b").await.unwrap(),
+        0,
+        "second delete finds nothing"
+    );
     assert_eq!(index.delete_doc("unknown").await.unwrap(), 0);
     fx.cleanup().await;
 }
@@ -277,7 +307,10 @@ async fn doc_state_reports_chunks_and_hash(fx: Box<dyn Fixture>) {
     let index = fx.index();
     let points = corpus();
     // Upsert in reverse so that the order of the answer is not insertion order.
-    index.upsert(points.iter().rev().cloned().collect()).await.unwrap();
+    index
+        .upsert(points.iter().rev().cloned().collect())
+        .await
+        .unwrap();
     let state = index.doc_state("b").await.expect("doc_state");
     assert_eq!(
         state,
@@ -287,19 +320,39 @@ async fn doc_state_reports_chunks_and_hash(fx: Box<dyn Fixture>) {
         },
         "chunk ids in chunk order, with the document hash"
     );
-    assert_eq!(index.doc_state("unknown").await.unwrap(), DocState::default());
+    assert_eq!(
+        index.doc_state("unknown").await.unwrap(),
+        DocState::default()
+    );
     fx.cleanup().await;
 }
 
 async fn find_doc_hash_skips_except_doc(fx: Box<dyn Fixture>) {
     let index = fx.index();
     index.upsert(corpus()).await.unwrap();
-    assert_eq!(index.find_doc_hash("hash-ac", "a").await.unwrap().as_deref(), Some("c"));
-    assert_eq!(index.find_doc_hash("hash-ac", "c").await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        index
+            .find_doc_hash("hash-ac", "a")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c")
+    );
+    assert_eq!(
+        index
+            .find_doc_hash("hash-ac", "c")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
     let any = index.find_doc_hash("hash-ac", "z").await.unwrap();
     assert!(matches!(any.as_deref(), Some("a") | Some("c")), "{any:?}");
     assert_eq!(index.find_doc_hash("hash-b", "b").await.unwrap(), None);
-    assert_eq!(index.find_doc_hash("no-such-hash", "a").await.unwrap(), None);
+    assert_eq!(
+        index.find_doc_hash("no-such-hash", "a").await.unwrap(),
+        None
+    );
     fx.cleanup().await;
 }
 
@@ -312,7 +365,10 @@ async fn data_survives_reopen(mut fx: Box<dyn Fixture>) {
     assert_eq!(index.count().await.unwrap(), 6);
     let hits = index.search(points[4].vector.clone(), 1).await.unwrap();
     assert_eq!(hits[0].payload, points[4].payload);
-    assert_eq!(index.doc_state("a").await.unwrap().doc_hash.as_deref(), Some("hash-ac"));
+    assert_eq!(
+        index.doc_state("a").await.unwrap().doc_hash.as_deref(),
+        Some("hash-ac")
+    );
     // The payload indexes still work after a reopen (and were not duplicated).
     assert_eq!(index.find_doc_hash("hash-ac", "a").await.unwrap(), None);
     assert_eq!(index.delete_doc("a").await.unwrap(), 3);
@@ -332,7 +388,10 @@ async fn bad_vectors_are_invalid(mut fx: Box<dyn Fixture>) {
     let index = fx.index();
     let good = point("a", 0, 1, "h", vector(0, 0.0));
     let mut long = point("b", 0, 1, "h", vec![0.5; DIM + 1]);
-    let e = assert_invalid(index.upsert(vec![good.clone(), long.clone()]).await, "too long");
+    let e = assert_invalid(
+        index.upsert(vec![good.clone(), long.clone()]).await,
+        "too long",
+    );
     assert!(e.message.contains(&(DIM + 1).to_string()), "{e}");
     long.vector.truncate(DIM - 1);
     assert_invalid(index.upsert(vec![long]).await, "too short");
@@ -342,9 +401,16 @@ async fn bad_vectors_are_invalid(mut fx: Box<dyn Fixture>) {
     let mut inf = good.clone();
     inf.vector[0] = f32::INFINITY;
     assert_invalid(index.upsert(vec![inf]).await, "infinity");
-    assert_invalid(index.search(vec![1.0; DIM + 2], 3).await, "search dimension");
+    assert_invalid(
+        index.search(vec![1.0; DIM + 2], 3).await,
+        "search dimension",
+    );
     assert_invalid(index.search(vec![f32::NAN; DIM], 3).await, "search NaN");
-    assert_eq!(index.count().await.unwrap(), 0, "a rejected batch writes nothing");
+    assert_eq!(
+        index.count().await.unwrap(),
+        0,
+        "a rejected batch writes nothing"
+    );
     index.upsert(vec![good]).await.unwrap();
 
     // The stored data has DIM dimensions: opening it with another size fails.
@@ -354,7 +420,9 @@ async fn bad_vectors_are_invalid(mut fx: Box<dyn Fixture>) {
     };
     assert_eq!(e.class, ErrorClass::Invalid, "{e}");
     assert!(e.message.contains("vector size 8"), "{e}");
-    fx.reopen(DIM).await.expect("reopen with the right dimension");
+    fx.reopen(DIM)
+        .await
+        .expect("reopen with the right dimension");
     assert_eq!(fx.index().count().await.unwrap(), 1);
     fx.cleanup().await;
 }
@@ -404,7 +472,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::EdgeFixture::new(stringify!($name))).await;
+                    super::$name(super::EdgeFixture::open(stringify!($name))).await;
                 }
             )*
         }
@@ -412,7 +480,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(fx) = super::QdrantFixture::new(stringify!($name)).await {
+                    if let Some(fx) = super::QdrantFixture::connect(stringify!($name)).await {
                         super::$name(fx).await;
                     }
                 }
@@ -433,3 +501,44 @@ backend_tests!(
     empty_operations_are_fine,
     concurrent_writes_and_reads,
 );
+
+// ---------------------------------------------------------------- crash (edge)
+
+/// `upsert` is durable when it returns, not only after a clean shutdown: a
+/// child process upserts and then aborts (no destructors, no flush on drop);
+/// the parent reopens the directory and finds every point.
+#[test]
+fn edge_upsert_survives_abort() {
+    const CHILD_ENV: &str = "FRESHET_INDEX_CRASH_DIR";
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        // The child: write, then die without any cleanup.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let index = EdgeIndex::open(std::path::Path::new(&dir), DIM).unwrap();
+        rt.block_on(index.upsert(corpus())).unwrap();
+        rt.block_on(index.delete_doc("b")).unwrap();
+        std::process::abort();
+    }
+    let dir = std::env::temp_dir().join(format!("freshet-index-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "edge_upsert_survives_abort", "--test-threads=1"])
+        .env(CHILD_ENV, &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let index = EdgeIndex::open(&dir, DIM).expect("reopen after the crash");
+    assert_eq!(
+        rt.block_on(index.count()).unwrap(),
+        6,
+        "upserts and deletes were durable"
+    );
+    assert_eq!(
+        rt.block_on(index.doc_state("b")).unwrap(),
+        DocState::default()
+    );
+    drop(index);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -283,7 +283,11 @@ impl VectorIndex for EdgeIndex {
         }
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            self.check_vector("upsert", &format!("the vector of point {}", p.id), &p.vector)?;
+            self.check_vector(
+                "upsert",
+                &format!("the vector of point {}", p.id),
+                &p.vector,
+            )?;
             batch.push(PointStructPersisted {
                 id: PointId::Uuid(p.id),
                 vector: VectorStructPersisted::Single(p.vector),
@@ -396,8 +400,11 @@ impl VectorIndex for EdgeIndex {
                 })
                 .map_err(|e| op_err("find_doc_hash", &e))?;
             Ok(records.into_iter().find_map(|r| {
-                r.payload
-                    .and_then(|p| p.0.get("doc_id").and_then(|v| v.as_str()).map(str::to_owned))
+                r.payload.and_then(|p| {
+                    p.0.get("doc_id")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
             }))
         })
         .await
@@ -450,7 +457,11 @@ impl VectorIndex for EdgeIndex {
                     let id = uuid_of("all_points", r.id)?;
                     let doc = r
                         .payload
-                        .and_then(|p| p.0.get("doc_id").and_then(|v| v.as_str()).map(str::to_owned))
+                        .and_then(|p| {
+                            p.0.get("doc_id")
+                                .and_then(|v| v.as_str())
+                                .map(str::to_owned)
+                        })
                         .unwrap_or_default();
                     Ok((id, doc))
                 })

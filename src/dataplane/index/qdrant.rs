@@ -263,7 +263,11 @@ impl VectorIndex for QdrantIndex {
         }
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            self.check_vector("upsert", &format!("the vector of point {}", p.id), &p.vector)?;
+            self.check_vector(
+                "upsert",
+                &format!("the vector of point {}", p.id),
+                &p.vector,
+            )?;
             let payload = to_payload("upsert", &p.payload)?;
             batch.push(PointStruct::new(p.id.to_string(), p.vector, payload));
         }
@@ -662,10 +666,19 @@ mod tests {
     fn grpc_codes_map_to_classes() {
         use grpc::*;
         assert_eq!(class_of_status(UNAVAILABLE, "down"), ErrorClass::Connect);
-        assert_eq!(class_of_status(DEADLINE_EXCEEDED, "slow"), ErrorClass::Timeout);
-        assert_eq!(class_of_status(INVALID_ARGUMENT, "bad dim"), ErrorClass::Invalid);
         assert_eq!(
-            class_of_status(INTERNAL, "Failed to connect to http://x:6334/: transport error"),
+            class_of_status(DEADLINE_EXCEEDED, "slow"),
+            ErrorClass::Timeout
+        );
+        assert_eq!(
+            class_of_status(INVALID_ARGUMENT, "bad dim"),
+            ErrorClass::Invalid
+        );
+        assert_eq!(
+            class_of_status(
+                INTERNAL,
+                "Failed to connect to http://x:6334/: transport error"
+            ),
             ErrorClass::Connect
         );
         assert_eq!(class_of_status(INTERNAL, "boom"), ErrorClass::Upstream);
