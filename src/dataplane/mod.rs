@@ -9,7 +9,6 @@ pub mod dlq;
 pub mod embed;
 pub mod extract;
 pub mod index;
-pub mod pipeline;
 pub mod retry;
 pub mod search;
 pub mod source;

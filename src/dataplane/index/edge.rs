@@ -591,8 +591,11 @@ fn uuid_of(op: &'static str, id: PointId) -> Result<Uuid, IndexError> {
     }
 }
 
+/// Only called with freshet's own payload field names (plain identifiers).
 fn json_path(field: &str) -> JsonPath {
-    JsonPath::try_from(field).expect("static field names are valid JSON paths")
+    field
+        .parse()
+        .unwrap_or_else(|()| unreachable!("{field:?} is a plain identifier, a valid JSON path"))
 }
 
 fn fields(names: &[&str]) -> WithPayloadInterface {
