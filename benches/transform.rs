@@ -25,9 +25,10 @@ fn bench_transform(c: &mut Criterion) {
     let mut group = c.benchmark_group("transform");
     group.throughput(Throughput::Bytes(bytes as u64));
     group.sample_size(20);
-    group.bench_function(format!("batch_of_{}_docs_{}KB", docs.len(), bytes / 1024), |b| {
-        b.iter(|| black_box(transform_batch(&docs, &knobs).expect("transform succeeds")))
-    });
+    group.bench_function(
+        format!("batch_of_{}_docs_{}KB", docs.len(), bytes / 1024),
+        |b| b.iter(|| black_box(transform_batch(&docs, &knobs).expect("transform succeeds"))),
+    );
     group.finish();
 }
 

@@ -29,8 +29,12 @@ fn main() {
     let started = Instant::now();
     for page in &pages {
         let out = match std::env::var("METHOD").as_deref() {
-            Ok("readability") => content::extract_single(&page.html, Some(&page.url), content::Method::Readability),
-            Ok("trafilatura") => content::extract_single(&page.html, Some(&page.url), content::Method::Trafilatura),
+            Ok("readability") => {
+                content::extract_single(&page.html, Some(&page.url), content::Method::Readability)
+            }
+            Ok("trafilatura") => {
+                content::extract_single(&page.html, Some(&page.url), content::Method::Trafilatura)
+            }
             _ => content::extract(&page.html, Some(&page.url)),
         };
         let f1 = token_f1(
@@ -42,9 +46,22 @@ fn main() {
             use std::collections::HashMap;
             let mut want: HashMap<String, i64> = HashMap::new();
             let mut tn = 0;
-            for t in freshet::dataplane::extract::quality::tokens(&page.article_text) { *want.entry(t).or_default() += 1; tn += 1; }
+            for t in freshet::dataplane::extract::quality::tokens(&page.article_text) {
+                *want.entry(t).or_default() += 1;
+                tn += 1;
+            }
             let (mut pn, mut hit) = (0, 0);
-            for t in freshet::dataplane::extract::quality::tokens(&freshet::dataplane::extract::quality::markdown_text(&out.markdown).0) { pn += 1; if let Some(n) = want.get_mut(&t) { if *n > 0 { *n -= 1; hit += 1; } } }
+            for t in freshet::dataplane::extract::quality::tokens(
+                &freshet::dataplane::extract::quality::markdown_text(&out.markdown).0,
+            ) {
+                pn += 1;
+                if let Some(n) = want.get_mut(&t) {
+                    if *n > 0 {
+                        *n -= 1;
+                        hit += 1;
+                    }
+                }
+            }
             prec += if pn > 0 { hit as f64 / pn as f64 } else { 0.0 };
             rec += if tn > 0 { hit as f64 / tn as f64 } else { 0.0 };
         }
@@ -70,7 +87,11 @@ fn main() {
         total_f1 / n as f64,
         n as f64 / secs
     );
-    println!("  precision {:.4} recall {:.4}", prec / n as f64, rec / n as f64);
+    println!(
+        "  precision {:.4} recall {:.4}",
+        prec / n as f64,
+        rec / n as f64
+    );
     println!("  lowest quality score of an article: {min_q:.3}");
     for (m, (c, f)) in by_method {
         println!("  {m}: {c} pages, F1 {:.4}", f / c as f64);

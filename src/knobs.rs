@@ -827,7 +827,10 @@ mod tests {
             (Change::new("transform.chunk_overlap", 300), "inconsistent"),
         ];
         for (change, needle) in cases {
-            let err = k.apply_patch(std::slice::from_ref(&change)).unwrap_err().to_string();
+            let err = k
+                .apply_patch(std::slice::from_ref(&change))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{change:?}: {err}");
         }
     }

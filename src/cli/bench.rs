@@ -52,8 +52,9 @@ pub struct BenchRow {
 
 fn document(i: u64, words: usize) -> Task {
     const VOCAB: &[&str] = &[
-        "river", "council", "budget", "school", "energy", "market", "policy", "station", "harbour", "museum",
-        "engineer", "garden", "library", "network", "festival", "hospital", "bridge", "factory", "village", "forest",
+        "river", "council", "budget", "school", "energy", "market", "policy", "station", "harbour",
+        "museum", "engineer", "garden", "library", "network", "festival", "hospital", "bridge",
+        "factory", "village", "forest",
     ];
     let mut text = String::with_capacity(words * 8);
     let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -76,7 +77,11 @@ fn document(i: u64, words: usize) -> Task {
 
 /// Runs one bench and returns its row.
 pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
-    let dir = std::env::temp_dir().join(format!("freshet-bench-{}-{}", std::process::id(), crate::dataplane::pipeline::now_ms()));
+    let dir = std::env::temp_dir().join(format!(
+        "freshet-bench-{}-{}",
+        std::process::id(),
+        crate::dataplane::pipeline::now_ms()
+    ));
     let mut settings = base.clone();
     settings.service.data_dir = dir.clone();
     settings.embed.backend = EmbedBackend::Hash;
@@ -106,7 +111,10 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let mut i = 0u64;
     while started.elapsed() < opts.duration {
         let task = if opts.kind == "url" {
-            Task::Url { url: urls[i as usize % urls.len()].clone(), ts_ms: None }
+            Task::Url {
+                url: urls[i as usize % urls.len()].clone(),
+                ts_ms: None,
+            }
         } else {
             document(i, opts.words)
         };
@@ -149,7 +157,14 @@ pub fn table(rows: &[BenchRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
-            r.kind, r.offered_per_s, r.finished_per_s, r.chunks_per_s, r.p50_ms, r.p95_ms, r.p99_ms, r.dead_letters
+            r.kind,
+            r.offered_per_s,
+            r.finished_per_s,
+            r.chunks_per_s,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.dead_letters
         ));
     }
     out

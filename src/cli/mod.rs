@@ -255,8 +255,9 @@ fn settings(cli: &Cli) -> Result<Settings> {
 
 fn init_logging(format: LogFormat, level: &str) {
     // qdrant-edge logs start-up notes at warn level that are not actionable.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},qdrant_edge=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},qdrant_edge=error"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -315,7 +316,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench(BenchCommand::Pipeline { rate, duration, kind, scenario, words }) => {
+        Command::Bench(BenchCommand::Pipeline {
+            rate,
+            duration,
+            kind,
+            scenario,
+            words,
+        }) => {
             let s = settings(&cli)?;
             init_logging(s.service.log_format, "error");
             if !matches!(kind.as_str(), "document" | "url") {

@@ -54,6 +54,9 @@ impl DeadLetter {
     }
 }
 
+/// A line of a dead-letter file that is not a record: its number and why.
+pub type BadLine = (usize, String);
+
 /// The dead-letter file of one data dir.
 #[derive(Debug)]
 pub struct Dlq {
@@ -105,7 +108,7 @@ impl Dlq {
 
     /// Reads every record of a dead-letter file; a line that does not parse
     /// is reported with its number (a torn last line after a crash included).
-    pub fn read_all(path: &Path) -> std::io::Result<(Vec<DeadLetter>, Vec<(usize, String)>)> {
+    pub fn read_all(path: &Path) -> std::io::Result<(Vec<DeadLetter>, Vec<BadLine>)> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

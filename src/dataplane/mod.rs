@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod embed;
 pub mod extract;
 pub mod index;
+pub mod pipeline;
 pub mod retry;
 pub mod search;
 pub mod source;

@@ -235,7 +235,7 @@ struct ChunkedDoc {
 #[derive(Debug)]
 enum Write {
     Upsert {
-        doc: ChunkedDoc,
+        doc: Box<ChunkedDoc>,
         vectors: Vec<Vec<f32>>,
     },
     Delete {
@@ -813,7 +813,7 @@ async fn transform_stage(
                             let _ = send_measured(
                                 &embed_tx,
                                 Write::Upsert {
-                                    doc: chunked,
+                                    doc: Box::new(chunked),
                                     vectors: Vec::new(),
                                 },
                                 "transform",

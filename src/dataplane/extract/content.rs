@@ -73,6 +73,66 @@ struct Candidate {
     quality: Quality,
 }
 
+/// Elements that are boilerplate by the web's own conventions (HTML5
+/// sectioning, ARIA roles, and the class/id vocabulary that CMSs, ad
+/// servers and share widgets use). Removed before Readability scores the
+/// page, unless an element holds a large part of the page's text (then it is
+/// more likely a wrapper with an unlucky class name than boilerplate).
+const BOILERPLATE_SELECTOR: &str = "aside, nav, footer, form, figcaption, \
+    [role=complementary], [role=navigation], [role=contentinfo], [aria-hidden=true], \
+    [class~=ad], [class^=ad-], [class*=' ad-'], [class*='-ad '], [class$='-ad'], [id^=ad-], \
+    [class*=advert], [id*=advert], [class*=sponsor], [class*=promo], \
+    [class*=newsletter], [class*=subscribe], [class*=related], [class*=share], [class*=social], \
+    [class*=author-bio], [class*=about-author], [class*=about-the-author], [class*=author-box], \
+    [class*=comment], [id*=comment], [id=respond], [class*=teaser], [class*=more-from], \
+    [class*=caption], [class*=byline], [class*=breadcrumb], [class*=cookie], [class*=consent], \
+    [class*=widget], [class*=sidebar], [class*=pullout]";
+
+/// Removes boilerplate elements (see [`BOILERPLATE_SELECTOR`]).
+fn preclean(doc: &dom_query::Document) {
+    let total = doc.select("body").text().len().max(1);
+    for node in doc.select(BOILERPLATE_SELECTOR).nodes() {
+        let sel = dom_query::Selection::from(*node);
+        if sel.text().len() * 10 < total * 4 {
+            sel.remove();
+        }
+    }
+}
+
+/// Drops blocks of extracted markdown that are links and labels rather than
+/// text: link lists and "read also" lines (mostly link text), one-to-three
+/// word labels without punctuation ("Advertisement"), and the title repeated
+/// as a heading.
+fn drop_link_and_label_blocks(markdown: &str, title: &str) -> String {
+    let title_tokens: Vec<String> = quality::tokens(title).collect();
+    let kept: Vec<&str> = markdown
+        .split("\n\n")
+        .filter(|block| {
+            let (text, link_chars) = quality::markdown_text(block);
+            let chars = text.chars().filter(|c| !c.is_whitespace()).count().max(1);
+            let words = text.split_whitespace().count();
+            let trimmed = block.trim();
+            let is_heading = trimmed.starts_with('#');
+            let is_list =
+                trimmed.starts_with("- ") || trimmed.starts_with("* ") || trimmed.starts_with("1.");
+            if link_chars * 10 >= chars * 6 && words <= 40 {
+                return false;
+            }
+            if is_heading
+                && !title_tokens.is_empty()
+                && quality::tokens(trimmed).collect::<Vec<_>>() == title_tokens
+            {
+                return false;
+            }
+            if !is_heading && !is_list && words <= 3 && !trimmed.ends_with(['.', '!', '?', ':']) {
+                return false;
+            }
+            true
+        })
+        .collect();
+    kept.join("\n\n")
+}
+
 fn readability(html: &str, url: Option<&str>) -> Option<Candidate> {
     let config = dom_smoothie::Config {
         text_mode: dom_smoothie::TextMode::Markdown,
@@ -80,9 +140,12 @@ fn readability(html: &str, url: Option<&str>) -> Option<Candidate> {
         ..Default::default()
     };
     let url = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"));
-    let mut reader = dom_smoothie::Readability::new(html, url, Some(config)).ok()?;
+    let doc = dom_query::Document::from(html);
+    preclean(&doc);
+    let mut reader = dom_smoothie::Readability::with_document(doc, url, Some(config)).ok()?;
     let article = reader.parse().ok()?;
-    let markdown = tidy_markdown(&article.text_content);
+    let markdown =
+        drop_link_and_label_blocks(&tidy_markdown(&article.text_content), &article.title);
     let quality = quality::score_markdown(&markdown);
     Some(Candidate {
         title: article.title.trim().to_string(),
@@ -146,7 +209,11 @@ pub fn extract_single(html: &str, url: Option<&str>, method: Method) -> Extracte
     match c {
         Some(c) => finish(c, method, None, started),
         None => finish(
-            Candidate { title: String::new(), markdown: String::new(), quality: Quality::default() },
+            Candidate {
+                title: String::new(),
+                markdown: String::new(),
+                quality: Quality::default(),
+            },
             Method::None,
             None,
             started,
