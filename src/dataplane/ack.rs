@@ -11,7 +11,9 @@
 //! path, a shutdown deadline) marks the message *abandoned*: it is never
 //! counted as finished, so its offset is never committed and the message is
 //! delivered again after a restart. Losing work therefore requires an
-//! explicit, reviewed `done` call, never an accident.
+//! explicit, reviewed `done` call, never an accident. (Redelivery needs a
+//! durable source such as Kafka; the embedded queue can only count and log
+//! abandoned messages.)
 //!
 //! Per partition, [`AckTracker`] keeps the offsets handed out and not yet
 //! finished; the commit watermark is the highest offset below which every

@@ -92,8 +92,12 @@ impl Dlq {
         let mut line = serde_json::to_vec(letter).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line)?;
-        file.sync_data()?;
+        let before = file.metadata()?.len();
+        if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+            // Never leave a torn record for the next one to be glued onto.
+            let _ = file.set_len(before);
+            return Err(e);
+        }
         self.written
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "stage" => letter.stage.clone(), "error_type" => letter.error_type.clone())
@@ -132,10 +136,22 @@ impl Dlq {
     }
 
     /// Moves every record out of the file (for replay): returns them and
-    /// appends them to `dlq.replayed.jsonl`, leaving `dlq.jsonl` empty.
+    /// appends them to `dlq.replayed.jsonl`. Lines that are not records stay
+    /// in `dlq.jsonl` for a person to look at; nothing is dropped.
     pub fn take_all(&self) -> std::io::Result<Vec<DeadLetter>> {
-        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let (letters, _) = Dlq::read_all(&self.path)?;
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let raw = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let mut letters = Vec::new();
+        let mut keep = String::new();
+        for line in raw.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<DeadLetter>(line) {
+                Ok(letter) => letters.push(letter),
+                Err(_) => {
+                    keep.push_str(line);
+                    keep.push('\n');
+                }
+            }
+        }
         let replayed = self.path.with_file_name("dlq.replayed.jsonl");
         let mut out = std::fs::OpenOptions::new()
             .create(true)
@@ -148,6 +164,7 @@ impl Dlq {
         }
         out.sync_data()?;
         file.set_len(0)?;
+        file.write_all(keep.as_bytes())?;
         file.sync_data()?;
         Ok(letters)
     }
@@ -183,7 +200,9 @@ mod tests {
         assert_eq!(bad[0].0, 3);
         let taken = dlq.take_all().unwrap();
         assert_eq!(taken.len(), 2);
-        assert_eq!(Dlq::read_all(dlq.path()).unwrap().0.len(), 0);
+        let (left, bad) = Dlq::read_all(dlq.path()).unwrap();
+        assert_eq!(left.len(), 0);
+        assert_eq!(bad.len(), 1, "the torn line stays for a person to see");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

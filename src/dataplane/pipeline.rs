@@ -195,12 +195,14 @@ struct Origin {
 }
 
 impl Origin {
-    fn share(&self) -> Origin {
+    /// A share for an item derived from this message, whose dead letter
+    /// should hold `task` (what to replay), not the whole original task.
+    fn derive(&self, task: &Task) -> Origin {
         Origin {
             ack: self.ack.clone(),
             event_ms: self.event_ms,
             source: self.source.clone(),
-            task: self.task.clone(),
+            task: Arc::new(serde_json::to_value(task).unwrap_or_default()),
         }
     }
 }
@@ -424,7 +426,9 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(doc_id)
-            .is_none_or(|&s| s == seq)
+            // Only the newest version removes the entry, so a missing entry
+            // means a newer version (or delete) has already been settled.
+            .is_some_and(|&s| s == seq)
     }
 
     fn retire_seq(&self, doc_id: &str, seq: u64) {
@@ -570,13 +574,13 @@ async fn router(
                                 let doc_id = url_doc_id(&hit.url);
                                 if seen.insert(doc_id) {
                                     Counters::add(&shared.counters.urls, 1);
-                                    if send_measured(
-                                        &extract_tx,
-                                        (hit.url, origin.share()),
-                                        "search",
-                                    )
-                                    .await
-                                    .is_err()
+                                    let derived = origin.derive(&Task::Url {
+                                        url: hit.url.clone(),
+                                        ts_ms: Some(origin.event_ms),
+                                    });
+                                    if send_measured(&extract_tx, (hit.url, derived), "search")
+                                        .await
+                                        .is_err()
                                     {
                                         break;
                                     }
@@ -699,11 +703,20 @@ async fn transform_stage(
         let started = Instant::now();
         metrics::counter!(metrics::STAGE_REQUESTS_TOTAL, "stage" => "transform").increment(1);
         // Number versions and deletes in arrival order.
-        let mut docs = Vec::new();
+        let mut docs: Vec<(DocItem, u64)> = Vec::new();
         for item in batch {
             match item {
                 TransformIn::Doc(doc) => {
                     let seq = shared.assign_seq(&doc.doc_id);
+                    // An older version of the same document in this batch is
+                    // superseded before any work is spent on it.
+                    if let Some(pos) = docs.iter().position(|(d, _)| d.doc_id == doc.doc_id) {
+                        let (old, _) = docs.remove(pos);
+                        metrics::counter!(metrics::DOCS_TOTAL, "outcome" => "superseded")
+                            .increment(1);
+                        Counters::add(&shared.counters.docs_superseded, 1);
+                        old.origin.ack.done();
+                    }
                     docs.push((doc, seq));
                 }
                 TransformIn::Delete { doc_id, origin } => {
@@ -868,6 +881,11 @@ async fn against_index(
 ) -> Result<Verdict, super::index::IndexError> {
     let index = &shared.deps.index;
     let live = &shared.deps.live;
+    // Under the document's lock, so a write of an older version that is in
+    // progress finishes before the state it changes is read.
+    let _guard = shared.doc_locks[shared.lock_index(&doc.doc_id)]
+        .lock()
+        .await;
     let state = retry::retry(live, Stage::Index, |_| index.doc_state(&doc.doc_id)).await?;
     let new_ids: HashSet<Uuid> = chunks.iter().map(|c| c.id).collect();
     if state.doc_hash.as_deref() == Some(doc_hash) && state.chunk_ids.len() == chunks.len() {

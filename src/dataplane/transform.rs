@@ -258,9 +258,23 @@ pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<C
     let overlap = (overlap as usize).min(budget / 2);
     // Sentences longer than the budget are cut into word runs.
     let mut pieces: Vec<(std::borrow::Cow<str>, usize)> = Vec::new();
+    // Text without spaces (CJK, minified blobs) is cut by length too, so no
+    // piece can exceed what an embedding model accepts.
+    let max_bytes = budget * 6;
     for s in sentences(text) {
         let words = s.split_ascii_whitespace().count();
-        if tokens_of(words) <= budget {
+        if s.len() > max_bytes && words * 12 < s.len() {
+            let mut rest = s;
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(max_bytes);
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let (head, tail) = rest.split_at(cut);
+                pieces.push((head.into(), (head.len() / 4).clamp(1, budget)));
+                rest = tail;
+            }
+        } else if tokens_of(words) <= budget {
             pieces.push((s.into(), tokens_of(words)));
         } else {
             let per = (budget * 3 / 4).max(1);
@@ -412,6 +426,25 @@ mod tests {
         for s in sentences(&text) {
             assert!(chunks.iter().any(|c| c.text.contains(s)), "{s}");
         }
+    }
+
+    #[test]
+    fn text_without_spaces_is_cut_by_length() {
+        let blob = "数据".repeat(20_000);
+        let chunks = chunk("cjk", &blob, 256, 32);
+        assert!(chunks.len() > 10);
+        assert!(
+            chunks.iter().all(|c| c.text.len() <= 256 * 6 * 2),
+            "bounded chunks"
+        );
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| c.text.chars().filter(|ch| *ch == '数').count())
+                .sum::<usize>()
+                >= 20_000,
+            true
+        );
     }
 
     #[test]

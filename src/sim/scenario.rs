@@ -43,6 +43,11 @@ pub struct Phase {
     /// The `/api/url` remote rendering endpoint (5 credits per successful call).
     #[serde(default = "EndpointProfile::render_default")]
     pub render: EndpointProfile,
+    /// The OpenAI-compatible `/v1/embeddings` endpoint: `latency_ms` is the
+    /// fixed overhead per request, `per_item_ms` the cost per input, `knee`
+    /// the concurrency past which it slows down.
+    #[serde(default = "EndpointProfile::embed_default")]
+    pub embed: EndpointProfile,
     /// Page fetches on the simulated domains. Rate and concurrency limits
     /// apply per domain (each site limits its own visitors).
     #[serde(default = "EndpointProfile::pages_default")]
@@ -78,6 +83,13 @@ pub struct EndpointProfile {
     /// Probability of a 500/502/503 answer.
     #[serde(default)]
     pub error_5xx: f64,
+    /// Extra service time per input item (embeddings: per text), in ms.
+    #[serde(default)]
+    pub per_item_ms: f64,
+    /// In-flight requests the service handles at full speed; past the knee
+    /// every request slows down in proportion (`in_flight / knee`). Absent = no knee.
+    #[serde(default)]
+    pub knee: Option<usize>,
     /// Probability of closing the connection without any response.
     #[serde(default)]
     pub reset: f64,
@@ -102,6 +114,18 @@ impl EndpointProfile {
             ..Default::default()
         }
     }
+    /// 30 ms overhead, 0.4 ms per input, knee at 4 concurrent requests.
+    pub fn embed_default() -> EndpointProfile {
+        EndpointProfile {
+            latency_ms: Latency {
+                p50: 30.0,
+                p99: 60.0,
+            },
+            per_item_ms: 0.4,
+            knee: Some(4),
+            ..Default::default()
+        }
+    }
     fn pages_default() -> EndpointProfile {
         EndpointProfile {
             latency_ms: Latency {
@@ -120,6 +144,8 @@ impl Default for EndpointProfile {
             rate_limit_rps: None,
             max_concurrency: None,
             error_5xx: 0.0,
+            per_item_ms: 0.0,
+            knee: None,
             reset: 0.0,
             timeout: 0.0,
         }
@@ -223,6 +249,15 @@ fn check_profile(ctx: &str, p: &EndpointProfile) -> anyhow::Result<()> {
     if p.error_5xx + p.reset + p.timeout > 1.0 {
         anyhow::bail!("{ctx}: error_5xx + reset + timeout exceed 1");
     }
+    if !(p.per_item_ms >= 0.0 && p.per_item_ms.is_finite()) {
+        anyhow::bail!(
+            "{ctx}: `per_item_ms` = {} must be a non-negative number",
+            p.per_item_ms
+        );
+    }
+    if p.knee == Some(0) {
+        anyhow::bail!("{ctx}: `knee` must be at least 1");
+    }
     Ok(())
 }
 
@@ -265,6 +300,7 @@ impl Scenario {
             check_profile(&format!("{ctx} [phase.search]"), &ph.search)?;
             check_profile(&format!("{ctx} [phase.render]"), &ph.render)?;
             check_profile(&format!("{ctx} [phase.pages]"), &ph.pages)?;
+            check_profile(&format!("{ctx} [phase.embed]"), &ph.embed)?;
             for (d, o) in &ph.domains {
                 let dctx = format!("{ctx} [phase.domains.\"{d}\"]");
                 if !crate::sim::corpus::DOMAIN_NAMES
@@ -311,6 +347,7 @@ impl Scenario {
                 js_share: 0.1,
                 search: EndpointProfile::default(),
                 render: EndpointProfile::render_default(),
+                embed: EndpointProfile::embed_default(),
                 pages: EndpointProfile::pages_default(),
                 domains: BTreeMap::new(),
             }],

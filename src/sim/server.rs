@@ -193,6 +193,7 @@ struct Inner {
     credits: AtomicU64,
     search: Limiter,
     render: Limiter,
+    embed: Limiter,
     page: Limiter,
     /// Article domains in corpus order, then the hostile domain.
     domains: Vec<Limiter>,
@@ -277,6 +278,7 @@ impl Inner {
             endpoints: [
                 ("search", &self.search),
                 ("render", &self.render),
+                ("embed", &self.embed),
                 ("page", &self.page),
             ]
             .into_iter()
@@ -439,6 +441,7 @@ impl SimServer {
             credits: AtomicU64::new(0),
             search: Limiter::default(),
             render: Limiter::default(),
+            embed: Limiter::default(),
             page: Limiter::default(),
             shutdown: shutdown.clone(),
             port: addr.port(),
@@ -538,9 +541,9 @@ fn router(st: Arc<Inner>) -> Router {
     Router::new()
         .route("/api/search", post(api_search))
         .route("/api/url", post(api_url))
+        .route("/v1/embeddings", post(api_embeddings))
         .route("/sim/stats", get(sim_stats))
         .route("/sim/truth", get(sim_truth))
-        // `/v1/embeddings` (OpenAI-compatible) will be added here.
         .fallback(|| async {
             json_err(
                 StatusCode::NOT_FOUND,
@@ -992,4 +995,158 @@ async fn hostile(st: &Inner, url: &url::Url) -> Response {
             r
         }
     }
+}
+
+#[derive(Deserialize)]
+struct EmbedReq {
+    #[serde(default)]
+    model: String,
+    input: EmbedInput,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Dimension of the simulator's vectors when the request names none.
+pub const EMBED_DEFAULT_DIM: usize = 384;
+/// Most inputs one embeddings request may carry (like OpenAI's 2048).
+pub const EMBED_MAX_INPUTS: usize = 2048;
+
+async fn api_embeddings(State(st): State<Arc<Inner>>, req: Request) -> Response {
+    st.embed.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (conn, headers, body) = split(req).await;
+    let (r, reset) = embed_inner(&st, conn.as_ref(), &headers, &body).await;
+    count(&[&st.embed], &r, reset);
+    openai_error_shape(r).await
+}
+
+/// OpenAI clients expect `{"error": {"message", "type", "code"}}`: rewrap
+/// the simulator's plain error bodies, keeping status and headers.
+async fn openai_error_shape(r: Response) -> Response {
+    if r.status().is_success() {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let kind = match parts.status.as_u16() {
+        401 => "invalid_request_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": parts.status.as_u16().to_string()}});
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+/// OpenAI-compatible embeddings. The vectors are the `hash` embedder's
+/// (feature hashing: lexical, deterministic), so a client can reproduce them
+/// offline; the cost model makes batch size and concurrency matter: each
+/// request takes the phase's overhead latency plus `per_item_ms` per input,
+/// stretched by `in_flight / knee` once more than `knee` requests run at once.
+async fn embed_inner(
+    st: &Inner,
+    conn: Option<&ConnHandle>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, bool) {
+    if let Some(r) = check_auth(st, headers) {
+        return (r, false);
+    }
+    let req: EmbedReq = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                json_err(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                    "bad JSON body, expected {{\"model\": name, \"input\": text or [texts]}}: {e}"
+                ),
+                ),
+                false,
+            )
+        }
+    };
+    let inputs = match req.input {
+        EmbedInput::One(t) => vec![t],
+        EmbedInput::Many(v) => v,
+    };
+    if inputs.is_empty() || inputs.len() > EMBED_MAX_INPUTS {
+        return (
+            json_err(
+                StatusCode::BAD_REQUEST,
+                &format!("`input` must hold 1..={EMBED_MAX_INPUTS} texts"),
+            ),
+            false,
+        );
+    }
+    let dim = req.dimensions.unwrap_or(EMBED_DEFAULT_DIM);
+    if !(8..=4096).contains(&dim) {
+        return (
+            json_err(
+                StatusCode::BAD_REQUEST,
+                "`dimensions` must be within 8..=4096",
+            ),
+            false,
+        );
+    }
+    let phase = &st.scenario.phases[st.phase()];
+    let profile = &phase.embed;
+    let _g = match gate(st, &[&st.embed], profile, conn).await {
+        Ok(g) => g,
+        Err(r) => return (r, conn.is_some_and(|c| c.kill.load(Ordering::Relaxed))),
+    };
+    // Per-input cost, stretched past the concurrency knee.
+    let in_flight = st.embed.counters.in_flight.load(Ordering::Relaxed).max(1);
+    let stretch = profile
+        .knee
+        .map_or(1.0, |k| (in_flight as f64 / k as f64).max(1.0));
+    let extra = Duration::from_secs_f64(profile.per_item_ms * inputs.len() as f64 / 1e3 * stretch);
+    if !st.sleep(extra).await {
+        return (
+            json_err(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            false,
+        );
+    }
+    let embedder = crate::dataplane::embed::hash::HashEmbedder::new(dim);
+    let mut tokens = 0usize;
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            tokens += text.split_whitespace().count();
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embedder.vector(text)})
+        })
+        .collect();
+    let model = if req.model.is_empty() {
+        "freshet-sim-hash".to_string()
+    } else {
+        req.model
+    };
+    (
+        Json(serde_json::json!({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+        }))
+        .into_response(),
+        false,
+    )
 }

@@ -99,38 +99,49 @@ fn preclean(doc: &dom_query::Document) {
     }
 }
 
-/// Drops blocks of extracted markdown that are links and labels rather than
+/// Drops lines of extracted markdown that are links and labels rather than
 /// text: link lists and "read also" lines (mostly link text), one-to-three
-/// word labels without punctuation ("Advertisement"), and the title repeated
-/// as a heading.
+/// word labels without punctuation ("Advertisement"), the title repeated as
+/// a heading, and short unpunctuated lines before the first real paragraph
+/// (bylines, dates, "5 min read").
 fn drop_link_and_label_blocks(markdown: &str, title: &str) -> String {
     let title_tokens: Vec<String> = quality::tokens(title).collect();
-    let kept: Vec<&str> = markdown
-        .split("\n\n")
-        .filter(|block| {
-            let (text, link_chars) = quality::markdown_text(block);
+    let mut out = String::with_capacity(markdown.len());
+    let mut seen_text = false;
+    for block in markdown.split("\n\n") {
+        let mut kept_lines: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            let (text, link_chars) = quality::markdown_text(line);
             let chars = text.chars().filter(|c| !c.is_whitespace()).count().max(1);
             let words = text.split_whitespace().count();
-            let trimmed = block.trim();
+            let trimmed = line.trim();
             let is_heading = trimmed.starts_with('#');
             let is_list =
                 trimmed.starts_with("- ") || trimmed.starts_with("* ") || trimmed.starts_with("1.");
-            if link_chars * 10 >= chars * 6 && words <= 40 {
-                return false;
+            let punctuated = trimmed
+                .trim_end_matches(['*', '_', '"', '\u{201d}', ')'])
+                .ends_with(['.', '!', '?', ':', ';']);
+            let drop = (link_chars * 10 >= chars * 6 && words <= 40)
+                || (is_heading
+                    && !title_tokens.is_empty()
+                    && quality::tokens(trimmed).collect::<Vec<_>>() == title_tokens)
+                || (!is_heading && !is_list && words <= 3 && !punctuated)
+                || (!seen_text && !is_heading && !is_list && words <= 10 && !punctuated);
+            if !drop {
+                if words > 10 {
+                    seen_text = true;
+                }
+                kept_lines.push(line);
             }
-            if is_heading
-                && !title_tokens.is_empty()
-                && quality::tokens(trimmed).collect::<Vec<_>>() == title_tokens
-            {
-                return false;
+        }
+        if !kept_lines.is_empty() {
+            if !out.is_empty() {
+                out.push_str("\n\n");
             }
-            if !is_heading && !is_list && words <= 3 && !trimmed.ends_with(['.', '!', '?', ':']) {
-                return false;
-            }
-            true
-        })
-        .collect();
-    kept.join("\n\n")
+            out.push_str(&kept_lines.join("\n"));
+        }
+    }
+    out
 }
 
 fn readability(html: &str, url: Option<&str>) -> Option<Candidate> {

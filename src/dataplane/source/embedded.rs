@@ -4,10 +4,12 @@
 //! (`POST /v1/ingest`). A line that does not parse, or parses into an invalid
 //! task, is dead-lettered with its line number and the reason, and counts as
 //! finished. Each input stream is its own partition with line numbers as
-//! offsets, so the same watermark logic as Kafka's applies; the embedded
-//! queue itself keeps nothing across restarts (use Kafka for durable input).
+//! offsets, so the same watermark logic as Kafka's applies. The embedded
+//! queue itself keeps nothing across restarts: a message abandoned at a
+//! drain deadline is counted (`abandoned`) and logged, but only a durable
+//! source (Kafka) can deliver it again.
 
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -36,8 +38,9 @@ pub struct EmbeddedSource {
     tracker: AckTracker,
     dlq: Arc<Dlq>,
     next_partition: Arc<AtomicI32>,
-    /// Offsets of the shared partition used by single pushes and ingest.
-    push_offset: Arc<AtomicI64>,
+    /// Next offset of partition 0 (single pushes); the lock keeps offsets
+    /// registered in increasing order.
+    push_offset: Arc<tokio::sync::Mutex<i64>>,
 }
 
 impl EmbeddedSource {
@@ -48,7 +51,7 @@ impl EmbeddedSource {
             tracker,
             dlq,
             next_partition: Arc::new(AtomicI32::new(1)),
-            push_offset: Arc::new(AtomicI64::new(0)),
+            push_offset: Arc::new(tokio::sync::Mutex::new(0)),
         }
     }
 
@@ -59,14 +62,19 @@ impl EmbeddedSource {
 
     /// Enqueues one task on partition 0. Returns false when the pipeline is closed.
     pub async fn push(&self, task: Task, source: &str) -> bool {
-        let offset = self.push_offset.fetch_add(1, Ordering::Relaxed);
-        let ack = self
-            .tracker
-            .register(Position {
-                partition: 0,
-                offset,
-            })
-            .await;
+        let (offset, ack) = {
+            let mut next = self.push_offset.lock().await;
+            let offset = *next;
+            let ack = self
+                .tracker
+                .register(Position {
+                    partition: 0,
+                    offset,
+                })
+                .await;
+            *next += 1;
+            (offset, ack)
+        };
         let envelope = Envelope {
             task,
             ack,
