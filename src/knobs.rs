@@ -173,8 +173,8 @@ pub struct TransformKnobs {
 impl Default for TransformKnobs {
     fn default() -> Self {
         TransformKnobs {
-            batch_size: 64,
-            linger_ms: 50,
+            batch_size: 32,
+            linger_ms: 10,
             min_quality: 0.5,
             chunk_tokens: 256,
             chunk_overlap: 32,
@@ -230,7 +230,7 @@ impl Default for IndexKnobs {
             timeout_ms: 10_000,
             retry: RetryKnobs::default(),
             batch_size: 256,
-            linger_ms: 20,
+            linger_ms: 5,
         }
     }
 }
