@@ -3,21 +3,29 @@
 //! architecture; this is the map of the code, kept current.
 //!
 //! ```text
-//! cli          clap commands: config, extract, sim (the binary's main.rs only calls cli::main)
+//! cli/         clap commands: demo, run, query, extract, dlq, config, sim, bench (main.rs only calls cli::main)
 //! settings     static settings: TOML file + FRESHET_* env, validated into types
 //! knobs        the live-tunable knobs, their paths ("extract.slots"), diff and patch
 //! live         LiveConfig: ArcSwap of a versioned knob snapshot + change notifications; Slots
 //! metrics      every metric name and label; the Prometheus recorder
 //! dataplane/
-//!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
+//!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
+//!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
+//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
 //!   extract/   fetch (limits, charsets), render (modes), content (main content), quality
-//! sim/         the simulated web on loopback: pages, search/render API, scenarios
+//!   transform  Polars micro-batches: normalize, filter, dedupe, chunk, ids
+//!   embed/     Embedder trait; openai (async-openai), hash (lexical, tests)
+//!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
+//!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
+//!   dlq        dead letters (fsynced JSONL) and replay
+//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), shutdown
+//! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //! ```
 //!
-//! Not yet here (see the open issues): pipeline wiring and acknowledgement,
-//! sources, transform, embed, index, dead letters, the control plane and the
-//! admin service.
+//! Not yet here (see the open issues): the control plane (observe, policies,
+//! guard, rollout, audit), the admin API, the Kafka source and scale-out, and
+//! the scenario benchmark.
 
 pub mod cli;
 pub mod dataplane;

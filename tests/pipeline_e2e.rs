@@ -318,13 +318,36 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
     // delete needs no embedding and reaches the index first; the older
     // version must not resurrect the document).
     for _ in 0..3 {
-        run(&s, vec![doc(prose("v5", 60)), Task::Delete { id: "policy".into(), ts_ms: None }]).await;
+        run(
+            &s,
+            vec![
+                doc(prose("v5", 60)),
+                Task::Delete {
+                    id: "policy".into(),
+                    ts_ms: None,
+                },
+            ],
+        )
+        .await;
         assert!(!index_docs(&s).await.contains_key("policy"));
     }
     // A delete followed by an unchanged re-send: the document stays.
     run(&s, vec![doc(prose("v6", 20))]).await;
-    run(&s, vec![Task::Delete { id: "policy".into(), ts_ms: None }, doc(prose("v6", 20))]).await;
-    assert!(index_docs(&s).await.contains_key("policy"), "the last event says the document exists");
+    run(
+        &s,
+        vec![
+            Task::Delete {
+                id: "policy".into(),
+                ts_ms: None,
+            },
+            doc(prose("v6", 20)),
+        ],
+    )
+    .await;
+    assert!(
+        index_docs(&s).await.contains_key("policy"),
+        "the last event says the document exists"
+    );
 
     // Delete removes exactly that document.
     run(
