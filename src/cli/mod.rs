@@ -691,33 +691,14 @@ async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
 
 async fn replay_command(s: &Settings) -> Result<ExitCode> {
     let runtime = crate::service::Runtime::build(s).await?;
-    let letters = runtime.dlq.take_all()?;
-    let total = letters.len();
-    let mut unreplayable = Vec::new();
-    for letter in letters {
-        match serde_json::from_value::<crate::dataplane::Task>(letter.task.clone()) {
-            Ok(task) => {
-                if !runtime.source.push(task, "dlq-replay").await {
-                    bail!("the pipeline closed during replay");
-                }
-            }
-            Err(_) => unreplayable.push(letter),
-        }
-    }
-    for letter in &unreplayable {
-        // Raw input that never parsed stays dead: write it back as it was.
-        runtime.dlq.write(letter)?;
-    }
+    let (replayed, kept) = runtime.replay_dlq().await?;
     let dlq = runtime.dlq.clone();
     let before = dlq.written();
     let (drained, counters, _) = runtime.drain().await;
     let failed_again = dlq.written() - before;
     print_out(&format!(
-        "replayed {} of {total} dead letters ({} could not be parsed as tasks and stay): {} chunks indexed, {} failed again\n",
-        total - unreplayable.len(),
-        unreplayable.len(),
+        "replayed {replayed} dead letters ({kept} could not be parsed as tasks and stay): {} chunks indexed, {failed_again} failed again\n",
         crate::dataplane::Counters::get(&counters.chunks_indexed),
-        failed_again,
     ))?;
     Ok(if drained {
         ExitCode::SUCCESS

@@ -215,6 +215,30 @@ impl Runtime {
         })
     }
 
+    /// Moves every dead letter out of the DLQ and re-submits its task.
+    /// Records whose task does not parse (raw input that was never a task)
+    /// are written back unchanged. Returns (replayed, kept).
+    pub async fn replay_dlq(&self) -> Result<(usize, usize)> {
+        let letters = self.dlq.take_all()?;
+        let mut replayed = 0;
+        let mut kept = Vec::new();
+        for letter in letters {
+            match serde_json::from_value::<crate::dataplane::Task>(letter.task.clone()) {
+                Ok(task) => {
+                    if !self.source.push(task, "dlq-replay").await {
+                        bail!("the pipeline closed during replay");
+                    }
+                    replayed += 1;
+                }
+                Err(_) => kept.push(letter),
+            }
+        }
+        for letter in &kept {
+            self.dlq.write(letter)?;
+        }
+        Ok((replayed, kept.len()))
+    }
+
     /// Stops taking input, drains, and reports whether everything finished
     /// in time. Every clone of the source must be dropped first.
     pub async fn drain(self) -> (bool, Arc<crate::dataplane::Counters>, AckTracker) {
