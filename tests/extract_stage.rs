@@ -13,19 +13,8 @@ use freshet::live::LiveConfig;
 use freshet::settings::Settings;
 use freshet::sim::{HostileKind, PageKind, Scenario, SimOptions, SimServer};
 
-const FAST: &str = r#"
-name = "fast"
-[[phase]]
-name = "only"
-duration_s = 600
-js_share = 0.0
-[phase.search]
-latency_ms = { p50 = 2, p99 = 8 }
-[phase.render]
-latency_ms = { p50 = 5, p99 = 20 }
-[phase.pages]
-latency_ms = { p50 = 2, p99 = 8 }
-"#;
+mod common;
+use common::FAST;
 
 struct Harness {
     sim: SimServer,

@@ -3,7 +3,6 @@
 //! replace their chunks; deletes remove them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use freshet::dataplane::dlq::Dlq;
@@ -13,45 +12,8 @@ use freshet::service::Runtime;
 use freshet::settings::Settings;
 use freshet::sim::{Scenario, SimOptions, SimServer};
 
-const FAST: &str = r#"
-name = "fast"
-[[phase]]
-name = "only"
-duration_s = 600
-js_share = 0.0
-[phase.search]
-latency_ms = { p50 = 2, p99 = 8 }
-[phase.render]
-latency_ms = { p50 = 5, p99 = 20 }
-[phase.pages]
-latency_ms = { p50 = 2, p99 = 8 }
-[phase.domains."citybeat.sim.test"]
-js_share = 1.0
-"#;
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "freshet-{name}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+mod common;
+use common::{TempDir, CITYBEAT_SHELLS, FAST};
 
 fn settings(sim: &SimServer, data_dir: &std::path::Path) -> Settings {
     let toml = format!(
@@ -98,9 +60,12 @@ async fn index_docs(settings: &Settings) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_end_in_the_index_or_the_dlq_and_replays_change_nothing() {
-    let sim = SimServer::start(SimOptions::new(Scenario::from_toml_str(FAST).unwrap(), 11))
-        .await
-        .unwrap();
+    let sim = SimServer::start(SimOptions::new(
+        Scenario::from_toml_str(&format!("{FAST}{CITYBEAT_SHELLS}")).unwrap(),
+        11,
+    ))
+    .await
+    .unwrap();
     let dir = TempDir::new("e2e");
     let s = settings(&sim, &dir.0);
     let port = sim.addr().port();
@@ -240,9 +205,12 @@ async fn tasks_end_in_the_index_or_the_dlq_and_replays_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
-    let sim = SimServer::start(SimOptions::new(Scenario::from_toml_str(FAST).unwrap(), 3))
-        .await
-        .unwrap();
+    let sim = SimServer::start(SimOptions::new(
+        Scenario::from_toml_str(&format!("{FAST}{CITYBEAT_SHELLS}")).unwrap(),
+        3,
+    ))
+    .await
+    .unwrap();
     let dir = TempDir::new("replace");
     let s = settings(&sim, &dir.0);
     let doc = |text: String| Task::Document {

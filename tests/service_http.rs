@@ -10,25 +10,14 @@ use freshet::service::http::{serve, HttpState};
 use freshet::service::Runtime;
 use freshet::settings::Settings;
 
+mod common;
+
 fn settings(dir: &std::path::Path) -> Settings {
     let toml = format!(
         "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
         dir.display().to_string()
     );
     Settings::from_toml(&toml, "test", std::iter::empty()).unwrap()
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "freshet-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn doc(id: &str) -> String {
@@ -40,7 +29,8 @@ fn doc(id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_metrics_and_health_over_http() {
-    let dir = temp_dir("http");
+    let tmp = common::TempDir::new("http");
+    let dir = tmp.0.clone();
     let runtime = Runtime::build(&settings(&dir)).await.unwrap();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let state = HttpState {
@@ -119,12 +109,12 @@ async fn ingest_metrics_and_health_over_http() {
         "{}",
         letters[1].message
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_replay_resubmits_tasks_and_keeps_raw_input() {
-    let dir = temp_dir("replay");
+    let tmp = common::TempDir::new("replay");
+    let dir = tmp.0.clone();
     let s = settings(&dir);
     {
         let dlq = Dlq::open(&dir).unwrap();
@@ -157,5 +147,4 @@ async fn dlq_replay_resubmits_tasks_and_keeps_raw_input() {
     assert_eq!(left[0].stage, "source");
     let (moved, _) = Dlq::read_all(&dir.join("dlq.replayed.jsonl")).unwrap();
     assert_eq!(moved.len(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }

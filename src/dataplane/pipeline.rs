@@ -749,28 +749,19 @@ async fn transform_stage(
         .await;
         let outs = match outs {
             Ok(Ok(outs)) => outs,
-            Ok(Err(e)) => {
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => format!("transform failed: {e}"),
+                    Err(e) => format!("transform crashed: {e}"),
+                    Ok(Ok(_)) => unreachable!("matched above"),
+                };
                 for (doc, seq) in docs {
                     shared.retire_seq(&doc.doc_id, seq);
                     shared
                         .dead_letter(
                             Stage::Transform,
                             ErrorClass::Invalid.as_str(),
-                            format!("transform failed: {e}"),
-                            doc.origin,
-                        )
-                        .await;
-                }
-                continue;
-            }
-            Err(e) => {
-                for (doc, seq) in docs {
-                    shared.retire_seq(&doc.doc_id, seq);
-                    shared
-                        .dead_letter(
-                            Stage::Transform,
-                            ErrorClass::Invalid.as_str(),
-                            format!("transform crashed: {e}"),
+                            why.clone(),
                             doc.origin,
                         )
                         .await;

@@ -70,21 +70,6 @@ pub const DOMAIN_NAMES: &[&str] = &[
 pub const HOSTILE_DOMAIN: &str = "hostile.sim.test";
 const ARTICLES_PER_DOMAIN: usize = 150;
 const FIRST_ID: usize = 1000;
-const MONTHS: &[&str] = &[
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
 /// One block of an article body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Block {
@@ -528,7 +513,7 @@ impl Corpus {
                 }
             }
         }
-        format!("{} {d}, {y}", MONTHS[(mo - 1) as usize])
+        format!("{} {d}, {y}", text::MONTH_NAMES[(mo - 1) as usize])
     }
 
     /// Publication date (for `Last-Modified`).

@@ -987,7 +987,8 @@ const THINGS: &[&str] = &[
     "applications",
     "offices",
 ];
-const MONTH_NAMES: &[&str] = &[
+/// English month names, January first.
+pub const MONTH_NAMES: &[&str] = &[
     "January",
     "February",
     "March",

@@ -219,25 +219,10 @@ impl EdgeIndex {
     /// Checks a vector before it reaches the engine, which would otherwise
     /// fail late (dimension) or store garbage (NaN scores compare as equal).
     fn check_vector(&self, op: &'static str, what: &str, v: &[f32]) -> Result<(), IndexError> {
-        if v.len() != self.dim {
-            return Err(err(
-                op,
-                ErrorClass::Invalid,
-                format!(
-                    "{what} has {} dimensions, the index has {}",
-                    v.len(),
-                    self.dim
-                ),
-            ));
+        match super::vector_problem(what, v, self.dim) {
+            Some(problem) => Err(err(op, ErrorClass::Invalid, problem)),
+            None => Ok(()),
         }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(err(
-                op,
-                ErrorClass::Invalid,
-                format!("{what} has a non-finite value at position {i}"),
-            ));
-        }
-        Ok(())
     }
 
     /// Runs `f` on the shard under the shared lock, off the async runtime.

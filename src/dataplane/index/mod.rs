@@ -90,6 +90,19 @@ pub struct DocState {
     pub doc_hash: Option<String>,
 }
 
+/// What is wrong with a vector for an index of `dim` dimensions, if anything.
+pub(crate) fn vector_problem(what: &str, v: &[f32], dim: usize) -> Option<String> {
+    if v.len() != dim {
+        return Some(format!(
+            "{what} has {} dimensions, the index has {dim}",
+            v.len()
+        ));
+    }
+    v.iter()
+        .position(|x| !x.is_finite())
+        .map(|i| format!("{what} has a non-finite value at position {i}"))
+}
+
 /// A failed index operation.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("index {backend} {op} failed ({class}): {message}")]

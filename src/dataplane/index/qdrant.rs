@@ -198,25 +198,10 @@ impl QdrantIndex {
     }
 
     fn check_vector(&self, op: &'static str, what: &str, v: &[f32]) -> Result<(), IndexError> {
-        if v.len() != self.dim {
-            return Err(err(
-                op,
-                ErrorClass::Invalid,
-                format!(
-                    "{what} has {} dimensions, the collection has {}",
-                    v.len(),
-                    self.dim
-                ),
-            ));
+        match super::vector_problem(what, v, self.dim) {
+            Some(problem) => Err(err(op, ErrorClass::Invalid, problem)),
+            None => Ok(()),
         }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(err(
-                op,
-                ErrorClass::Invalid,
-                format!("{what} has a non-finite value at position {i}"),
-            ));
-        }
-        Ok(())
     }
 
     /// Every point matching `filter`, with only `fields` of its payload.
