@@ -19,15 +19,18 @@
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
 //!   dlq        dead letters (fsynced JSONL) and replay
+//! control/
+//!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), shutdown
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //! ```
 //!
-//! Not yet here (see the open issues): the control plane (observe, policies,
-//! guard, rollout, audit), the admin API, the Kafka source and scale-out, and
+//! Not yet here (see the open issues): the rest of the control plane
+//! (observe, policies, guard, rollout, controller loop), the admin API, the Kafka source and scale-out, and
 //! the scenario benchmark.
 
 pub mod cli;
+pub mod control;
 pub mod dataplane;
 pub mod knobs;
 pub mod live;

@@ -72,6 +72,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The change-audit log: tail, show a record, verify the chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Dead letters: list them or replay them through the pipeline.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -104,6 +107,36 @@ enum BenchCommand {
         /// Words per generated document.
         #[arg(long, default_value_t = 400)]
         words: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the last records (and with -f keep printing new ones).
+    Tail {
+        /// Records to print.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: usize,
+        /// Follow the log.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The data dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print one record in full.
+    Show {
+        /// Its sequence number.
+        seq: u64,
+        /// The data dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check the hash chain; exits non-zero and names the first bad record.
+    Verify {
+        /// The data dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -356,6 +389,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             init_logging(s.service.log_format, "warn");
             query_command(&s, text, *k).await
+        }
+        Command::Audit(cmd) => {
+            let mut s = settings(&cli)?;
+            let dir = match cmd {
+                AuditCommand::Tail { data_dir, .. }
+                | AuditCommand::Show { data_dir, .. }
+                | AuditCommand::Verify { data_dir } => data_dir.clone(),
+            };
+            if let Some(dir) = dir {
+                s.service.data_dir = dir;
+            }
+            audit_command(&s.service.data_dir.join("audit.jsonl"), cmd).await
         }
         Command::Dlq(DlqCommand::List { data_dir, last }) => {
             let mut s = settings(&cli)?;
@@ -705,4 +750,94 @@ async fn replay_command(s: &Settings) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn audit_line(r: &crate::control::audit::Record) -> String {
+    let versions = match (r.event.from_version, r.event.to_version) {
+        (Some(a), Some(b)) => format!(" v{a}->v{b}"),
+        (None, Some(b)) => format!(" v{b}"),
+        _ => String::new(),
+    };
+    let diff = if r.event.diff.is_null() {
+        String::new()
+    } else {
+        format!(" {}", r.event.diff)
+    };
+    let detail = if r.event.detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.event.detail)
+    };
+    format!(
+        "#{} {} {:?}{versions}{diff}{detail}\n",
+        r.seq, r.time_ms, r.kind
+    )
+}
+
+async fn audit_command(path: &std::path::Path, cmd: &AuditCommand) -> Result<ExitCode> {
+    use crate::control::audit;
+    match cmd {
+        AuditCommand::Verify { .. } => match audit::verify(path) {
+            Ok(report) => {
+                let torn = if report.torn_tail_bytes > 0 {
+                    format!(
+                        "; a torn last line of {} bytes will be cut off (and recorded) when freshet next opens the log",
+                        report.torn_tail_bytes
+                    )
+                } else {
+                    String::new()
+                };
+                print_out(&format!(
+                    "{}: ok, {} records, head {}{torn}\n",
+                    path.display(),
+                    report.records,
+                    report.head
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        AuditCommand::Show { seq, .. } => {
+            let records = audit::read_records(path)?;
+            let record = records.iter().find(|r| r.seq == *seq).with_context(|| {
+                format!(
+                    "no record with seq {seq} in {} ({} records)",
+                    path.display(),
+                    records.len()
+                )
+            })?;
+            print_out(&format!("{}\n", serde_json::to_string_pretty(record)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail { n, follow, .. } => {
+            let records = audit::read_records(path)?;
+            let mut last = records.last().map(|r| r.seq).unwrap_or(0);
+            let out: String = records
+                .iter()
+                .skip(records.len().saturating_sub(*n))
+                .map(audit_line)
+                .collect();
+            print_out(&out)?;
+            while *follow {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let records = audit::read_records(path)?;
+                let out: String = records
+                    .iter()
+                    .filter(|r| r.seq > last)
+                    .map(audit_line)
+                    .collect();
+                if let Some(r) = records.last() {
+                    last = last.max(r.seq);
+                }
+                print_out(&out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
