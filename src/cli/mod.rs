@@ -821,7 +821,10 @@ async fn audit_command(path: &std::path::Path, cmd: &AuditCommand) -> Result<Exi
                 .map(audit_line)
                 .collect();
             print_out(&out)?;
-            while *follow {
+            if !*follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                     _ = tokio::signal::ctrl_c() => break,
