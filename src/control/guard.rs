@@ -1,0 +1,567 @@
+//! The guard: editable guardrail policies that every knob change must pass
+//! (DESIGN.md §4, step 4).
+//!
+//! `policies/guardrails.toml` states, per knob, bounds, allowed values, the
+//! largest step per change (as a ratio and/or an absolute amount), a
+//! cooldown and whether a person must approve; and globally, how many
+//! changes one decision may make, the credits budget, bake length and the
+//! rollback thresholds. [`Guard::check`] gives every proposed change a
+//! [`Verdict`] with a reason:
+//!
+//! - **rejected**: unknown knob, wrong JSON type (no coercion: `"12"` is not
+//!   12), a non-finite number, a value outside the knob's bounds or allowed
+//!   values, a knob in cooldown or needing approval, or past the per-decision
+//!   limit. Proposals come from an LLM, an untrusted source: nothing
+//!   questionable is "fixed up" silently, except —
+//! - **clamped**: a value within bounds but a larger step than allowed is
+//!   moved to the largest allowed step, and the verdict says so;
+//! - **accepted**: as proposed.
+//!
+//! The file is validated as a whole when loaded (unknown fields, unknown
+//! knobs, bounds outside what the code supports, `min > max`, ratios below
+//! 1). [`Guard::reload`] returns an error for a bad edit and the caller keeps
+//! the guard it has.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::knobs::{self, Change, KnobKind, Knobs};
+
+/// `[global]` of the guardrails file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Knob changes one decision may make.
+    pub max_changes_per_decision: usize,
+    /// Provider credits per minute the controller may steer towards (checked
+    /// by the controller against its observation).
+    pub credits_budget_per_minute: f64,
+    /// Control intervals a change bakes before it is judged.
+    pub bake_windows: u32,
+    /// Roll back when goodput falls by more than this share of the baseline.
+    pub rollback_goodput_drop: f64,
+    /// Roll back when the error rate rises by more than this (absolute share).
+    pub rollback_error_rate_rise: f64,
+    /// Roll back when mean extraction quality falls by more than this.
+    pub rollback_quality_drop: f64,
+    /// A change that delivers less than this share of its predicted gain is
+    /// marked ineffective.
+    pub ineffective_share: f64,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            max_changes_per_decision: 3,
+            credits_budget_per_minute: 600.0,
+            bake_windows: 3,
+            rollback_goodput_drop: 0.15,
+            rollback_error_rate_rise: 0.05,
+            rollback_quality_drop: 0.10,
+            ineffective_share: 0.25,
+        }
+    }
+}
+
+/// One knob's guardrails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnobRule {
+    /// Smallest value allowed (numbers).
+    pub min: Option<f64>,
+    /// Largest value allowed (numbers).
+    pub max: Option<f64>,
+    /// Allowed values (render modes; for maps, allowed modes of every entry).
+    pub allowed: Option<Vec<String>>,
+    /// Largest factor per change: new within [old / r, old * r] (r >= 1).
+    pub max_step_ratio: Option<f64>,
+    /// Largest absolute change per change.
+    pub max_step_abs: Option<f64>,
+    /// Seconds after a change of this knob before it may change again.
+    #[serde(default)]
+    pub cooldown_s: u64,
+    /// Changes need a person's approval (the controller may only propose).
+    #[serde(default)]
+    pub approval: bool,
+    /// Never change this knob automatically.
+    #[serde(default)]
+    pub frozen: bool,
+}
+
+/// The guardrails file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardFile {
+    /// Global limits.
+    #[serde(default)]
+    pub global: Global,
+    /// Per-knob rules by knob path.
+    #[serde(default)]
+    pub knobs: BTreeMap<String, KnobRule>,
+}
+
+/// Why a guardrails file was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct GuardError {
+    /// File (or `<inline>`).
+    pub origin: String,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// The outcome for one proposed change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Applied as proposed.
+    Accepted {
+        /// Knob path.
+        knob: String,
+        /// The value.
+        value: Value,
+    },
+    /// Applied with a smaller step.
+    Clamped {
+        /// Knob path.
+        knob: String,
+        /// What was proposed.
+        proposed: Value,
+        /// What will be applied.
+        value: Value,
+        /// Why.
+        reason: String,
+    },
+    /// Not applied.
+    Rejected {
+        /// Knob path (as proposed, possibly unknown).
+        knob: String,
+        /// What was proposed.
+        proposed: Value,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// The change to apply, if any.
+    pub fn change(&self) -> Option<Change> {
+        match self {
+            Verdict::Accepted { knob, value } | Verdict::Clamped { knob, value, .. } => {
+                Some(Change::new(knob.clone(), value.clone()))
+            }
+            Verdict::Rejected { .. } => None,
+        }
+    }
+}
+
+/// A loaded, validated guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guard {
+    file: GuardFile,
+}
+
+impl Guard {
+    /// Parses and validates guardrails TOML (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Guard, GuardError> {
+        let bad = |message: String| GuardError {
+            origin: origin.to_string(),
+            message,
+        };
+        let file: GuardFile =
+            toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+        let g = &file.global;
+        if g.max_changes_per_decision == 0 {
+            return Err(bad(
+                "[global] max_changes_per_decision must be at least 1".into()
+            ));
+        }
+        for (name, v) in [
+            ("rollback_goodput_drop", g.rollback_goodput_drop),
+            ("rollback_error_rate_rise", g.rollback_error_rate_rise),
+            ("rollback_quality_drop", g.rollback_quality_drop),
+            ("ineffective_share", g.ineffective_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(format!("[global] {name} = {v} must be within [0, 1]")));
+            }
+        }
+        if !(g.credits_budget_per_minute >= 0.0 && g.credits_budget_per_minute.is_finite()) {
+            return Err(bad(
+                "[global] credits_budget_per_minute must be a non-negative number".into(),
+            ));
+        }
+        for (path, rule) in &file.knobs {
+            let spec = knobs::spec(path).ok_or_else(|| {
+                bad(format!(
+                    "[knobs.\"{path}\"]: unknown knob (see `freshet config show`)"
+                ))
+            })?;
+            let at = |m: String| bad(format!("[knobs.\"{path}\"] {m}"));
+            match spec.kind {
+                KnobKind::Integer | KnobKind::Number => {
+                    for (name, v) in [("min", rule.min), ("max", rule.max)] {
+                        if let Some(v) = v {
+                            if !v.is_finite() || v < spec.min || v > spec.max {
+                                return Err(at(format!(
+                                    "{name} = {v} is outside what the code supports [{}, {}]",
+                                    spec.min, spec.max
+                                )));
+                            }
+                        }
+                    }
+                    if let (Some(lo), Some(hi)) = (rule.min, rule.max) {
+                        if lo > hi {
+                            return Err(at(format!("min {lo} is larger than max {hi}")));
+                        }
+                    }
+                    if rule.allowed.is_some() {
+                        return Err(at(
+                            "`allowed` is for render modes; use min/max for numbers".into()
+                        ));
+                    }
+                }
+                KnobKind::RenderMode | KnobKind::RenderModeMap => {
+                    if rule.min.is_some()
+                        || rule.max.is_some()
+                        || rule.max_step_ratio.is_some()
+                        || rule.max_step_abs.is_some()
+                    {
+                        return Err(at("min/max/max_step_* apply to numbers only".into()));
+                    }
+                    for mode in rule.allowed.iter().flatten() {
+                        knobs::RenderMode::parse(mode).map_err(|e| at(format!("allowed: {e}")))?;
+                    }
+                }
+            }
+            if let Some(r) = rule.max_step_ratio {
+                if !(r >= 1.0 && r.is_finite()) {
+                    return Err(at(format!("max_step_ratio = {r} must be at least 1")));
+                }
+            }
+            if let Some(a) = rule.max_step_abs {
+                if !(a > 0.0 && a.is_finite()) {
+                    return Err(at(format!("max_step_abs = {a} must be positive")));
+                }
+            }
+        }
+        Ok(Guard { file })
+    }
+
+    /// Loads a guardrails file.
+    pub fn load(path: &Path) -> Result<Guard, GuardError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GuardError {
+            origin: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Guard::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Re-reads `path`; on error the caller keeps `self` (and reports it).
+    pub fn reload(&self, path: &Path) -> Result<Guard, GuardError> {
+        Guard::load(path)
+    }
+
+    /// The global limits.
+    pub fn global(&self) -> &Global {
+        &self.file.global
+    }
+
+    /// The rules (for the LLM prompt: "the guard's limits").
+    pub fn file(&self) -> &GuardFile {
+        &self.file
+    }
+
+    /// Judges a proposal against the knobs in force. `since_change(knob)`
+    /// gives the seconds since that knob last changed (None: never).
+    pub fn check(
+        &self,
+        proposal: &[Change],
+        current: &Knobs,
+        since_change: impl Fn(&str) -> Option<u64>,
+    ) -> Vec<Verdict> {
+        let mut verdicts = Vec::with_capacity(proposal.len());
+        let mut accepted = 0usize;
+        let mut seen = std::collections::HashSet::new();
+        for change in proposal {
+            let verdict = self.check_one(change, current, &since_change, accepted, &mut seen);
+            if !matches!(verdict, Verdict::Rejected { .. }) {
+                accepted += 1;
+            }
+            verdicts.push(verdict);
+        }
+        verdicts
+    }
+
+    fn check_one(
+        &self,
+        change: &Change,
+        current: &Knobs,
+        since_change: &impl Fn(&str) -> Option<u64>,
+        accepted: usize,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Verdict {
+        let reject = |reason: String| Verdict::Rejected {
+            knob: change.knob.clone(),
+            proposed: change.value.clone(),
+            reason,
+        };
+        let Some(spec) = knobs::spec(&change.knob) else {
+            return reject(format!("unknown knob `{}`", change.knob));
+        };
+        if let Err(e) = knobs::check_value(spec, &change.value) {
+            return reject(e.to_string());
+        }
+        if !seen.insert(change.knob.clone()) {
+            return reject("the proposal changes this knob twice".into());
+        }
+        if accepted >= self.file.global.max_changes_per_decision {
+            return reject(format!(
+                "more than {} changes in one decision",
+                self.file.global.max_changes_per_decision
+            ));
+        }
+        let rule = self
+            .file
+            .knobs
+            .get(&change.knob)
+            .cloned()
+            .unwrap_or_default();
+        if rule.frozen {
+            return reject("the knob is frozen by policy".into());
+        }
+        if rule.approval {
+            return reject("changes to this knob need a person's approval".into());
+        }
+        if rule.cooldown_s > 0 {
+            if let Some(s) = since_change(&change.knob) {
+                if s < rule.cooldown_s {
+                    return reject(format!(
+                        "in cooldown: changed {s} s ago, cooldown {} s",
+                        rule.cooldown_s
+                    ));
+                }
+            }
+        }
+        let old = current.get(&change.knob).unwrap_or(Value::Null);
+        match spec.kind {
+            KnobKind::RenderMode | KnobKind::RenderModeMap => {
+                if let Some(allowed) = &rule.allowed {
+                    let modes: Vec<&str> = match &change.value {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Object(m) => m.values().filter_map(|v| v.as_str()).collect(),
+                        _ => Vec::new(),
+                    };
+                    if let Some(bad) = modes.iter().find(|m| !allowed.iter().any(|a| a == *m)) {
+                        return reject(format!(
+                            "render mode `{bad}` is not allowed (allowed: {})",
+                            allowed.join(", ")
+                        ));
+                    }
+                }
+                Verdict::Accepted {
+                    knob: change.knob.clone(),
+                    value: change.value.clone(),
+                }
+            }
+            KnobKind::Integer | KnobKind::Number => {
+                let new = change
+                    .value
+                    .as_f64()
+                    .expect("check_value accepted a number");
+                if let Some(lo) = rule.min {
+                    if new < lo {
+                        return reject(format!("{new} is below the policy minimum {lo}"));
+                    }
+                }
+                if let Some(hi) = rule.max {
+                    if new > hi {
+                        return reject(format!("{new} is above the policy maximum {hi}"));
+                    }
+                }
+                let Some(old) = old.as_f64() else {
+                    return Verdict::Accepted {
+                        knob: change.knob.clone(),
+                        value: change.value.clone(),
+                    };
+                };
+                let mut lo = f64::NEG_INFINITY;
+                let mut hi = f64::INFINITY;
+                if let Some(r) = rule.max_step_ratio {
+                    lo = lo.max(old / r);
+                    hi = hi.min(old * r);
+                }
+                if let Some(a) = rule.max_step_abs {
+                    lo = lo.max(old - a);
+                    hi = hi.min(old + a);
+                }
+                let mut clamped = new.clamp(lo.min(hi), hi.max(lo));
+                if spec.kind == KnobKind::Integer {
+                    // Round towards the old value so the step never exceeds the limit,
+                    // but move at least one unit when the proposal moves.
+                    clamped = if clamped > old {
+                        clamped.floor().max(old + 1.0).min(new)
+                    } else {
+                        clamped.ceil().min(old - 1.0).max(new)
+                    };
+                    if new == old {
+                        clamped = old;
+                    }
+                }
+                if (clamped - new).abs() < 1e-12 {
+                    Verdict::Accepted {
+                        knob: change.knob.clone(),
+                        value: change.value.clone(),
+                    }
+                } else {
+                    let value = if spec.kind == KnobKind::Integer {
+                        Value::from(clamped as i64)
+                    } else {
+                        serde_json::Number::from_f64(clamped)
+                            .map(Value::Number)
+                            .unwrap_or(Value::Null)
+                    };
+                    Verdict::Clamped {
+                        knob: change.knob.clone(),
+                        proposed: change.value.clone(),
+                        value,
+                        reason: format!("step from {old} to {new} is larger than the policy allows; moved to {clamped}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const POLICY: &str = r#"
+[global]
+max_changes_per_decision = 3
+
+[knobs."extract.slots"]
+min = 1
+max = 64
+max_step_ratio = 2.0
+max_step_abs = 16
+cooldown_s = 30
+
+[knobs."extract.render_mode"]
+allowed = ["http", "remote"]
+
+[knobs."transform.min_quality"]
+approval = true
+"#;
+
+    fn guard() -> Guard {
+        Guard::from_toml(POLICY, "test").unwrap()
+    }
+
+    #[test]
+    fn the_shipped_policy_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/guardrails.toml");
+        Guard::load(&path).unwrap();
+    }
+
+    #[test]
+    fn verdicts_accept_clamp_and_reject_with_reasons() {
+        let g = guard();
+        let k = Knobs::default(); // extract.slots = 8
+        let never = |_: &str| None;
+        let v = g.check(&[Change::new("extract.slots", 12)], &k, never);
+        assert_eq!(
+            v[0],
+            Verdict::Accepted {
+                knob: "extract.slots".into(),
+                value: json!(12)
+            }
+        );
+        let v = g.check(&[Change::new("extract.slots", 40)], &k, never);
+        assert!(
+            matches!(&v[0], Verdict::Clamped { value, .. } if *value == json!(16)),
+            "{v:?}"
+        );
+        let v = g.check(&[Change::new("extract.slots", 1)], &k, never);
+        assert!(
+            matches!(&v[0], Verdict::Clamped { value, .. } if *value == json!(4)),
+            "{v:?}"
+        );
+        let cases = [
+            (Change::new("extract.slots", 0), "within"),
+            (Change::new("extract.slots", 65), "policy maximum"),
+            (Change::new("extract.slots", "12"), "whole number"),
+            (Change::new("extract.slots", 12.5), "whole number"),
+            (Change::new("extract.widen_limits", 1), "unknown knob"),
+            (Change::new("extract.render_mode", 7), "render mode"),
+            (Change::new("transform.min_quality", 0.3), "approval"),
+        ];
+        for (change, needle) in cases {
+            let v = g.check(std::slice::from_ref(&change), &k, never);
+            match &v[0] {
+                Verdict::Rejected { reason, .. } => {
+                    assert!(reason.contains(needle), "{change:?}: {reason}")
+                }
+                other => panic!("{change:?} was not rejected: {other:?}"),
+            }
+        }
+        let v = g.check(&[Change::new("extract.slots", 12)], &k, |_| Some(5));
+        assert!(matches!(&v[0], Verdict::Rejected { reason, .. } if reason.contains("cooldown")));
+    }
+
+    #[test]
+    fn per_decision_limit_and_duplicates() {
+        let g = guard();
+        let k = Knobs::default();
+        let proposal = [
+            Change::new("search.slots", 5),
+            Change::new("search.slots", 6),
+            Change::new("embed.slots", 3),
+            Change::new("index.slots", 3),
+            Change::new("embed.batch_size", 64),
+        ];
+        let v = g.check(&proposal, &k, |_| None);
+        let rejected: Vec<_> = v
+            .iter()
+            .filter(|v| matches!(v, Verdict::Rejected { .. }))
+            .collect();
+        assert_eq!(rejected.len(), 2, "{v:?}");
+        assert!(matches!(&v[1], Verdict::Rejected { reason, .. } if reason.contains("twice")));
+        assert!(
+            matches!(&v[4], Verdict::Rejected { reason, .. } if reason.contains("more than 3"))
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_field() {
+        for (text, needle) in [
+            ("[knobs.\"extract.slotz\"]\nmin = 1\n", "unknown knob"),
+            (
+                "[knobs.\"extract.slots\"]\nmin = 10\nmax = 5\n",
+                "larger than max",
+            ),
+            (
+                "[knobs.\"extract.slots\"]\nmax = 5000\n",
+                "outside what the code supports",
+            ),
+            (
+                "[knobs.\"extract.slots\"]\nmax_step_ratio = 0.5\n",
+                "at least 1",
+            ),
+            (
+                "[knobs.\"extract.render_mode\"]\nallowed = [\"warp\"]\n",
+                "unknown render mode",
+            ),
+            ("[global]\nmax_changes_per_decision = 0\n", "at least 1"),
+            ("[global]\nsurprise = 1\n", "unknown field"),
+        ] {
+            let err = Guard::from_toml(text, "g.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}
