@@ -44,7 +44,12 @@ pub struct LiveConfig {
     changes: watch::Sender<Arc<Snapshot>>,
     /// Serializes writers so that read-modify-write patches never lose an update.
     write_lock: std::sync::Mutex<()>,
+    /// The latest [`HISTORY`] snapshots, for rollback to an earlier version.
+    history: std::sync::Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
 }
+
+/// Snapshots kept for rollback.
+pub const HISTORY: usize = 256;
 
 impl LiveConfig {
     /// Starts at version 1 with `knobs`, which must be valid.
@@ -53,9 +58,10 @@ impl LiveConfig {
         let first = Arc::new(Snapshot { version: 1, knobs });
         let (changes, _) = watch::channel(first.clone());
         Ok(Arc::new(LiveConfig {
-            current: ArcSwap::new(first),
+            current: ArcSwap::new(first.clone()),
             changes,
             write_lock: std::sync::Mutex::new(()),
+            history: std::sync::Mutex::new(std::iter::once(first).collect()),
         }))
     }
 
@@ -90,6 +96,30 @@ impl LiveConfig {
         Ok(self.install(knobs))
     }
 
+    /// Like [`swap`](Self::swap), but only if `expect_version` is in force.
+    pub fn swap_if(&self, knobs: Knobs, expect_version: u64) -> Result<Swapped, PatchError> {
+        knobs.validate()?;
+        let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let actual = self.current.load().version;
+        if actual != expect_version {
+            return Err(PatchError::Conflict {
+                expected: expect_version,
+                actual,
+            });
+        }
+        Ok(self.install(knobs))
+    }
+
+    /// An earlier snapshot, if still kept (the last [`HISTORY`] versions).
+    pub fn snapshot(&self, version: u64) -> Option<Arc<Snapshot>> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|s| s.version == version)
+            .cloned()
+    }
+
     /// Applies `changes` to the snapshot in force (version + 1). When
     /// `expect_version` is given and another swap came first, nothing is
     /// changed and the error says so.
@@ -120,6 +150,13 @@ impl LiveConfig {
         });
         let diff = old.knobs.diff(&new.knobs);
         self.current.store(new.clone());
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.push_back(new.clone());
+            while history.len() > HISTORY {
+                history.pop_front();
+            }
+        }
         self.changes.send_replace(new.clone());
         metrics::gauge!(crate::metrics::KNOBS_VERSION).set(new.version as f64);
         Swapped { old, new, diff }

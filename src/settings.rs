@@ -80,6 +80,12 @@ pub struct ServiceSettings {
     pub listen: String,
     /// How long a graceful stop waits for in-flight work.
     pub drain_timeout_s: u64,
+    /// Guardrails file for knob changes (e.g. `policies/guardrails.toml`);
+    /// absent: only the knobs' structural limits and the default global limits.
+    pub guardrails: Option<PathBuf>,
+    /// Bearer token for every changing admin call; prefer
+    /// `FRESHET_SERVICE__ADMIN_TOKEN`. Empty: changes are refused.
+    pub admin_token: Secret,
 }
 
 impl Default for ServiceSettings {
@@ -90,6 +96,8 @@ impl Default for ServiceSettings {
             log_level: "info".to_string(),
             listen: "127.0.0.1:8080".to_string(),
             drain_timeout_s: 30,
+            guardrails: None,
+            admin_token: Secret::default(),
         }
     }
 }

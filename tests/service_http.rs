@@ -37,6 +37,7 @@ async fn ingest_metrics_and_health_over_http() {
         source: runtime.source.clone(),
         metrics: freshet::metrics::install(),
         ready: Arc::new(AtomicBool::new(true)),
+        admin: None,
     };
     let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
         let _ = stop_rx.changed().await;

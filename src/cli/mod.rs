@@ -190,6 +190,21 @@ enum ConfigCommand {
     },
     /// Print the effective settings (secrets hidden) and every knob.
     Show,
+    /// Roll a running instance's knobs back to an earlier version (admin API).
+    Rollback {
+        /// The version to return to.
+        #[arg(long = "to")]
+        to: u64,
+        /// Who rolls back (recorded in the audit log).
+        #[arg(long, env = "USER")]
+        operator: String,
+        /// The instance's address (its `[service] listen`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Admin token.
+        #[arg(long, env = "FRESHET_SERVICE__ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -448,6 +463,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config(ConfigCommand::Rollback {
+            to,
+            operator,
+            addr,
+            token,
+        }) => {
+            let url = format!("http://{addr}/v1/rollback/{to}");
+            let response = reqwest::Client::new()
+                .post(&url)
+                .query(&[("operator", operator)])
+                .bearer_auth(token)
+                .send()
+                .await
+                .with_context(|| {
+                    format!("cannot reach {addr} (is `freshet run` listening there?)")
+                })?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                print_out(&format!("{body}\n"))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("rollback refused (HTTP {status}): {body}");
+            }
+        }
         Command::Config(ConfigCommand::Show) => {
             let s = settings(&cli)?;
             let mut shown = toml::Table::try_from(&s).context("settings do not render as TOML")?;
@@ -623,6 +663,7 @@ async fn run_service(s: &Settings) -> Result<ExitCode> {
             source: runtime.source.clone(),
             metrics: handle,
             ready: ready.clone(),
+            admin: Some(runtime.admin.clone()),
         },
         async move {
             let _ = http_stop.changed().await;

@@ -7,8 +7,8 @@
 //!   answers `{"accepted": n, "rejected": m}`; malformed lines are
 //!   dead-lettered with their line number.
 //!
-//! It binds to loopback by default (`[service] listen`). The admin API with
-//! bearer-token authentication for changes arrives with the control plane.
+//! It binds to loopback by default (`[service] listen`), and also serves the
+//! admin API ([`crate::service::admin`]) when one is given.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,17 +35,24 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// False once draining starts.
     pub ready: Arc<AtomicBool>,
+    /// The admin API, when configured.
+    pub admin: Option<Arc<crate::service::admin::AdminState>>,
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let admin = state.admin.clone();
+    let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/ingest", post(ingest))
         .layer(DefaultBodyLimit::max(MAX_INGEST_BYTES))
-        .with_state(state)
+        .with_state(state);
+    match admin {
+        Some(admin) => base.merge(crate::service::admin::router(admin)),
+        None => base,
+    }
 }
 
 async fn readyz(State(st): State<HttpState>) -> Response {

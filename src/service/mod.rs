@@ -4,6 +4,7 @@
 //! [`Runtime::build`] is shared by `freshet run`, `freshet demo`, `freshet dlq
 //! replay` and the integration tests, so they all run the same wiring.
 
+pub mod admin;
 pub mod http;
 pub mod shutdown;
 
@@ -167,6 +168,8 @@ pub struct Runtime {
     pub provider: Option<Arc<SerpPost>>,
     /// Drain deadline.
     pub drain_timeout: Duration,
+    /// The admin API's state (guard, audit log, token).
+    pub admin: Arc<admin::AdminState>,
 }
 
 impl Runtime {
@@ -202,6 +205,19 @@ impl Runtime {
             index: index.clone(),
             dlq: dlq.clone(),
         });
+        let guard = match &settings.service.guardrails {
+            Some(path) => crate::control::guard::Guard::load(path)?,
+            None => crate::control::guard::Guard::from_toml("", "<built-in guardrails>")?,
+        };
+        let audit = Arc::new(crate::control::audit::AuditLog::open(
+            &data_dir.join("audit.jsonl"),
+        )?);
+        let admin = Arc::new(admin::AdminState::new(
+            live.clone(),
+            guard,
+            audit,
+            settings.service.admin_token.clone(),
+        ));
         let tracker = AckTracker::new(&live);
         let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());
         Ok(Runtime {
@@ -212,6 +228,7 @@ impl Runtime {
             dlq,
             provider,
             drain_timeout: Duration::from_secs(settings.service.drain_timeout_s),
+            admin,
         })
     }
 

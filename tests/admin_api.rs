@@ -1,0 +1,172 @@
+//! The admin API over HTTP: token checks (audited), knob changes through the
+//! guard, forced changes, rollback, audit records; the log verifies after.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use freshet::control::audit;
+use freshet::service::http::{serve, HttpState};
+use freshet::service::Runtime;
+use freshet::settings::Settings;
+use serde_json::{json, Value};
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
+    let tmp = common::TempDir::new("admin");
+    let guardrails =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/guardrails.toml");
+    let toml = format!(
+        "[service]\ndata_dir = {:?}\nguardrails = {:?}\nadmin_token = \"s3cret-token\"\n[embed]\nbackend = \"hash\"\ndimensions = 32\n",
+        tmp.0.display().to_string(),
+        guardrails.display().to_string()
+    );
+    let settings = Settings::from_toml(&toml, "test", std::iter::empty()).unwrap();
+    let runtime = Runtime::build(&settings).await.unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let state = HttpState {
+        source: runtime.source.clone(),
+        metrics: freshet::metrics::install(),
+        ready: Arc::new(AtomicBool::new(true)),
+        admin: Some(runtime.admin.clone()),
+    };
+    let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
+        let _ = stop_rx.changed().await;
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let patch = |body: Value, token: Option<&str>| {
+        let mut req = client.patch(format!("{base}/v1/knobs")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let change = |knob: &str, value: Value| json!({"changes": [{"knob": knob, "value": value, "reason": "test"}], "operator": "alice"});
+
+    // No token, wrong token: 401, audited, nothing changes.
+    let r = patch(change("extract.slots", json!(12)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = patch(change("extract.slots", json!(12)), Some("guess"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(runtime.live.version(), 1);
+
+    // Within the guard: applied, version 2.
+    let r: Value = patch(change("extract.slots", json!(12)), Some("s3cret-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["version"], 2, "{r}");
+    let config: Value = client
+        .get(format!("{base}/v1/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["knobs"]["extract"]["slots"], 12);
+
+    // Outside the guard: rejected with reasons (policy max, approval, unknown
+    // knob, wrong type, cooldown), nothing applied.
+    for (body, needle) in [
+        (change("embed.batch_size", json!(1000)), "policy maximum"),
+        (change("transform.min_quality", json!(0.2)), "approval"),
+        (change("extract.max_everything", json!(1)), "unknown knob"),
+        (change("embed.slots", json!("lots")), "whole number"),
+        (change("extract.slots", json!(16)), "cooldown"),
+    ] {
+        let r = patch(body, Some("s3cret-token")).await.unwrap();
+        assert_eq!(r.status(), 422);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["verdicts"].to_string().contains(needle), "{needle}: {v}");
+    }
+    assert_eq!(runtime.live.version(), 2);
+
+    // A step larger than allowed is clamped and says so.
+    let r: Value = patch(change("embed.batch_size", json!(500)), Some("s3cret-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["verdicts"][0]["verdict"], "clamped", "{r}");
+    assert_eq!(runtime.live.load().knobs.embed.batch_size, 128, "32 * 4");
+
+    // force skips the guard but not the knobs' own checks.
+    let forced = json!({"changes": [{"knob": "extract.slots", "value": 100}], "operator": "bob", "force": true});
+    let r: Value = patch(forced, Some("s3cret-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["version"], 4, "{r}");
+    let bad = json!({"changes": [{"knob": "extract.slots", "value": 0}], "operator": "bob", "force": true});
+    assert_eq!(
+        patch(bad, Some("s3cret-token")).await.unwrap().status(),
+        422
+    );
+
+    // Rollback to version 1: the defaults again, as version 5.
+    let r = client
+        .post(format!("{base}/v1/rollback/1?operator=carol"))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(runtime.live.version(), 5);
+    assert_eq!(runtime.live.load().knobs, freshet::knobs::Knobs::default());
+
+    // The audit log holds every event, in order, and verifies.
+    let records: Value = client
+        .get(format!("{base}/v1/audit?limit=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<String> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "unauthorized",
+            "unauthorized",
+            "override",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+            "override",
+            "override",
+            "rejected",
+            "rolled_back"
+        ],
+    );
+    assert!(
+        !records.to_string().contains("s3cret-token") && !records.to_string().contains("guess")
+    );
+    let report = audit::verify(&tmp.0.join("audit.jsonl")).unwrap();
+    assert_eq!(report.records, 12);
+
+    let _ = stop_tx.send(true);
+    server.await.unwrap();
+    assert!(runtime.drain().await.0);
+}
