@@ -111,10 +111,10 @@ fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box
             ..Default::default()
         },
     );
-    Err(error(
+    Err(Box::new(error(
         StatusCode::UNAUTHORIZED,
         format!("{why}; send `Authorization: Bearer <token>`"),
-    ))
+    )))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
