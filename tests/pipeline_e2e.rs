@@ -21,7 +21,7 @@ fn settings(sim: &SimServer, data_dir: &std::path::Path) -> Settings {
          [provider]\nbase_url = \"{}\"\napi_key = \"sim-key\"\n\
          [extract.resolve]\n\"sim.test\" = \"127.0.0.1\"\n\
          [embed]\nbackend = \"hash\"\ndimensions = 128\n\
-         [knobs.transform]\nlinger_ms = 5\n\
+         [knobs.transform]\nlinger_ms = 50\n\
          [knobs.index]\nlinger_ms = 5\n",
         data_dir.display().to_string(),
         sim.base_url()
@@ -315,6 +315,72 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
     assert!(
         index_docs(&s).await.contains_key("policy"),
         "the last event says the document exists"
+    );
+
+    // A document whose new content duplicates another document loses its
+    // older chunks (in one batch, and against the index).
+    run(
+        &s,
+        vec![Task::Document {
+            id: "twin-a".into(),
+            text: prose("a-old", 30),
+            title: String::new(),
+            url: String::new(),
+            ts_ms: None,
+        }],
+    )
+    .await;
+    run(
+        &s,
+        vec![
+            Task::Document {
+                id: "twin-b".into(),
+                text: prose("shared", 30),
+                title: String::new(),
+                url: String::new(),
+                ts_ms: None,
+            },
+            Task::Document {
+                id: "twin-a".into(),
+                text: prose("shared", 30),
+                title: String::new(),
+                url: String::new(),
+                ts_ms: None,
+            },
+        ],
+    )
+    .await;
+    let docs = index_docs(&s).await;
+    assert!(
+        docs.contains_key("twin-b") && !docs.contains_key("twin-a"),
+        "{docs:?}"
+    );
+    run(
+        &s,
+        vec![Task::Document {
+            id: "twin-c".into(),
+            text: prose("c-old", 30),
+            title: String::new(),
+            url: String::new(),
+            ts_ms: None,
+        }],
+    )
+    .await;
+    run(
+        &s,
+        vec![Task::Document {
+            id: "twin-c".into(),
+            text: prose("shared", 30),
+            title: String::new(),
+            url: String::new(),
+            ts_ms: None,
+        }],
+    )
+    .await;
+    let docs = index_docs(&s).await;
+    assert!(
+        !docs.contains_key("twin-c"),
+        "no second version of twin-c stays: {docs:?}"
     );
 
     // Delete removes exactly that document.

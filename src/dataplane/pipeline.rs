@@ -774,14 +774,51 @@ async fn transform_stage(
         for ((doc, seq), out) in docs.into_iter().zip(outs) {
             match out {
                 DocOut::Dropped(why) => {
-                    shared.retire_seq(&doc.doc_id, seq);
                     metrics::counter!(metrics::DOCS_TOTAL, "outcome" => why.as_str()).increment(1);
                     match why {
                         Dropped::DuplicateInBatch => {
+                            // Same content as another document of the batch:
+                            // that one is indexed; this one's older chunks,
+                            // if any, must not stay as a second version.
                             Counters::add(&shared.counters.docs_duplicate, 1);
-                            doc.origin.ack.done();
+                            let state = {
+                                let _guard = shared.doc_locks[shared.lock_index(&doc.doc_id)]
+                                    .lock()
+                                    .await;
+                                let index = &shared.deps.index;
+                                retry::retry(&shared.deps.live, Stage::Index, |_| {
+                                    index.doc_state(&doc.doc_id)
+                                })
+                                .await
+                            };
+                            match state {
+                                Ok(state) if !state.chunk_ids.is_empty() => {
+                                    let write = Write::Delete {
+                                        doc_id: doc.doc_id,
+                                        origin: doc.origin,
+                                        seq,
+                                    };
+                                    let _ = send_measured(&embed_tx, write, "transform").await;
+                                }
+                                Ok(_) => {
+                                    shared.retire_seq(&doc.doc_id, seq);
+                                    doc.origin.ack.done();
+                                }
+                                Err(e) => {
+                                    shared.retire_seq(&doc.doc_id, seq);
+                                    shared
+                                        .dead_letter(
+                                            Stage::Index,
+                                            e.class.as_str(),
+                                            e.to_string(),
+                                            doc.origin,
+                                        )
+                                        .await;
+                                }
+                            }
                         }
                         Dropped::LowQuality => {
+                            shared.retire_seq(&doc.doc_id, seq);
                             Counters::add(&shared.counters.docs_low_quality, 1);
                             let message = format!(
                                 "quality {:.2} is below transform.min_quality {:.2}",
@@ -792,6 +829,7 @@ async fn transform_stage(
                                 .await;
                         }
                         Dropped::TooShort => {
+                            shared.retire_seq(&doc.doc_id, seq);
                             Counters::add(&shared.counters.docs_too_short, 1);
                             let message =
                                 format!("fewer than {} words after cleaning", transform::MIN_WORDS);
@@ -831,13 +869,24 @@ async fn transform_stage(
                             shared.retire_seq(&doc.doc_id, seq);
                             doc.origin.ack.done();
                         }
-                        Ok(Verdict::Duplicate(of)) => {
+                        Ok(Verdict::Duplicate { of, had_chunks }) => {
                             metrics::counter!(metrics::DOCS_TOTAL, "outcome" => "duplicate")
                                 .increment(1);
                             Counters::add(&shared.counters.docs_duplicate, 1);
                             tracing::debug!(doc = %doc.doc_id, of = %of, "duplicate of an indexed document");
-                            shared.retire_seq(&doc.doc_id, seq);
-                            doc.origin.ack.done();
+                            if had_chunks {
+                                // Its older version must go: the content now
+                                // lives under the other document.
+                                let write = Write::Delete {
+                                    doc_id: doc.doc_id,
+                                    origin: doc.origin,
+                                    seq,
+                                };
+                                let _ = send_measured(&embed_tx, write, "transform").await;
+                            } else {
+                                shared.retire_seq(&doc.doc_id, seq);
+                                doc.origin.ack.done();
+                            }
                         }
                         Err(e) => {
                             shared.retire_seq(&doc.doc_id, seq);
@@ -860,7 +909,7 @@ async fn transform_stage(
 enum Verdict {
     Write(Vec<Uuid>),
     Unchanged,
-    Duplicate(String),
+    Duplicate { of: String, had_chunks: bool },
 }
 
 /// Compares a chunked document with what the index holds.
@@ -882,14 +931,15 @@ async fn against_index(
     if state.doc_hash.as_deref() == Some(doc_hash) && state.chunk_ids.len() == chunks.len() {
         return Ok(Verdict::Unchanged);
     }
-    if state.chunk_ids.is_empty() {
-        if let Some(other) = retry::retry(live, Stage::Index, |_| {
-            index.find_doc_hash(doc_hash, &doc.doc_id)
-        })
-        .await?
-        {
-            return Ok(Verdict::Duplicate(other));
-        }
+    if let Some(other) = retry::retry(live, Stage::Index, |_| {
+        index.find_doc_hash(doc_hash, &doc.doc_id)
+    })
+    .await?
+    {
+        return Ok(Verdict::Duplicate {
+            of: other,
+            had_chunks: !state.chunk_ids.is_empty(),
+        });
     }
     let stale = state
         .chunk_ids
