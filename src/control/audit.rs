@@ -184,17 +184,21 @@ pub struct VerifyReport {
     pub torn_tail_bytes: u64,
 }
 
+/// The log's bytes; a missing file is an empty log.
+fn read_log(path: &Path) -> Result<Vec<u8>, AuditError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(AuditError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
 /// Reads and checks a whole log; the error names the first bad record.
 pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
-    let io = |e: std::io::Error| AuditError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(e)),
-    };
+    let bytes = read_log(path)?;
     let (complete, torn) = split_torn(&bytes);
     let (records, head) = check_chain(complete)?;
     Ok(VerifyReport {
@@ -273,11 +277,7 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
-        };
+        let bytes = read_log(path)?;
         let (complete, torn) = split_torn(&bytes);
         let (records, head) = check_chain(complete)?;
         let file = std::fs::OpenOptions::new()
@@ -363,16 +363,7 @@ impl AuditLog {
 /// Reads every record (for `audit tail` / `audit show`); a line that is not
 /// a record is an error naming it.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(AuditError::Io {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })
-        }
-    };
+    let bytes = read_log(path)?;
     let (complete, _) = split_torn(&bytes);
     complete
         .lines()

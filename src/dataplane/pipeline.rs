@@ -412,6 +412,25 @@ impl Shared {
         }
     }
 
+    /// A document version is settled without a write (skipped on purpose).
+    fn skip(&self, doc_id: &str, seq: u64, origin: Origin) {
+        self.retire_seq(doc_id, seq);
+        origin.ack.done();
+    }
+
+    /// A document version failed at the index: dead-letter it.
+    async fn index_failed(
+        &self,
+        doc_id: &str,
+        seq: u64,
+        origin: Origin,
+        e: &super::index::IndexError,
+    ) {
+        self.retire_seq(doc_id, seq);
+        self.dead_letter(Stage::Index, e.class.as_str(), e.to_string(), origin)
+            .await;
+    }
+
     fn assign_seq(&self, doc_id: &str) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.seqs
@@ -800,20 +819,9 @@ async fn transform_stage(
                                     };
                                     let _ = send_measured(&embed_tx, write, "transform").await;
                                 }
-                                Ok(_) => {
-                                    shared.retire_seq(&doc.doc_id, seq);
-                                    doc.origin.ack.done();
-                                }
+                                Ok(_) => shared.skip(&doc.doc_id, seq, doc.origin),
                                 Err(e) => {
-                                    shared.retire_seq(&doc.doc_id, seq);
-                                    shared
-                                        .dead_letter(
-                                            Stage::Index,
-                                            e.class.as_str(),
-                                            e.to_string(),
-                                            doc.origin,
-                                        )
-                                        .await;
+                                    shared.index_failed(&doc.doc_id, seq, doc.origin, &e).await
                                 }
                             }
                         }
@@ -884,21 +892,10 @@ async fn transform_stage(
                                 };
                                 let _ = send_measured(&embed_tx, write, "transform").await;
                             } else {
-                                shared.retire_seq(&doc.doc_id, seq);
-                                doc.origin.ack.done();
+                                shared.skip(&doc.doc_id, seq, doc.origin);
                             }
                         }
-                        Err(e) => {
-                            shared.retire_seq(&doc.doc_id, seq);
-                            shared
-                                .dead_letter(
-                                    Stage::Index,
-                                    e.class.as_str(),
-                                    e.to_string(),
-                                    doc.origin,
-                                )
-                                .await;
-                        }
+                        Err(e) => shared.index_failed(&doc.doc_id, seq, doc.origin, &e).await,
                     }
                 }
             }

@@ -641,6 +641,25 @@ fn count(lims: &[&Limiter], r: &Response, reset: bool) {
     }
 }
 
+/// Checks the key, then parses the JSON body; `expected` describes the body
+/// in the 400 answer.
+fn authed_body<T: serde::de::DeserializeOwned>(
+    st: &Inner,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Box<Response>> {
+    if let Some(r) = check_auth(st, headers) {
+        return Err(Box::new(r));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(json_err(
+            StatusCode::BAD_REQUEST,
+            &format!("bad JSON body, expected {expected}: {e}"),
+        ))
+    })
+}
+
 /// `Some(401 response)` unless the bearer key matches.
 fn check_auth(st: &Inner, headers: &HeaderMap) -> Option<Response> {
     let got = headers
@@ -704,20 +723,9 @@ async fn search_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, bool) {
-    if let Some(r) = check_auth(st, headers) {
-        return (r, false);
-    }
-    let req: SearchReq = match serde_json::from_slice(body) {
+    let req: SearchReq = match authed_body(st, headers, body, "{\"s\": query, \"t\": engine}") {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                json_err(
-                    StatusCode::BAD_REQUEST,
-                    &format!("bad JSON body, expected {{\"s\": query, \"t\": engine}}: {e}"),
-                ),
-                false,
-            )
-        }
+        Err(r) => return (*r, false),
     };
     if req.s.trim().is_empty() {
         return (json_err(StatusCode::BAD_REQUEST, "empty query `s`"), false);
@@ -749,12 +757,14 @@ async fn render_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, bool) {
-    if let Some(r) = check_auth(st, headers) {
-        return (r, false);
-    }
-    let req: UrlReq = match serde_json::from_slice(body) {
+    let req: UrlReq = match authed_body(
+        st,
+        headers,
+        body,
+        "{\"s\": url, \"t\": \"url\", \"b\": true, \"w\": wait_ms}",
+    ) {
         Ok(r) => r,
-        Err(e) => return (json_err(StatusCode::BAD_REQUEST, &format!("bad JSON body, expected {{\"s\": url, \"t\": \"url\", \"b\": true, \"w\": wait_ms}}: {e}")), false),
+        Err(r) => return (*r, false),
     };
     let url = match url::Url::parse(&req.s) {
         Ok(u) => u,
@@ -1066,22 +1076,14 @@ async fn embed_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, bool) {
-    if let Some(r) = check_auth(st, headers) {
-        return (r, false);
-    }
-    let req: EmbedReq = match serde_json::from_slice(body) {
+    let req: EmbedReq = match authed_body(
+        st,
+        headers,
+        body,
+        "{\"model\": name, \"input\": text or [texts]}",
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                json_err(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                    "bad JSON body, expected {{\"model\": name, \"input\": text or [texts]}}: {e}"
-                ),
-                ),
-                false,
-            )
-        }
+        Err(r) => return (*r, false),
     };
     let inputs = match req.input {
         EmbedInput::One(t) => vec![t],
