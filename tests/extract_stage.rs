@@ -312,3 +312,48 @@ async fn knob_changes_apply_to_the_next_request_and_lose_nothing() {
         "no page fetched twice: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn gzip_pages_are_decompressed() {
+    let h = harness(FAST, Knobs::default()).await;
+    let port = h.sim.addr().port();
+    // Every fourth simulated site compresses when asked to.
+    let url = h
+        .sim
+        .corpus()
+        .article_urls(port, 24)
+        .into_iter()
+        .find(|u| u.contains(&h.sim.corpus().domains()[1]))
+        .expect("an article on the second domain");
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .resolve(
+            url::Url::parse(&url).unwrap().host_str().unwrap(),
+            h.sim.addr(),
+        )
+        .build()
+        .unwrap()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-encoding"], "gzip");
+    let bytes = raw.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream on the wire");
+    let page = h
+        .extract
+        .extract(&url)
+        .await
+        .expect("decompressed and extracted");
+    let truth = h
+        .sim
+        .corpus()
+        .page(&url::Url::parse(&url).unwrap())
+        .unwrap();
+    let f1 = quality::token_f1(
+        &quality::markdown_text(&page.markdown).0,
+        &truth.article_text,
+    );
+    assert!(f1 > 0.95, "F1 {f1}");
+}

@@ -860,6 +860,11 @@ async fn page(st: Arc<Inner>, host: String, req: Request) -> Response {
     let dl = &st.domains[di];
     dl.counters.requests.fetch_add(1, Ordering::Relaxed);
     let lims = [&st.page, dl];
+    let gzip = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
     let (method, path) = (
         req.method().clone(),
         req.uri()
@@ -870,7 +875,36 @@ async fn page(st: Arc<Inner>, host: String, req: Request) -> Response {
     drop(req);
     let (r, reset) = page_inner(&st, &host, &lims, conn.as_ref(), &method, &path).await;
     count(&lims, &r, reset);
+    // Every fourth site compresses its pages, as many real servers do.
+    if gzip && di % 4 == 1 && host != HOSTILE_DOMAIN && r.status() == StatusCode::OK {
+        return gzip_response(r).await;
+    }
     r
+}
+
+/// The same response with a gzip-compressed body.
+async fn gzip_response(r: Response) -> Response {
+    use std::io::Write as _;
+    let (mut parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "body too large to compress",
+        )
+            .into_response();
+    };
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    if encoder.write_all(&bytes).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "compression failed").into_response();
+    }
+    let Ok(compressed) = encoder.finish() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "compression failed").into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Response::from_parts(parts, Body::from(compressed))
 }
 
 async fn page_inner(
