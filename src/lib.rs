@@ -22,12 +22,12 @@
 //! control/
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
-//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), shutdown
+//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //! ```
 //!
 //! Not yet here (see the open issues): the rest of the control plane
-//! (observe, policies, rollout, controller loop), the admin API, the Kafka source and scale-out, and
+//! (observe, policies, rollout, controller loop), the Kafka source and scale-out, and
 //! the scenario benchmark.
 
 pub mod cli;

@@ -14,7 +14,7 @@ mod common;
 async fn a_thousand_swaps_during_a_run_lose_and_duplicate_nothing() {
     let tmp = common::TempDir::new("swaps");
     let toml = format!(
-        "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 32\n",
+        "[service]\ndata_dir = {:?}\ndrain_timeout_s = 120\n[embed]\nbackend = \"hash\"\ndimensions = 32\n",
         tmp.0.display().to_string()
     );
     let settings = Settings::from_toml(&toml, "test", std::iter::empty()).unwrap();
@@ -41,8 +41,12 @@ async fn a_thousand_swaps_during_a_run_lose_and_duplicate_nothing() {
                 )
                 .unwrap();
                 n += 1;
-                if n % 8 == 0 {
-                    tokio::task::yield_now().await;
+                if n < 1_000 {
+                    if n % 8 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 if n >= 1_000 && stop.load(Ordering::Relaxed) {
                     break;

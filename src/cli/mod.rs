@@ -178,7 +178,8 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err("duration must be positive".into());
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{text}` is too long a duration"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,7 +234,7 @@ struct ExtractArgs {
     #[arg(long, value_enum, default_value = "markdown")]
     format: Format,
     /// Render mode (default: the knobs' mode for the URL's domain).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "file")]
     render: Option<String>,
 }
 
@@ -573,7 +574,10 @@ async fn extract_command(s: &Settings, args: &ExtractArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| "file:///page.html".to_string());
         let html = extract::fetch::decode(&bytes, None, &url)?;
-        let page = extract::extract_html(&html, &url);
+        let target = url.clone();
+        let page = tokio::task::spawn_blocking(move || extract::extract_html(&html, &target))
+            .await
+            .context("the extractor crashed on this page")?;
         if page.quality.score < extract::NO_CONTENT_SCORE {
             let mut err = extract::ExtractError::new(
                 crate::dataplane::retry::ErrorClass::NoContent,

@@ -50,6 +50,9 @@ pub struct AdminState {
     pub change_lock: tokio::sync::Mutex<()>,
     /// When each knob last changed (for cooldowns).
     pub last_change: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Refusals are audited at most once a second; the rest are counted
+    /// into the next record, so a flood cannot grow the log without limit.
+    refusals: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 impl AdminState {
@@ -67,6 +70,7 @@ impl AdminState {
             token,
             change_lock: tokio::sync::Mutex::new(()),
             last_change: Default::default(),
+            refusals: Default::default(),
         }
     }
 }
@@ -104,13 +108,36 @@ fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box
     } else {
         "wrong bearer token"
     };
-    let _ = st.audit.append(
-        EventKind::Unauthorized,
-        Event {
-            detail: format!("{what}: {why}"),
-            ..Default::default()
-        },
-    );
+    let suppressed = {
+        let mut r = st.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        match r.0 {
+            Some(at) if at.elapsed() < std::time::Duration::from_secs(1) => {
+                r.1 += 1;
+                None
+            }
+            _ => {
+                let n = r.1;
+                *r = (Some(Instant::now()), 0);
+                Some(n)
+            }
+        }
+    };
+    if let Some(earlier) = suppressed {
+        let more = if earlier > 0 {
+            format!(
+                " ({earlier} more refusals in the previous second were not recorded one by one)"
+            )
+        } else {
+            String::new()
+        };
+        let _ = st.audit.append(
+            EventKind::Unauthorized,
+            Event {
+                detail: format!("{what}: {why}{more}"),
+                ..Default::default()
+            },
+        );
+    }
     Err(Box::new(error(
         StatusCode::UNAUTHORIZED,
         format!("{why}; send `Authorization: Bearer <token>`"),

@@ -336,22 +336,11 @@ impl Scenario {
         self.phases.len().saturating_sub(1)
     }
 
-    /// A one-phase scenario with no faults, for tests and quick demos.
+    /// `scenarios/steady.toml`, compiled in, so the demo and benches run the
+    /// same simulated web from any directory.
     pub fn steady_default() -> Scenario {
-        Scenario {
-            name: "default".into(),
-            description: "no faults".into(),
-            phases: vec![Phase {
-                name: "normal".into(),
-                duration_s: 3600.0,
-                js_share: 0.1,
-                search: EndpointProfile::default(),
-                render: EndpointProfile::render_default(),
-                embed: EndpointProfile::embed_default(),
-                pages: EndpointProfile::pages_default(),
-                domains: BTreeMap::new(),
-            }],
-        }
+        Scenario::from_toml_str(include_str!("../../scenarios/steady.toml"))
+            .expect("the shipped steady scenario is valid (tested)")
     }
 }
 

@@ -105,6 +105,16 @@ impl Embedder for OpenAiEmbedder {
             })?;
         let mut data = response.data;
         data.sort_by_key(|d| d.index);
+        if data.iter().enumerate().any(|(i, d)| d.index as usize != i) {
+            return Err(EmbedError {
+                backend: "openai",
+                class: ErrorClass::Parse,
+                message: format!(
+                    "the answer's `index` values are not 0..{} (missing or repeated)",
+                    texts.len()
+                ),
+            });
+        }
         let vectors: Vec<Vec<f32>> = data.into_iter().map(|d| d.embedding).collect();
         check_vectors("openai", self.dim, texts.len(), &vectors)?;
         Ok(vectors)

@@ -1,0 +1,99 @@
+//! The binary as a user runs it: `demo` then `query`, and `extract --file`
+//! offline with JSON output.
+
+use std::process::Command;
+
+mod common;
+
+fn freshet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_indexes_the_simulated_web_and_query_finds_it() {
+    let tmp = common::TempDir::new("demo");
+    let dir = tmp.0.to_str().unwrap();
+    let (ok, out, err) = freshet(&[
+        "demo",
+        "--duration",
+        "3s",
+        "--rate",
+        "20",
+        "--data-dir",
+        dir,
+    ]);
+    assert!(ok, "demo failed:\n{out}\n{err}");
+    assert!(
+        out.contains("freshet demo summary") && out.contains("drained cleanly                yes"),
+        "{out}"
+    );
+    let chunks: u64 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("chunks indexed"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(chunks > 0, "{out}");
+    let (ok, out, err) = freshet(&[
+        "query",
+        "heat pumps winter bills",
+        "-k",
+        "3",
+        "--data-dir",
+        dir,
+    ]);
+    assert!(ok, "query failed: {err}");
+    assert!(out.contains("1. [") && out.contains(".sim.test:"), "{out}");
+}
+
+#[test]
+fn extract_works_offline_on_a_saved_page() {
+    let tmp = common::TempDir::new("extract-file");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let corpus = freshet::sim::Corpus::new(3);
+    let url = corpus.article_urls(80, 1).pop().unwrap();
+    let page = corpus.page(&url::Url::parse(&url).unwrap()).unwrap();
+    let file = tmp.0.join("page.html");
+    std::fs::write(&file, &page.body).unwrap();
+    let (ok, out, err) = freshet(&[
+        "extract",
+        "--file",
+        file.to_str().unwrap(),
+        "--url",
+        &url,
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v["page"];
+    assert_eq!(p["title"], page.title.as_str());
+    assert!(p["quality"]["score"].as_f64().unwrap() > 0.5, "{p}");
+    for part in ["words", "length", "structure", "prose", "links", "clean"] {
+        assert!(p["quality"].get(part).is_some(), "quality part {part}");
+    }
+    assert_eq!(p["render_mode"], "http");
+    assert!(p["timings"]["extract_ms"].as_f64().is_some());
+    let f1 = freshet::dataplane::extract::quality::token_f1(
+        &freshet::dataplane::extract::quality::markdown_text(p["markdown"].as_str().unwrap()).0,
+        &page.article_text,
+    );
+    assert!(f1 > 0.95, "F1 {f1}");
+    let (ok, text, _) = freshet(&[
+        "extract",
+        "--file",
+        file.to_str().unwrap(),
+        "--format",
+        "text",
+    ]);
+    assert!(ok && !text.contains("](") && text.len() > 200, "{text}");
+}
