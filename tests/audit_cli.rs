@@ -1,22 +1,9 @@
 //! `freshet audit verify|show|tail` on a log written by `AuditLog`.
 
-use std::process::Command;
-
 use freshet::control::audit::{AuditLog, Event, EventKind};
 
 mod common;
-
-fn freshet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::freshet;
 
 #[test]
 fn verify_show_and_tail_and_tampering_is_named() {

@@ -1,22 +1,8 @@
 //! The binary as a user runs it: `demo` then `query`, and `extract --file`
 //! offline with JSON output.
 
-use std::process::Command;
-
 mod common;
-
-fn freshet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::freshet;
 
 #[test]
 fn demo_indexes_the_simulated_web_and_query_finds_it() {

@@ -100,7 +100,6 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     };
     let runtime = Runtime::build(&settings).await?;
     let source = runtime.source.clone();
-    let counters = runtime.pipeline.counters();
     let urls = sim
         .as_ref()
         .map(|s| s.corpus().article_urls(s.addr().port(), 5_000))
@@ -130,7 +129,6 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let tracker = runtime.source.tracker().clone();
     let (_, counters_after, _) = runtime.drain().await;
     let total_secs = started.elapsed().as_secs_f64();
-    let _ = counters;
     let q = |p| counters_after.freshness_quantile(p).unwrap_or(f64::NAN) * 1e3;
     let row = BenchRow {
         kind: opts.kind.clone(),

@@ -21,7 +21,7 @@
 //! across all partitions ([`AckTracker::register`] waits for room).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::live::{LiveConfig, SlotPermit, Slots};
@@ -119,7 +119,6 @@ impl AckTracker {
         Ack {
             shared: Arc::new(AckShared {
                 position,
-                holders: AtomicUsize::new(1),
                 abandoned: AtomicBool::new(false),
                 tracker: self.inner.clone(),
                 _permit: Mutex::new(permit),
@@ -199,7 +198,6 @@ impl AckTracker {
 #[derive(Debug)]
 struct AckShared {
     position: Position,
-    holders: AtomicUsize,
     abandoned: AtomicBool,
     tracker: Arc<TrackerInner>,
     /// The `source.max_in_flight` slot, returned when the message settles.
@@ -250,7 +248,6 @@ pub struct Ack {
 
 impl Clone for Ack {
     fn clone(&self) -> Ack {
-        self.shared.holders.fetch_add(1, Ordering::AcqRel);
         Ack {
             shared: self.shared.clone(),
             settled: false,
@@ -274,7 +271,6 @@ impl Ack {
                     partition: 0,
                     offset: 0,
                 },
-                holders: AtomicUsize::new(1),
                 abandoned: AtomicBool::new(false),
                 tracker,
                 _permit: Mutex::new(None),
@@ -291,14 +287,12 @@ impl Ack {
     /// This share is finished (indexed, filtered on purpose, or dead-lettered).
     pub fn done(mut self) {
         self.settled = true;
-        self.shared.holders.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Drop for Ack {
     fn drop(&mut self) {
         if !self.settled {
-            self.shared.holders.fetch_sub(1, Ordering::AcqRel);
             self.shared.abandoned.store(true, Ordering::Release);
         }
     }

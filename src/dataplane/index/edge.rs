@@ -266,13 +266,11 @@ impl VectorIndex for EdgeIndex {
         if points.is_empty() {
             return Ok(());
         }
+        if let Some(problem) = super::points_problem(&points, self.dim) {
+            return Err(err("upsert", ErrorClass::Invalid, problem));
+        }
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            self.check_vector(
-                "upsert",
-                &format!("the vector of point {}", p.id),
-                &p.vector,
-            )?;
             batch.push(PointStructPersisted {
                 id: PointId::Uuid(p.id),
                 vector: VectorStructPersisted::Single(p.vector),

@@ -103,6 +103,13 @@ pub(crate) fn vector_problem(what: &str, v: &[f32], dim: usize) -> Option<String
         .map(|i| format!("{what} has a non-finite value at position {i}"))
 }
 
+/// The first problem among the vectors of `points`, if any.
+pub(crate) fn points_problem(points: &[ChunkPoint], dim: usize) -> Option<String> {
+    points
+        .iter()
+        .find_map(|p| vector_problem(&format!("the vector of point {}", p.id), &p.vector, dim))
+}
+
 /// A failed index operation.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("index {backend} {op} failed ({class}): {message}")]

@@ -246,13 +246,11 @@ impl VectorIndex for QdrantIndex {
         if points.is_empty() {
             return Ok(());
         }
+        if let Some(problem) = super::points_problem(&points, self.dim) {
+            return Err(err("upsert", ErrorClass::Invalid, problem));
+        }
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            self.check_vector(
-                "upsert",
-                &format!("the vector of point {}", p.id),
-                &p.vector,
-            )?;
             let payload = to_payload("upsert", &p.payload)?;
             batch.push(PointStruct::new(p.id.to_string(), p.vector, payload));
         }
