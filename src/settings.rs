@@ -241,6 +241,87 @@ pub struct SourceSettings {
     pub stdin: bool,
 }
 
+/// How the controller acts on its decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControllerMode {
+    /// No controller runs; knobs change only by hand.
+    Off,
+    /// Observe, propose and record, but never apply.
+    Shadow,
+    /// Observe, propose, guard, apply, bake, commit or roll back.
+    #[default]
+    Auto,
+}
+
+/// Which policy proposes changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// The built-in rules (needs nothing).
+    #[default]
+    Heuristic,
+    /// An OpenAI-compatible chat model steered by the prompt file; falls
+    /// back to the heuristic when it fails.
+    Llm,
+}
+
+/// `[controller.llm]`: the chat endpoint of the `llm` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// Base URL of an OpenAI-compatible API, up to and including `/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// API key; prefer `FRESHET_CONTROLLER__LLM__API_KEY`.
+    pub api_key: Secret,
+    /// An answer later than this is a policy error (the heuristic decides).
+    pub timeout_ms: u64,
+    /// Largest answer accepted, in bytes.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            base_url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout_ms: 5_000,
+            max_answer_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[controller]`: the control loop (DESIGN.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSettings {
+    /// `off`, `shadow` or `auto`.
+    pub mode: ControllerMode,
+    /// `heuristic` or `llm`.
+    pub policy: PolicyKind,
+    /// Length of one observation window, in milliseconds.
+    pub interval_ms: u64,
+    /// The LLM policy's system prompt, reloaded when edited.
+    pub prompt: PathBuf,
+    /// `[controller.llm]`
+    pub llm: LlmSettings,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            mode: ControllerMode::Auto,
+            policy: PolicyKind::Heuristic,
+            interval_ms: 10_000,
+            prompt: PathBuf::from("prompts/controller.md"),
+            llm: LlmSettings::default(),
+        }
+    }
+}
+
 /// The file as written: every section optional, unknown fields rejected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,6 +338,8 @@ pub struct RawSettings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[controller]`
+    pub controller: ControllerSettings,
     /// `[knobs]`: starting values of the live knobs.
     pub knobs: Knobs,
 }
@@ -282,6 +365,8 @@ pub struct Settings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[controller]`
+    pub controller: ControllerSettings,
     /// Starting knobs.
     pub knobs: Knobs,
 }
@@ -516,6 +601,47 @@ impl RawSettings {
                 "must not be empty (e.g. \"info\")".into(),
             ));
         }
+        if !(100..=3_600_000).contains(&self.controller.interval_ms) {
+            return Err(invalid(
+                "controller.interval_ms",
+                format!(
+                    "{} is outside 100..=3600000 (0.1 s to 1 h)",
+                    self.controller.interval_ms
+                ),
+            ));
+        }
+        if self.controller.policy == PolicyKind::Llm {
+            let url = url::Url::parse(&self.controller.llm.base_url).map_err(|e| {
+                invalid(
+                    "controller.llm.base_url",
+                    format!("the llm policy needs an OpenAI-compatible base URL ({e})"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "controller.llm.base_url",
+                    "must be an http or https URL".into(),
+                ));
+            }
+            if self.controller.llm.model.trim().is_empty() {
+                return Err(invalid(
+                    "controller.llm.model",
+                    "the llm policy needs a model name".into(),
+                ));
+            }
+        }
+        if !(100..=600_000).contains(&self.controller.llm.timeout_ms) {
+            return Err(invalid(
+                "controller.llm.timeout_ms",
+                "must be within 100..=600000".into(),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.controller.llm.max_answer_bytes) {
+            return Err(invalid(
+                "controller.llm.max_answer_bytes",
+                "must be within 1024..=16777216".into(),
+            ));
+        }
         self.knobs.validate().map_err(|e| {
             let field = match &e {
                 crate::knobs::KnobError::UnknownKnob(k)
@@ -534,6 +660,7 @@ impl RawSettings {
             embed: self.embed,
             index: self.index,
             source: self.source,
+            controller: self.controller,
             knobs: self.knobs,
         })
     }

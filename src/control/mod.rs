@@ -1,10 +1,11 @@
 //! The control plane (DESIGN.md §4-5).
 //!
-//! Here so far: the change-audit log ([`audit`]), which every later part
-//! writes to, and the guard ([`guard`], `policies/guardrails.toml`) that
-//! every proposed change must pass. The controller loop, observation,
-//! policies and rollout are the subject of the control-plane issue and are
-//! not implemented yet.
+//! - [`observe`]: windowed statistics from the metrics tap -> `Observation`;
+//! - [`policy`]: what to change next (heuristic, LLM);
+//! - [`guard`]: `policies/guardrails.toml`, which every change must pass;
+//! - [`audit`]: the hash-chained change-audit log every decision lands in.
 
 pub mod audit;
 pub mod guard;
+pub mod observe;
+pub mod policy;

@@ -13,7 +13,7 @@
 //!   slot **before** it spawns the work, so the number of tasks is bounded
 //!   and waiting for a slot pushes back on the channel before it.
 //! - Time spent blocked on a full downstream channel is counted per stage
-//!   (`freshet_stage_backpressure_seconds_total`): the controller's signal.
+//!   (`freshet_stage_backpressure_microseconds_total`): the controller's signal.
 //! - Every derived item carries its source message's [`Ack`] share; a share
 //!   is finished only when its chunks are indexed, it was filtered on
 //!   purpose, or it was dead-lettered (DLQ record fsynced first).
@@ -376,7 +376,7 @@ async fn send_measured<T>(tx: &mpsc::Sender<T>, item: T, stage: &'static str) ->
         Err(mpsc::error::TrySendError::Full(item)) => {
             let started = Instant::now();
             let result = tx.send(item).await.map_err(|e| e.0);
-            metrics::counter!(metrics::STAGE_BACKPRESSURE_SECONDS_TOTAL, "stage" => stage)
+            metrics::counter!(metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL, "stage" => stage)
                 .increment(started.elapsed().as_micros() as u64);
             result
         }

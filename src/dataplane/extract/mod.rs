@@ -202,21 +202,25 @@ impl ExtractStage {
         mode: Option<RenderMode>,
         permit: Option<SlotPermit>,
     ) -> Result<Page, ExtractError> {
-        let mode = mode.unwrap_or_else(|| match url::Url::parse(url) {
-            Ok(parsed) => self
-                .live
-                .load()
-                .knobs
-                .extract
-                .render_mode_for(parsed.host_str().unwrap_or("")),
-            Err(_) => RenderMode::Http,
-        });
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let mode = mode.unwrap_or_else(|| self.live.load().knobs.extract.render_mode_for(&host));
         let stage = Stage::Extract.as_str();
         let started = Instant::now();
         let result = self.run(url, mode, started, permit).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!(metrics::STAGE_LATENCY_SECONDS, "stage" => stage, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+        let scored = match &result {
+            Ok(page) => Some(page),
+            Err(err) => err.page.as_deref(),
+        };
+        if let (Some(page), false) = (scored, host.is_empty()) {
+            metrics::histogram!(metrics::EXTRACT_DOMAIN_QUALITY, "domain" => metrics::domain_label(&host), "render_mode" => mode.as_str())
+                .record(page.quality.score);
+        }
         match &result {
             Ok(page) => {
                 metrics::histogram!(metrics::EXTRACT_QUALITY, "render_mode" => mode.as_str())
