@@ -32,6 +32,9 @@ pub struct DemoOptions {
     pub sim_embeddings: bool,
     /// Draw a progress bar (off when stderr is not a terminal).
     pub progress: bool,
+    /// Length of one control window (the controller runs unless the
+    /// settings say `[controller] mode = "off"`).
+    pub control_interval: Duration,
 }
 
 /// What the demo did.
@@ -63,6 +66,52 @@ pub struct DemoSummary {
     pub credits: u64,
     /// Whether the drain finished in time.
     pub drained: bool,
+    /// What the controller did (None when it was off).
+    pub controller: Option<crate::control::ControllerReport>,
+    /// The knob changes from the audit log: applied, committed, rolled back.
+    pub changes: Vec<String>,
+}
+
+/// One line per controller event of the run, from the audit log.
+fn change_lines(records: &[crate::control::audit::Record]) -> Vec<String> {
+    use crate::control::audit::EventKind;
+    records
+        .iter()
+        .filter_map(|r| {
+            let diff = r
+                .event
+                .diff
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                c["knob"].as_str().unwrap_or("?"),
+                                c["from"],
+                                c["to"]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let what = match r.kind {
+                EventKind::Applied => {
+                    format!("applied v{}: {diff}", r.event.to_version.unwrap_or(0))
+                }
+                EventKind::RolledBack => format!(
+                    "rolled back (now v{}): {diff}",
+                    r.event.to_version.unwrap_or(0)
+                ),
+                EventKind::Committed => format!("committed v{}", r.event.to_version.unwrap_or(0)),
+                EventKind::Rejected => "guard refused".to_string(),
+                EventKind::PolicyError => "policy error".to_string(),
+                _ => return None,
+            };
+            Some(format!("#{} {what} — {}", r.seq, r.event.detail))
+        })
+        .collect()
 }
 
 /// The settings the demo runs with: the user's (or defaults) pointed at the simulator.
@@ -177,7 +226,10 @@ pub async fn run(base: &Settings, opts: DemoOptions) -> Result<DemoSummary> {
     })
     .await?;
     let settings = demo_settings(base, &sim, &opts)?;
-    let runtime = Runtime::build(&settings).await?;
+    let mut runtime = Runtime::build(&settings).await?;
+    let audit_path = runtime.control.audit.path().to_path_buf();
+    let first_seq = runtime.control.audit.len();
+    let report = runtime.start_controller(&settings, Some(opts.control_interval))?;
     let counters = runtime.pipeline.counters();
     let index = runtime.index.clone();
     let dlq = runtime.dlq.clone();
@@ -263,6 +315,13 @@ pub async fn run(base: &Settings, opts: DemoOptions) -> Result<DemoSummary> {
             .map(|p| crate::dataplane::search::SearchProvider::credits_used(p.as_ref()))
             .unwrap_or(0),
         drained,
+        controller: report.map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        changes: crate::control::audit::read_records(&audit_path)
+            .map(|records| {
+                let ours: Vec<_> = records.into_iter().filter(|r| r.seq > first_seq).collect();
+                change_lines(&ours)
+            })
+            .unwrap_or_default(),
     };
     sim.shutdown().await;
     Ok(summary)
@@ -302,6 +361,25 @@ pub fn render_summary(s: &DemoSummary, data_dir: &std::path::Path) -> String {
     let mut out = String::from("\nfreshet demo summary\n");
     for (k, v) in rows {
         out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    match &s.controller {
+        None => out.push_str("\ncontroller: off\n"),
+        Some(r) => {
+            out.push_str(&format!(
+                "\ncontroller: {} windows, {} proposals, {} applied, {} committed ({} ineffective), {} rolled back, {} refused by the guard, {} policy errors\n",
+                r.windows, r.proposals, r.applied, r.committed, r.ineffective, r.rolled_back, r.rejected, r.policy_errors
+            ));
+            if s.changes.is_empty() {
+                out.push_str("  no knob changes were needed\n");
+            }
+            for line in &s.changes {
+                out.push_str(&format!("  {line}\n"));
+            }
+            out.push_str(&format!(
+                "  review with: freshet audit tail --data-dir {}\n",
+                data_dir.display()
+            ));
+        }
     }
     out.push_str(&format!(
         "\nindex and dead letters are in {}\ntry: freshet query \"heat pumps\" --data-dir {}\n",

@@ -55,6 +55,13 @@ enum Command {
         /// Embeddings: `sim` (the simulator's OpenAI-compatible endpoint) or `hash` (in-process).
         #[arg(long, default_value = "sim")]
         embed: String,
+        /// Controller policy: `heuristic`, `llm` (needs `[controller.llm]` in
+        /// the settings) or `off`.
+        #[arg(long, default_value = "heuristic")]
+        policy: String,
+        /// Length of one control window.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        control_interval: std::time::Duration,
     },
     /// Run the pipeline from a settings file until SIGTERM/Ctrl-C, then drain.
     Run,
@@ -325,8 +332,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             rate,
             seed,
             embed,
+            policy,
+            control_interval,
         } => {
-            let s = settings(&cli)?;
+            let mut s = settings(&cli)?;
+            match policy.as_str() {
+                "off" => s.controller.mode = crate::settings::ControllerMode::Off,
+                "heuristic" => s.controller.policy = crate::settings::PolicyKind::Heuristic,
+                "llm" => {
+                    if s.controller.llm.base_url.is_empty() {
+                        bail!("--policy llm needs [controller.llm] base_url and model in the settings (or FRESHET_CONTROLLER__LLM__BASE_URL / __MODEL)");
+                    }
+                    s.controller.policy = crate::settings::PolicyKind::Llm;
+                }
+                other => bail!("--policy must be `heuristic`, `llm` or `off`, got `{other}`"),
+            }
+            if control_interval.as_millis() < 100 {
+                bail!("--control-interval must be at least 100ms");
+            }
             init_logging(s.service.log_format, "error");
             let sim_embeddings = match embed.as_str() {
                 "sim" => true,
@@ -352,6 +375,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 seed: *seed,
                 sim_embeddings,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                control_interval: *control_interval,
             };
             eprintln!(
                 "freshet demo: simulated web + pipeline for {:.0} s at {rate} tasks/s (Ctrl-C stops early)",
@@ -651,7 +675,8 @@ async fn extract_command(s: &Settings, args: &ExtractArgs) -> Result<ExitCode> {
 async fn run_service(s: &Settings) -> Result<ExitCode> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let handle = crate::metrics::install();
-    let runtime = crate::service::Runtime::build(s).await?;
+    let mut runtime = crate::service::Runtime::build(s).await?;
+    runtime.start_controller(s, None)?;
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listen: SocketAddr = s.service.listen.parse().with_context(|| {

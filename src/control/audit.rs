@@ -49,6 +49,8 @@ pub enum EventKind {
     Override,
     /// The controller's prompt file changed.
     PromptReloaded,
+    /// The guardrails file changed and was loaded.
+    GuardReloaded,
     /// A policy failed (late, malformed or refused answer).
     PolicyError,
     /// The controller was paused.

@@ -7,15 +7,17 @@
 //!   type and range checks apply), and are recorded with the operator's name;
 //! - `POST /v1/rollback/{version}?operator=alice`: back to an earlier
 //!   snapshot (the last 256 are kept);
-//! - `GET  /v1/audit?after=SEQ&limit=N`: audit records.
+//! - `GET  /v1/audit?after=SEQ&limit=N`: audit records;
+//! - `POST /v1/controller/pause?operator=alice`, `POST /v1/controller/resume?operator=alice`:
+//!   stop and restart the controller's decisions (it keeps observing);
+//! - `GET  /v1/controller`: paused or not, and what the controller did so far.
 //!
 //! Every changing call needs `Authorization: Bearer <service.admin_token>`;
 //! a missing or wrong token is answered 401 and recorded in the audit log
 //! (without the token). Changes are serialized by one lock, and each is
 //! fsynced to the audit log **before** the knob swap it describes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
@@ -26,10 +28,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::control::audit::{self, AuditLog, Event, EventKind};
-use crate::control::guard::{Guard, Verdict};
+use crate::control::audit::{self, Event, EventKind};
+use crate::control::guard::Verdict;
+use crate::control::rollout::{self, ApplyError};
+use crate::control::{ControlState, ControllerReport};
 use crate::knobs::{self, Change};
-use crate::live::LiveConfig;
 use crate::settings::Secret;
 
 /// Most changes one request may carry.
@@ -38,38 +41,25 @@ pub const MAX_CHANGES: usize = 64;
 /// What the admin API works on.
 #[derive(Debug)]
 pub struct AdminState {
-    /// Live knobs.
-    pub live: Arc<LiveConfig>,
-    /// The guard (replaced on reload).
-    pub guard: RwLock<Guard>,
-    /// The audit log.
-    pub audit: Arc<AuditLog>,
+    /// Knobs, guard, change lock, cooldowns and audit log, shared with the
+    /// controller.
+    pub control: Arc<ControlState>,
     /// The bearer token for changes.
     pub token: Secret,
-    /// Serializes every change (admin calls and, later, the controller).
-    pub change_lock: tokio::sync::Mutex<()>,
-    /// When each knob last changed (for cooldowns).
-    pub last_change: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The running controller's report, once it runs.
+    pub controller: std::sync::Mutex<Option<Arc<std::sync::Mutex<ControllerReport>>>>,
     /// Refusals are audited at most once a second; the rest are counted
     /// into the next record, so a flood cannot grow the log without limit.
     refusals: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 impl AdminState {
-    /// State over `live` with `guard`, writing to `audit`.
-    pub fn new(
-        live: Arc<LiveConfig>,
-        guard: Guard,
-        audit: Arc<AuditLog>,
-        token: Secret,
-    ) -> AdminState {
+    /// State over `control`, with `token` guarding every change.
+    pub fn new(control: Arc<ControlState>, token: Secret) -> AdminState {
         AdminState {
-            live,
-            guard: RwLock::new(guard),
-            audit,
+            control,
             token,
-            change_lock: tokio::sync::Mutex::new(()),
-            last_change: Default::default(),
+            controller: Default::default(),
             refusals: Default::default(),
         }
     }
@@ -82,6 +72,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/knobs", patch(patch_knobs))
         .route("/v1/rollback/{version}", post(rollback))
         .route("/v1/audit", get(audit_records))
+        .route("/v1/controller", get(controller_status))
+        .route("/v1/controller/pause", post(pause))
+        .route("/v1/controller/resume", post(resume))
         .with_state(state)
 }
 
@@ -130,7 +123,7 @@ fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box
         } else {
             String::new()
         };
-        let _ = st.audit.append(
+        let _ = st.control.audit.append(
             EventKind::Unauthorized,
             Event {
                 detail: format!("{what}: {why}{more}"),
@@ -149,7 +142,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn config(State(st): State<Arc<AdminState>>) -> Response {
-    let snapshot = st.live.load();
+    let snapshot = st.control.live.load();
     Json(json!({"version": snapshot.version, "knobs": snapshot.knobs})).into_response()
 }
 
@@ -192,46 +185,40 @@ async fn patch_knobs(
             format!("`changes` must hold 1..={MAX_CHANGES} changes"),
         );
     }
-    let _serial = st.change_lock.lock().await;
-    let current = st.live.load();
+    let c = &st.control;
+    let _serial = c.change_lock.lock().await;
+    let current = c.live.load();
     let verdicts: Vec<Verdict> = if req.force {
         req.changes
             .iter()
             .map(
-                |c| match knobs::spec(&c.knob).map(|spec| knobs::check_value(spec, &c.value)) {
+                |ch| match knobs::spec(&ch.knob).map(|spec| knobs::check_value(spec, &ch.value)) {
                     Some(Ok(())) => Verdict::Accepted {
-                        knob: c.knob.clone(),
-                        value: c.value.clone(),
+                        knob: ch.knob.clone(),
+                        value: ch.value.clone(),
                     },
                     Some(Err(e)) => Verdict::Rejected {
-                        knob: c.knob.clone(),
-                        proposed: c.value.clone(),
+                        knob: ch.knob.clone(),
+                        proposed: ch.value.clone(),
                         reason: e.to_string(),
                     },
                     None => Verdict::Rejected {
-                        knob: c.knob.clone(),
-                        proposed: c.value.clone(),
-                        reason: format!("unknown knob `{}`", c.knob),
+                        knob: ch.knob.clone(),
+                        proposed: ch.value.clone(),
+                        reason: format!("unknown knob `{}`", ch.knob),
                     },
                 },
             )
             .collect()
     } else {
-        let last = st
-            .last_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let guard = st.guard.read().unwrap_or_else(|p| p.into_inner()).clone();
-        guard.check(&req.changes, &current.knobs, |k| {
-            last.get(k).map(|t| t.elapsed().as_secs())
-        })
+        c.guard()
+            .check(&req.changes, &current.knobs, c.since_change())
     };
     let actor = json!({"operator": operator, "force": req.force});
     let applied: Vec<Change> = verdicts.iter().filter_map(Verdict::change).collect();
     let verdict_json = serde_json::to_value(&verdicts).unwrap_or_default();
     let refuse = |reason: String| {
-        let _ = st.audit.append(
+        let _ = c.audit.append(
             EventKind::Rejected,
             Event {
                 from_version: Some(current.version),
@@ -254,46 +241,45 @@ async fn patch_knobs(
         Ok(k) => k,
         Err(e) => return refuse(e.to_string()),
     };
-    let diff = current.knobs.diff(&knobs);
-    // Audit first (fsynced), then swap.
-    let recorded = st.audit.append(
+    let detail = req
+        .changes
+        .iter()
+        .map(|ch| ch.reason.as_str())
+        .filter(|r| !r.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let result = rollout::apply(
+        &c.live,
+        &c.audit,
+        &current,
+        knobs,
         EventKind::Override,
         Event {
-            from_version: Some(current.version),
-            to_version: Some(current.version + 1),
-            diff: serde_json::to_value(&diff).unwrap_or_default(),
             actor: actor.clone(),
             verdict: verdict_json.clone(),
-            detail: req
-                .changes
-                .iter()
-                .map(|c| c.reason.as_str())
-                .filter(|r| !r.is_empty())
-                .collect::<Vec<_>>()
-                .join("; "),
+            detail,
             ..Default::default()
         },
     );
-    if let Err(e) = recorded {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("not applied: the audit log cannot be written ({e})"),
-        );
-    }
-    match st.live.swap_if(knobs, current.version) {
-        Ok(swapped) => {
-            let now = Instant::now();
-            let mut last = st.last_change.lock().unwrap_or_else(|p| p.into_inner());
-            for d in &swapped.diff {
-                last.insert(d.knob.clone(), now);
-            }
+    match result {
+        Ok((_, swapped)) => {
+            c.note_changed(&swapped.diff);
             Json(
                 json!({"version": swapped.new.version, "diff": swapped.diff, "verdicts": verdicts}),
             )
             .into_response()
         }
-        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => apply_error(e),
     }
+}
+
+fn apply_error(e: ApplyError) -> Response {
+    let status = match e {
+        ApplyError::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApplyError::Conflict(_) => StatusCode::CONFLICT,
+        ApplyError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error(status, e.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,38 +303,111 @@ async fn rollback(
             "add ?operator=<name> to say who rolls back",
         );
     }
-    let _serial = st.change_lock.lock().await;
-    let current = st.live.load();
-    let Some(target) = st.live.snapshot(version) else {
+    let c = &st.control;
+    let _serial = c.change_lock.lock().await;
+    let current = c.live.load();
+    let Some(target) = c.live.snapshot(version) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("version {version} is not kept (the last 256 versions are)"),
         );
     };
-    let diff = current.knobs.diff(&target.knobs);
-    let recorded = st.audit.append(
+    let result = rollout::apply(
+        &c.live,
+        &c.audit,
+        &current,
+        target.knobs.clone(),
         EventKind::RolledBack,
         Event {
-            from_version: Some(current.version),
-            to_version: Some(current.version + 1),
-            diff: serde_json::to_value(&diff).unwrap_or_default(),
             actor: json!({"operator": operator}),
             detail: format!("rollback to the knobs of version {version}"),
             ..Default::default()
         },
     );
-    if let Err(e) = recorded {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("not applied: the audit log cannot be written ({e})"),
-        );
-    }
-    match st.live.swap_if(target.knobs.clone(), current.version) {
-        Ok(swapped) => {
+    match result {
+        Ok((_, swapped)) => {
+            c.note_changed(&swapped.diff);
             Json(json!({"version": swapped.new.version, "diff": swapped.diff})).into_response()
         }
-        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => apply_error(e),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct OperatorQuery {
+    operator: Option<String>,
+}
+
+async fn pause(
+    State(st): State<Arc<AdminState>>,
+    Query(q): Query<OperatorQuery>,
+    headers: HeaderMap,
+) -> Response {
+    set_paused(&st, q, &headers, true)
+}
+
+async fn resume(
+    State(st): State<Arc<AdminState>>,
+    Query(q): Query<OperatorQuery>,
+    headers: HeaderMap,
+) -> Response {
+    set_paused(&st, q, &headers, false)
+}
+
+fn set_paused(st: &AdminState, q: OperatorQuery, headers: &HeaderMap, paused: bool) -> Response {
+    let what = if paused {
+        "POST /v1/controller/pause"
+    } else {
+        "POST /v1/controller/resume"
+    };
+    if let Err(r) = authorize(st, headers, what) {
+        return *r;
+    }
+    let operator = q.operator.unwrap_or_default();
+    if operator.trim().is_empty() || operator.len() > 128 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "add ?operator=<name> (1..=128 bytes) to say who does this",
+        );
+    }
+    let changed = st.control.set_paused(paused);
+    if changed {
+        let kind = if paused {
+            EventKind::Paused
+        } else {
+            EventKind::Resumed
+        };
+        if let Err(e) = st.control.audit.append(
+            kind,
+            Event {
+                actor: json!({"operator": operator.trim()}),
+                ..Default::default()
+            },
+        ) {
+            // Undo: an unrecorded pause must not take effect.
+            st.control.set_paused(!paused);
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("not done: the audit log cannot be written ({e})"),
+            );
+        }
+    }
+    Json(json!({"paused": paused, "changed": changed})).into_response()
+}
+
+async fn controller_status(State(st): State<Arc<AdminState>>) -> Response {
+    let report = st
+        .controller
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    Json(json!({
+        "running": report.is_some(),
+        "paused": st.control.paused(),
+        "report": report,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,7 +417,7 @@ struct AuditQuery {
 }
 
 async fn audit_records(State(st): State<Arc<AdminState>>, Query(q): Query<AuditQuery>) -> Response {
-    match audit::read_records(st.audit.path()) {
+    match audit::read_records(st.control.audit.path()) {
         Ok(records) => {
             let after = q.after.unwrap_or(0);
             let limit = q.limit.unwrap_or(100).min(1000);

@@ -9,12 +9,14 @@ pub mod http;
 pub mod shutdown;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::control::{ControlState, Controller, ControllerOptions, ControllerReport};
 use crate::dataplane::ack::AckTracker;
 use crate::dataplane::dlq::Dlq;
 use crate::dataplane::embed::{hash::HashEmbedder, openai::OpenAiEmbedder, Embedder};
@@ -24,7 +26,7 @@ use crate::dataplane::search::{serppost::SerpPost, SearchStage};
 use crate::dataplane::source::embedded::EmbeddedSource;
 use crate::dataplane::{Deps, Pipeline};
 use crate::live::LiveConfig;
-use crate::settings::{EmbedBackend, IndexBackend, Settings};
+use crate::settings::{ControllerMode, EmbedBackend, IndexBackend, Settings};
 
 /// What the data dir's index was built with, so `freshet query` embeds the
 /// query the same way and a changed vector size is caught at start.
@@ -170,6 +172,16 @@ pub struct Runtime {
     pub drain_timeout: Duration,
     /// The admin API's state (guard, audit log, token).
     pub admin: Arc<admin::AdminState>,
+    /// Knobs, guard, change lock and audit log shared by the admin API and
+    /// the controller.
+    pub control: Arc<ControlState>,
+    /// Whether this instance's controller may decide (always true with the
+    /// embedded source; in a Kafka group, only one instance leads).
+    pub controller_leader: Arc<AtomicBool>,
+    controller: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 impl Runtime {
@@ -212,10 +224,14 @@ impl Runtime {
         let audit = Arc::new(crate::control::audit::AuditLog::open(
             &data_dir.join("audit.jsonl"),
         )?);
-        let admin = Arc::new(admin::AdminState::new(
+        let control = Arc::new(ControlState::new(
             live.clone(),
             guard,
+            settings.service.guardrails.clone(),
             audit,
+        ));
+        let admin = Arc::new(admin::AdminState::new(
+            control.clone(),
             settings.service.admin_token.clone(),
         ));
         let tracker = AckTracker::new(&live);
@@ -229,7 +245,44 @@ impl Runtime {
             provider,
             drain_timeout: Duration::from_secs(settings.service.drain_timeout_s),
             admin,
+            control,
+            controller_leader: Arc::new(AtomicBool::new(true)),
+            controller: None,
         })
+    }
+
+    /// Starts the controller (unless `[controller] mode = "off"`) with the
+    /// settings' policy; `interval` overrides `controller.interval_ms`.
+    /// Returns its live report.
+    pub fn start_controller(
+        &mut self,
+        settings: &Settings,
+        interval: Option<Duration>,
+    ) -> Result<Option<Arc<std::sync::Mutex<ControllerReport>>>> {
+        if settings.controller.mode == ControllerMode::Off || self.controller.is_some() {
+            return Ok(None);
+        }
+        let policy = crate::control::policy::from_settings(&settings.controller)?;
+        let opts = ControllerOptions {
+            mode: settings.controller.mode,
+            interval: interval
+                .unwrap_or_else(|| Duration::from_millis(settings.controller.interval_ms)),
+            ..Default::default()
+        };
+        let controller = Controller::new(self.control.clone(), policy, opts)
+            .with_leader(self.controller_leader.clone());
+        let report = controller.report();
+        *self
+            .admin
+            .controller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller.run(async move {
+            let _ = stopped.await;
+        }));
+        self.controller = Some((task, stop));
+        Ok(Some(report))
     }
 
     /// Moves every dead letter out of the DLQ and re-submits its task.
@@ -258,7 +311,12 @@ impl Runtime {
 
     /// Stops taking input, drains, and reports whether everything finished
     /// in time. Every clone of the source must be dropped first.
-    pub async fn drain(self) -> (bool, Arc<crate::dataplane::Counters>, AckTracker) {
+    pub async fn drain(mut self) -> (bool, Arc<crate::dataplane::Counters>, AckTracker) {
+        // The controller stops first: no knob changes while draining.
+        if let Some((task, stop)) = self.controller.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let tracker = self.source.tracker().clone();
         let counters = self.pipeline.counters();
         drop(self.source);

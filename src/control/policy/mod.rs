@@ -21,6 +21,8 @@ use crate::control::guard::Guard;
 use crate::control::observe::Observation;
 use crate::knobs::{Change, Knobs};
 
+pub mod heuristic;
+
 /// What a policy wants changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -170,5 +172,17 @@ impl Policy for Static {
 
     async fn propose(&self, _ctx: &Context<'_>) -> Result<Proposal, PolicyError> {
         Ok(Proposal::none("static policy: the knobs never change"))
+    }
+}
+
+/// The policy `[controller] policy` names.
+pub fn from_settings(
+    settings: &crate::settings::ControllerSettings,
+) -> anyhow::Result<std::sync::Arc<dyn Policy>> {
+    match settings.policy {
+        crate::settings::PolicyKind::Heuristic => Ok(std::sync::Arc::new(heuristic::Heuristic)),
+        crate::settings::PolicyKind::Llm => anyhow::bail!(
+            "the llm policy is not available in this build; use policy = \"heuristic\""
+        ),
     }
 }

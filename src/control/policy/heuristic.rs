@@ -1,0 +1,558 @@
+//! The built-in policy: simple rules over the observation that need no model.
+//!
+//! In order of priority (a decision carries at most the guard's
+//! `max_changes_per_decision` changes, the most urgent first):
+//!
+//! 1. **Back off** (multiplicative decrease). A slotted stage whose work is
+//!    refused or times out (`rate_limited`, `timeout` errors or retries on
+//!    more than [`BACKOFF_SHARE`] of its units), or whose median latency
+//!    jumps beyond mean + k·sd of its recent windows while it is saturated,
+//!    halves its slots (down to the mean in-flight if that is lower).
+//! 2. **Render escalation** per domain: a domain fetched over plain HTTP whose
+//!    pages mostly fall below `transform.min_quality` (JavaScript shells)
+//!    moves to `remote` rendering, unless the projected credit spend would
+//!    pass the guard's budget. When spend is over budget, the override with
+//!    the fewest pages goes back to `http`.
+//! 3. **Retry budget** from the error mix: transient upstream failures
+//!    (`upstream`, `reset`, `connect`) that still fail after retries earn
+//!    one more attempt; when rate limiting dominates, retries only add load,
+//!    so the budget shrinks by one.
+//! 4. **Grow** (additive increase). A slotted stage that is saturated (mean
+//!    in-flight at least [`SATURATED`] of its slots) with work waiting,
+//!    without operational errors and whose latency is not rising gets more
+//!    slots: one, or a quarter more when the backlog is at least as large as
+//!    the slots (a long queue can use them at once). A stage whose last
+//!    increase was ineffective or rolled back waits [`GROW_PAUSE`] windows.
+//! 5. **Batch size** of the embed stage from its per-call overhead: when
+//!    the stage is saturated and its batches are full, calls are dominated
+//!    by overhead and a batch twice as large halves the call count; when a
+//!    call's p99 passes [`SLOW_CALL_S`], the batch halves.
+//!
+//! The heuristic is stateless: everything it needs is in the [`Context`]
+//! (recent windows, past decisions), so it can be replayed from an audit log.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::{Context, Outcome, Policy, PolicyError, Proposal};
+use crate::control::observe::{Observation, StageStats, SLOTTED};
+use crate::knobs::{Change, Knobs, RenderMode};
+
+/// Share of a stage's units refused or timed out that triggers a backoff.
+pub const BACKOFF_SHARE: f64 = 0.02;
+/// Mean in-flight over slots at which a stage counts as saturated.
+pub const SATURATED: f64 = 0.8;
+/// `k` in "latency beyond mean + k·sd".
+pub const LATENCY_K: f64 = 3.0;
+/// Windows a stage waits to grow again after an increase that did not pay.
+pub const GROW_PAUSE: usize = 6;
+/// Pages a domain needs in a window before its quality is judged.
+pub const MIN_DOMAIN_PAGES: u64 = 4;
+/// Share of a domain's pages below the quality bar that triggers escalation.
+pub const ESCALATE_LOW_SHARE: f64 = 0.5;
+/// An embedding call slower than this (p99) is too large a batch.
+pub const SLOW_CALL_S: f64 = 2.0;
+/// Credits one remote render costs (the SERPpost-style price list).
+pub const RENDER_CREDITS: f64 = 5.0;
+
+/// The built-in policy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Heuristic;
+
+#[async_trait::async_trait]
+impl Policy for Heuristic {
+    fn name(&self) -> &str {
+        "heuristic"
+    }
+
+    async fn propose(&self, ctx: &Context<'_>) -> Result<Proposal, PolicyError> {
+        Ok(decide(ctx))
+    }
+}
+
+fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
+    match stage {
+        "search" => knobs.search.slots as u64,
+        "extract" => knobs.extract.slots as u64,
+        "embed" => knobs.embed.slots as u64,
+        _ => knobs.index.slots as u64,
+    }
+}
+
+/// Units refused or timed out (failed or retried) per finished unit.
+fn pressure(s: &StageStats, window_s: f64) -> f64 {
+    let refused: u64 = ["rate_limited", "timeout"]
+        .iter()
+        .map(|c| s.errors.get(*c).copied().unwrap_or(0) + s.retries.get(*c).copied().unwrap_or(0))
+        .sum();
+    let finished = s.throughput.max(0.0);
+    if finished == 0.0 {
+        // Nothing finished: everything that was tried was refused.
+        return if refused > 0 { 1.0 } else { 0.0 };
+    }
+    // `errors`/`retries` are counts in the window; throughput is per second.
+    refused as f64 / (finished * window_s)
+}
+
+/// Median latency is "jumping" when beyond mean + k·sd of the recent medians.
+fn latency_jump(stage: &str, now: &StageStats, recent: &[Observation]) -> bool {
+    let history: Vec<f64> = recent
+        .iter()
+        .rev()
+        .take(6)
+        .filter_map(|o| o.stages.get(stage).and_then(|s| s.latency_p50_s))
+        .collect();
+    let (Some(p50), true) = (now.latency_p50_s, history.len() >= 3) else {
+        return false;
+    };
+    let mean = history.iter().sum::<f64>() / history.len() as f64;
+    let sd = (history.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (history.len() - 1) as f64)
+        .sqrt();
+    p50 > mean + LATENCY_K * sd.max(0.05 * mean) && p50 > 1.5 * mean
+}
+
+/// Latency is "rising" when the median is 25 % above the recent median's mean.
+fn latency_rising(stage: &str, now: &StageStats, recent: &[Observation]) -> bool {
+    let history: Vec<f64> = recent
+        .iter()
+        .rev()
+        .take(3)
+        .filter_map(|o| o.stages.get(stage).and_then(|s| s.latency_p50_s))
+        .collect();
+    match (now.latency_p50_s, history.is_empty()) {
+        (Some(p50), false) => p50 > 1.25 * history.iter().sum::<f64>() / history.len() as f64,
+        _ => false,
+    }
+}
+
+/// Windows since the last decision on `knob` whose outcome is in `bad`
+/// (None: no such decision among the recent ones).
+fn windows_since(ctx: &Context<'_>, knob: &str, bad: &[Outcome]) -> Option<usize> {
+    let window_ms = (ctx.observation.window_s * 1000.0).max(1.0);
+    ctx.decisions
+        .iter()
+        .rev()
+        .find(|d| bad.contains(&d.outcome) && d.changes.iter().any(|c| c.knob == knob))
+        .map(|d| (ctx.observation.at_ms.saturating_sub(d.at_ms) as f64 / window_ms) as usize)
+}
+
+/// The heuristic's decision for one window.
+pub fn decide(ctx: &Context<'_>) -> Proposal {
+    let obs = ctx.observation;
+    let window = obs.window_s.max(1e-3);
+    let knobs = ctx.knobs;
+    let mut changes: Vec<Change> = Vec::new();
+    let mut gain = 0.0f64;
+    let mut notes = Vec::new();
+
+    // 1. Back off.
+    for stage in SLOTTED {
+        let s = obs.stage(stage);
+        let slots = slots_of(knobs, stage);
+        let p = pressure(&s, window);
+        let jump = s.saturation >= SATURATED && latency_jump(stage, &s, ctx.recent);
+        if (p > BACKOFF_SHARE || jump) && slots > 1 {
+            let target = ((slots as f64 * 0.5).floor() as u64)
+                .min(s.in_flight.ceil().max(1.0) as u64)
+                .max(1);
+            let target = target.min(slots - 1);
+            let why = if p > BACKOFF_SHARE {
+                format!(
+                    "{:.0} % of {stage} work was refused or timed out (rate_limited/timeout): halve the slots {slots} -> {target}",
+                    p * 100.0
+                )
+            } else {
+                format!(
+                    "{stage} median latency jumped to {:.0} ms while saturated: cut slots {slots} -> {target}",
+                    s.latency_p50_s.unwrap_or(0.0) * 1e3
+                )
+            };
+            notes.push(why.clone());
+            changes.push(Change {
+                knob: format!("{stage}.slots"),
+                value: json!(target),
+                reason: why,
+            });
+        }
+    }
+
+    // 2. Render escalation by domain quality, within the credits budget.
+    let budget = ctx.guard.global().credits_budget_per_minute;
+    let overrides = &knobs.extract.render_overrides;
+    let mut new_overrides = overrides.clone();
+    let mut projected = obs.credits_per_min;
+    let mut escalated = Vec::new();
+    for d in &obs.quality.domains {
+        if d.render_mode != "http"
+            || d.domain == "other"
+            || d.stats.pages < MIN_DOMAIN_PAGES
+            || d.stats.low_share < ESCALATE_LOW_SHARE
+            || knobs.extract.render_mode_for(&d.domain) != RenderMode::Http
+            || !crate::knobs::valid_domain(&d.domain)
+        {
+            continue;
+        }
+        let extra = d.stats.pages as f64 / obs.window_s * 60.0 * RENDER_CREDITS;
+        if projected + extra > budget {
+            notes.push(format!(
+                "{} needs rendering ({:.0} % of its pages are below the quality bar) but {:.0} more credits/min would pass the budget of {budget:.0}",
+                d.domain,
+                d.stats.low_share * 100.0,
+                extra
+            ));
+            continue;
+        }
+        projected += extra;
+        new_overrides.insert(d.domain.clone(), RenderMode::Remote);
+        escalated.push(format!(
+            "{} ({:.0} % of {} pages below the bar)",
+            d.domain,
+            d.stats.low_share * 100.0,
+            d.stats.pages
+        ));
+        gain += d.stats.low_share * d.stats.pages as f64 / obs.quality.overall.pages.max(1) as f64;
+    }
+    if obs.credits_per_min > budget && escalated.is_empty() {
+        // Over budget: give back the override that serves the fewest pages.
+        let pages = |domain: &str| -> u64 {
+            obs.quality
+                .domains
+                .iter()
+                .filter(|d| d.domain == domain)
+                .map(|d| d.stats.pages)
+                .sum()
+        };
+        if let Some(domain) = overrides
+            .iter()
+            .filter(|(_, m)| **m == RenderMode::Remote)
+            .map(|(d, _)| d.clone())
+            .min_by_key(|d| pages(d))
+        {
+            new_overrides.remove(&domain);
+            notes.push(format!(
+                "credits {:.0}/min are over the budget of {budget:.0}: {domain} back to http",
+                obs.credits_per_min
+            ));
+        }
+    }
+    if &new_overrides != overrides {
+        let reason = if escalated.is_empty() {
+            notes.last().cloned().unwrap_or_default()
+        } else {
+            format!("render remotely: {}", escalated.join(", "))
+        };
+        changes.push(Change {
+            knob: "extract.render_overrides".into(),
+            value: overrides_json(&new_overrides),
+            reason,
+        });
+    }
+
+    // 3. Retry budget from the error mix.
+    for (stage, attempts) in [
+        ("search", knobs.search.retry.max_attempts),
+        ("extract", knobs.extract.retry.max_attempts),
+    ] {
+        let s = obs.stage(stage);
+        let transient: u64 = ["upstream", "reset", "connect"]
+            .iter()
+            .map(|c| s.errors.get(*c).copied().unwrap_or(0))
+            .sum();
+        let finished = (s.throughput * obs.window_s).max(1.0);
+        let knob = format!("{stage}.retry.max_attempts");
+        if transient as f64 / finished > BACKOFF_SHARE && pressure(&s, window) <= BACKOFF_SHARE {
+            if attempts < 6 {
+                let why = format!(
+                    "{:.1} % of {stage} work still fails on transient upstream errors after {attempts} attempts: allow {}",
+                    transient as f64 / finished * 100.0,
+                    attempts + 1
+                );
+                notes.push(why.clone());
+                changes.push(Change {
+                    knob,
+                    value: json!(attempts + 1),
+                    reason: why,
+                });
+            }
+        } else if pressure(&s, window) > 4.0 * BACKOFF_SHARE && attempts > 2 {
+            let why = format!(
+                "{stage} is rate limited: retries add load; attempts {attempts} -> {}",
+                attempts - 1
+            );
+            notes.push(why.clone());
+            changes.push(Change {
+                knob,
+                value: json!(attempts - 1),
+                reason: why,
+            });
+        }
+    }
+
+    // 4. Grow saturated stages.
+    let backing_off: Vec<String> = changes.iter().map(|c| c.knob.clone()).collect();
+    for stage in SLOTTED {
+        let knob = format!("{stage}.slots");
+        if backing_off.contains(&knob) {
+            continue;
+        }
+        let s = obs.stage(stage);
+        let slots = slots_of(knobs, stage);
+        let waiting = s.queue_depth >= 1.0 || s.backpressure > 0.05 || upstream_blocked(obs, stage);
+        if s.saturation < SATURATED
+            || !waiting
+            || s.error_rate > BACKOFF_SHARE / 2.0
+            || pressure(&s, window) > 0.0
+            || latency_rising(stage, &s, ctx.recent)
+        {
+            continue;
+        }
+        if windows_since(
+            ctx,
+            &knob,
+            &[Outcome::Ineffective, Outcome::RolledBack, Outcome::Rejected],
+        )
+        .is_some_and(|w| w < GROW_PAUSE)
+        {
+            continue;
+        }
+        let step = if s.queue_depth >= slots as f64 {
+            (slots / 4).max(1)
+        } else {
+            1
+        };
+        let target = slots + step;
+        let why = format!(
+            "{stage} is saturated ({:.0} % of {slots} slots busy, {:.0} waiting) without errors and with steady latency: {slots} -> {target}",
+            s.saturation * 100.0,
+            s.queue_depth
+        );
+        notes.push(why.clone());
+        gain = gain.max(step as f64 / slots as f64 * 0.5);
+        changes.push(Change {
+            knob,
+            value: json!(target),
+            reason: why,
+        });
+    }
+
+    // 5. Embedding batch size.
+    let e = obs.stage("embed");
+    let batch = knobs.embed.batch_size as u64;
+    let items_per_call = if e.throughput > 0.0 {
+        obs.goodput / e.throughput
+    } else {
+        0.0
+    };
+    if e.latency_p99_s.is_some_and(|p| p > SLOW_CALL_S) && batch > 8 {
+        let why = format!(
+            "embedding calls take {:.1} s at p99: batch {batch} -> {}",
+            e.latency_p99_s.unwrap_or(0.0),
+            batch / 2
+        );
+        changes.push(Change {
+            knob: "embed.batch_size".into(),
+            value: json!(batch / 2),
+            reason: why,
+        });
+    } else if e.saturation >= SATURATED
+        && e.queue_depth >= 1.0
+        && items_per_call >= 0.9 * batch as f64
+        && e.error_rate <= BACKOFF_SHARE / 2.0
+        && batch < 256
+    {
+        let why = format!(
+            "embed is saturated with full batches of {batch}: per-call overhead dominates, batch {batch} -> {}",
+            batch * 2
+        );
+        gain = gain.max(0.2);
+        changes.push(Change {
+            knob: "embed.batch_size".into(),
+            value: json!(batch * 2),
+            reason: why,
+        });
+    }
+
+    let max = ctx.guard.global().max_changes_per_decision.max(1);
+    changes.truncate(max);
+    let rationale = if changes.is_empty() {
+        if notes.is_empty() {
+            "nothing to change: no stage is saturated or refused, quality holds".to_string()
+        } else {
+            notes.join("; ")
+        }
+    } else {
+        changes
+            .iter()
+            .map(|c| c.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let grows = changes.iter().all(|c| {
+        c.value
+            .as_f64()
+            .zip(knobs.get(&c.knob).ok().and_then(|v| v.as_f64()))
+            .is_some_and(|(new, old)| new > old)
+            || c.knob == "extract.render_overrides"
+    });
+    Proposal {
+        expected_gain: (grows && gain > 0.0 && !changes.is_empty()).then_some(gain),
+        changes,
+        rationale,
+    }
+}
+
+/// Work is waiting for `stage` when the stage before it is blocked handing over.
+fn upstream_blocked(obs: &Observation, stage: &str) -> bool {
+    let before = match stage {
+        "extract" => "search",
+        "embed" => "transform",
+        "index" => "embed",
+        _ => return false,
+    };
+    obs.stage(before).backpressure > 0.05
+}
+
+fn overrides_json(map: &BTreeMap<String, RenderMode>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(d, m)| (d.clone(), Value::String(m.as_str().to_string())))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::guard::Guard;
+    use crate::control::observe::{DomainQuality, QualityStats};
+
+    fn stage(throughput: f64, slots: f64, in_flight: f64, queue: f64) -> StageStats {
+        StageStats {
+            throughput,
+            slots,
+            in_flight,
+            saturation: in_flight / slots,
+            queue_depth: queue,
+            latency_p50_s: Some(0.1),
+            latency_p99_s: Some(0.3),
+            ..Default::default()
+        }
+    }
+
+    fn observation(stages: &[(&str, StageStats)]) -> Observation {
+        Observation {
+            at_ms: 100_000,
+            window_s: 2.0,
+            stages: stages
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+            goodput: 50.0,
+            ..Default::default()
+        }
+    }
+
+    fn run(obs: &Observation, recent: &[Observation], knobs: &Knobs) -> Proposal {
+        let guard = Guard::from_toml("", "test").unwrap();
+        decide(&Context {
+            observation: obs,
+            recent,
+            knobs,
+            version: 1,
+            guard: &guard,
+            decisions: &[],
+        })
+    }
+
+    fn value(p: &Proposal, knob: &str) -> Option<Value> {
+        p.changes
+            .iter()
+            .find(|c| c.knob == knob)
+            .map(|c| c.value.clone())
+    }
+
+    #[test]
+    fn a_rate_limited_stage_halves_its_slots() {
+        let mut s = stage(10.0, 8.0, 8.0, 30.0);
+        s.errors.insert("rate_limited".into(), 3);
+        s.retries.insert("rate_limited".into(), 10);
+        let knobs = Knobs::default();
+        let mut k = knobs.clone();
+        k.extract.slots = 8;
+        let p = run(&observation(&[("extract", s)]), &[], &k);
+        assert_eq!(value(&p, "extract.slots"), Some(json!(4)), "{p:?}");
+    }
+
+    #[test]
+    fn a_saturated_clean_stage_grows_and_an_idle_one_does_not() {
+        let knobs = Knobs::default();
+        let busy = stage(80.0, 8.0, 7.9, 40.0);
+        let p = run(&observation(&[("extract", busy)]), &[], &knobs);
+        assert_eq!(value(&p, "extract.slots"), Some(json!(10)), "{p:?}");
+        assert!(p.expected_gain.is_some_and(|g| g > 0.0));
+        let idle = stage(20.0, 8.0, 2.0, 0.0);
+        let p = run(&observation(&[("extract", idle)]), &[], &knobs);
+        assert!(p.changes.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn rising_latency_blocks_growth() {
+        let knobs = Knobs::default();
+        let before = observation(&[("extract", stage(80.0, 8.0, 7.9, 40.0))]);
+        let mut now = stage(80.0, 8.0, 7.9, 40.0);
+        now.latency_p50_s = Some(0.2);
+        let p = run(&observation(&[("extract", now)]), &[before], &knobs);
+        assert_eq!(value(&p, "extract.slots"), None, "{p:?}");
+    }
+
+    #[test]
+    fn js_shell_domains_escalate_within_the_budget() {
+        let knobs = Knobs::default();
+        let mut obs = observation(&[]);
+        obs.quality.domains = vec![
+            DomainQuality {
+                domain: "spa.sim.test".into(),
+                render_mode: "http".into(),
+                stats: QualityStats {
+                    pages: 10,
+                    mean: 0.1,
+                    low_share: 0.9,
+                },
+            },
+            DomainQuality {
+                domain: "fine.sim.test".into(),
+                render_mode: "http".into(),
+                stats: QualityStats {
+                    pages: 10,
+                    mean: 0.9,
+                    low_share: 0.0,
+                },
+            },
+        ];
+        let with_budget = |budget: f64| {
+            let guard = Guard::from_toml(
+                &format!("[global]\ncredits_budget_per_minute = {budget}"),
+                "t",
+            )
+            .unwrap();
+            decide(&Context {
+                observation: &obs,
+                recent: &[],
+                knobs: &knobs,
+                version: 1,
+                guard: &guard,
+                decisions: &[],
+            })
+        };
+        // 10 pages per 2 s at 5 credits each = 1500 credits/min.
+        let p = with_budget(2000.0);
+        assert_eq!(
+            value(&p, "extract.render_overrides"),
+            Some(json!({"spa.sim.test": "remote"})),
+            "{p:?}"
+        );
+        let p = with_budget(1000.0);
+        assert_eq!(value(&p, "extract.render_overrides"), None, "{p:?}");
+    }
+}
