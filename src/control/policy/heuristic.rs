@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{Context, Outcome, Policy, PolicyError, Proposal};
-use crate::control::observe::{Observation, StageStats, SLOTTED};
+use crate::control::observe::{Observation, QualityStats, StageStats, SLOTTED};
 use crate::knobs::{Change, Knobs, RenderMode};
 
 /// Share of a stage's units refused or timed out that triggers a backoff.
@@ -183,7 +183,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     let mut new_overrides = overrides.clone();
     let mut projected = obs.credits_per_min;
     let mut escalated = Vec::new();
-    for d in &obs.quality.domains {
+    for d in domain_quality(obs, ctx.recent) {
         if d.render_mode != "http"
             || d.domain == "other"
             || d.stats.pages < MIN_DOMAIN_PAGES
@@ -193,7 +193,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         {
             continue;
         }
-        let extra = d.stats.pages as f64 / obs.window_s * 60.0 * RENDER_CREDITS;
+        let extra = d.pages_per_s * 60.0 * RENDER_CREDITS;
         if projected + extra > budget {
             notes.push(format!(
                 "{} needs rendering ({:.0} % of its pages are below the quality bar) but {:.0} more credits/min would pass the budget of {budget:.0}",
@@ -211,7 +211,8 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             d.stats.low_share * 100.0,
             d.stats.pages
         ));
-        gain += d.stats.low_share * d.stats.pages as f64 / obs.quality.overall.pages.max(1) as f64;
+        gain += d.stats.low_share * d.pages_per_s * obs.window_s
+            / obs.quality.overall.pages.max(1) as f64;
     }
     if obs.credits_per_min > budget && escalated.is_empty() {
         // Over budget: give back the override that serves the fewest pages.
@@ -402,6 +403,56 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     }
 }
 
+/// A domain's quality pooled over the last [`QUALITY_WINDOWS`] windows.
+struct PooledQuality {
+    domain: String,
+    render_mode: String,
+    stats: QualityStats,
+    pages_per_s: f64,
+}
+
+/// Windows pooled for per-domain quality: one window rarely holds enough
+/// pages of one domain to judge it (24 domains at 24 pages/s is one page
+/// each per second).
+pub const QUALITY_WINDOWS: usize = 5;
+
+fn domain_quality(obs: &Observation, recent: &[Observation]) -> Vec<PooledQuality> {
+    let mut pooled: BTreeMap<(String, String), (u64, f64, f64, f64)> = BTreeMap::new();
+    for o in std::iter::once(obs).chain(recent.iter().rev().take(QUALITY_WINDOWS - 1)) {
+        for d in &o.quality.domains {
+            let e = pooled
+                .entry((d.domain.clone(), d.render_mode.clone()))
+                .or_default();
+            e.0 += d.stats.pages;
+            e.1 += d.stats.mean * d.stats.pages as f64;
+            e.2 += d.stats.low_share * d.stats.pages as f64;
+            e.3 += o.window_s;
+        }
+    }
+    let mut out: Vec<PooledQuality> = pooled
+        .into_iter()
+        .filter(|(_, (pages, ..))| *pages > 0)
+        .map(
+            |((domain, render_mode), (pages, mean, low, secs))| PooledQuality {
+                domain,
+                render_mode,
+                stats: QualityStats {
+                    pages,
+                    mean: mean / pages as f64,
+                    low_share: low / pages as f64,
+                },
+                pages_per_s: pages as f64 / secs.max(1e-3),
+            },
+        )
+        .collect();
+    // Worst first, so the budget goes to the domains that need it most.
+    out.sort_by(|a, b| {
+        (b.stats.low_share * b.stats.pages as f64)
+            .total_cmp(&(a.stats.low_share * a.stats.pages as f64))
+    });
+    out
+}
+
 /// Work is waiting for `stage` when the stage before it is blocked handing over.
 fn upstream_blocked(obs: &Observation, stage: &str) -> bool {
     let before = match stage {
@@ -425,7 +476,7 @@ fn overrides_json(map: &BTreeMap<String, RenderMode>) -> Value {
 mod tests {
     use super::*;
     use crate::control::guard::Guard;
-    use crate::control::observe::{DomainQuality, QualityStats};
+    use crate::control::observe::DomainQuality;
 
     fn stage(throughput: f64, slots: f64, in_flight: f64, queue: f64) -> StageStats {
         StageStats {
