@@ -14,6 +14,8 @@
 //!   `prompts/controller.md`; when it fails the controller falls back to the
 //!   heuristic and records why.
 
+pub mod llm;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
