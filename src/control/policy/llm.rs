@@ -66,6 +66,10 @@
 //! completion, cut off, refused or off-schema is [`PolicyError::Malformed`].
 //! The API key is sent only in the `Authorization` header and is scrubbed
 //! from every error text (a server may echo it back).
+//!
+//! The timeout runs on tokio's clock: a test that pauses the clock
+//! (`tokio::time::pause`) must not drive this policy over a real socket,
+//! because auto-advance fires the timeout while the socket is still waiting.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
