@@ -683,11 +683,16 @@ async fn the_api_key_never_appears_in_errors_logs_or_records() {
     let policy = LlmPolicy::new(&settings(&sim, 5_000, 64 * 1024), shipped_prompt()).unwrap();
     let world = World::new();
     // A server that echoes the Authorization header back in its error.
-    sim.push([Reply::EchoAuth(401), Reply::EchoAuth(500)]);
+    sim.push([Reply::EchoAuth(401)]);
     let m = endpoint(policy.propose(&world.ctx()).await);
     assert!(m.contains("HTTP 401") && m.contains("Bearer ***"), "{m}");
     assert!(!m.contains(KEY));
+    // A key echoed where the message gets shortened: no prefix of it survives.
+    sim.push([Reply::Status(401, format!("{}{KEY}", "x".repeat(290)))]);
+    let m = endpoint(policy.propose(&world.ctx()).await);
+    assert!(!m.contains(&KEY[..8]), "{m}");
     // The format fallback (json_schema refused) and a good answer get logged.
+    sim.push([Reply::EchoAuth(500)]);
     policy.propose(&world.ctx()).await.unwrap_err();
     policy.propose(&world.ctx()).await.unwrap();
     // A wrong key: 401 without the key in the message.

@@ -508,7 +508,8 @@ impl LlmPolicy {
             let (bytes, _) = read_at_most(response, MAX_ERROR_BODY)
                 .await
                 .unwrap_or_default();
-            let message = self.scrub(error_message(&bytes));
+            // Scrub before shortening, so no prefix of the key survives a cut.
+            let message = error_message(&self.scrub(String::from_utf8_lossy(&bytes).into_owned()));
             if refuses_format(status.as_u16(), &message) {
                 return Err(Failure::Format(message));
             }
@@ -623,9 +624,8 @@ async fn read_at_most(
 
 /// The message of an error answer (`{"error": {"message": …}}`, `{"error":
 /// "…"}`, `{"message"|"detail": …}` or the text), shortened and on one line.
-fn error_message(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let from_json = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+fn error_message(text: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(text).ok().and_then(|v| {
         [
             v.pointer("/error/message"),
             v.get("error"),
@@ -636,7 +636,7 @@ fn error_message(bytes: &[u8]) -> String {
         .flatten()
         .find_map(|m| m.as_str().map(str::to_string))
     });
-    let message = from_json.unwrap_or_else(|| text.into_owned());
+    let message = from_json.unwrap_or_else(|| text.to_string());
     let message: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -991,13 +991,13 @@ mod tests {
     #[test]
     fn error_messages_are_extracted_and_shortened() {
         assert_eq!(
-            error_message(br#"{"error":{"message":"bad\nthing","code":500}}"#),
+            error_message(r#"{"error":{"message":"bad\nthing","code":500}}"#),
             "bad thing"
         );
-        assert_eq!(error_message(br#"{"error":"plain"}"#), "plain");
-        assert_eq!(error_message(br#"{"detail":"fastapi"}"#), "fastapi");
-        assert_eq!(error_message(b""), "(no message)");
-        assert_eq!(error_message(&[b'x'; 5000]).len(), MAX_ERROR_CHARS);
+        assert_eq!(error_message(r#"{"error":"plain"}"#), "plain");
+        assert_eq!(error_message(r#"{"detail":"fastapi"}"#), "fastapi");
+        assert_eq!(error_message(""), "(no message)");
+        assert_eq!(error_message(&"x".repeat(5000)).len(), MAX_ERROR_CHARS);
     }
 
     #[test]
