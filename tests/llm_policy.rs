@@ -588,9 +588,10 @@ async fn the_prompt_is_hot_reloaded_and_a_bad_edit_keeps_the_previous_one() {
     assert_eq!(policy.actor()["prompt_sha256"], json!(sha256(v1)));
     assert!(policy.events().is_empty());
 
+    // Collecting events checks for edits, so a controller that collects
+    // them before proposing records the reload before the first proposal
+    // made with the new prompt.
     write(&path, v2);
-    policy.propose(&world.ctx()).await.unwrap();
-    assert_eq!(policy.actor()["prompt_sha256"], json!(sha256(v2)));
     assert_eq!(
         policy.events(),
         [PolicyEvent::PromptReloaded {
@@ -599,6 +600,10 @@ async fn the_prompt_is_hot_reloaded_and_a_bad_edit_keeps_the_previous_one() {
             previous: sha256(v1)
         }]
     );
+    assert_eq!(policy.actor()["prompt_sha256"], json!(sha256(v2)));
+    policy.propose(&world.ctx()).await.unwrap();
+    assert_eq!(sim.requests().last().unwrap().system, v2);
+    assert!(policy.events().is_empty());
 
     // Bad edits: reported once each, and the previous prompt stays in force.
     let huge = "x".repeat(MAX_PROMPT_BYTES + 1);

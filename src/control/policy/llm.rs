@@ -4,9 +4,10 @@
 //! # What the model sees
 //! The system message is the prompt file (`prompts/controller.md` by
 //! default): the operator steers the controller by editing it. It is checked
-//! for edits at most every [`DEFAULT_RELOAD_EVERY`] at propose time (content
-//! hash, not mtime, so a same-size edit within one mtime tick is not missed),
-//! and its SHA-256 is part of [`Policy::actor`], hence of every audit record.
+//! for edits (content hash, not mtime, so a same-size edit within one mtime
+//! tick is not missed) when the controller collects events or asks for a
+//! proposal, at most every [`DEFAULT_RELOAD_EVERY`]; its SHA-256 is part of
+//! [`Policy::actor`], hence of every audit record.
 //! An edit that cannot be used (unreadable, empty, not UTF-8, larger than
 //! [`MAX_PROMPT_BYTES`]) is reported as [`PolicyEvent::PromptRejected`] and
 //! the previous text stays in force.
@@ -83,7 +84,6 @@ use async_openai::types::chat::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::{Context, Policy, PolicyError, PolicyEvent, Proposal};
@@ -292,20 +292,11 @@ fn check_prompt(bytes: Vec<u8>) -> Result<String, String> {
 }
 
 /// Reads at most one byte more than [`MAX_PROMPT_BYTES`], so a huge file is
-/// refused without being read whole.
-async fn read_prompt(path: &Path) -> Result<Vec<u8>, String> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PROMPT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("cannot read: {e}"))?;
-    Ok(bytes)
-}
-
-fn read_prompt_sync(path: &Path) -> Result<Vec<u8>, String> {
+/// refused without being read whole. Synchronous on purpose: a local file of
+/// at most 64 KiB, read at most once per `reload_every`, costs less than a
+/// trip through the blocking pool, and it lets [`Policy::events`] (which is
+/// not async) check for edits too.
+fn read_prompt(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut bytes = Vec::new();
@@ -328,7 +319,7 @@ impl LlmPolicy {
         prompt: impl AsRef<Path>,
     ) -> Result<LlmPolicy, LlmSetupError> {
         let prompt_path = prompt.as_ref().to_path_buf();
-        let text = read_prompt_sync(&prompt_path)
+        let text = read_prompt(&prompt_path)
             .and_then(check_prompt)
             .map_err(|error| LlmSetupError::Prompt {
                 path: prompt_path.display().to_string(),
@@ -388,52 +379,50 @@ impl LlmPolicy {
     /// `reload_every`; swaps it in if it changed and is usable, else keeps
     /// the old one. Either way the outcome is queued for [`Policy::events`]
     /// (a rejected edit once, not once per check).
-    async fn refresh_prompt(&self) {
-        {
-            let mut st = lock(&self.prompt);
-            if st.checked_at.elapsed() < self.reload_every {
-                return;
-            }
-            st.checked_at = Instant::now();
-        }
-        let read = read_prompt(&self.prompt_path).await;
-        let path = self.prompt_path.display().to_string();
+    ///
+    /// Called from both `events()` and `propose()`: a controller that
+    /// collects events before it proposes records "prompt reloaded" before
+    /// the first proposal made with the new prompt.
+    fn refresh_prompt(&self) {
         let mut st = lock(&self.prompt);
-        let event = match read {
+        if st.checked_at.elapsed() < self.reload_every {
+            return;
+        }
+        st.checked_at = Instant::now();
+        // The outcome, and a fingerprint so that a bad edit is reported once.
+        let (fingerprint, outcome) = match read_prompt(&self.prompt_path) {
             Ok(bytes) => {
                 let sha256 = sha256_hex(&bytes);
                 if sha256 == st.sha256 {
                     st.rejected = None;
                     return;
                 }
-                match check_prompt(bytes) {
-                    Ok(text) => {
-                        let previous = std::mem::replace(&mut st.sha256, sha256.clone());
-                        st.text = text.into();
-                        st.rejected = None;
-                        tracing::info!(prompt = %path, %sha256, %previous, "llm policy: prompt reloaded");
-                        PolicyEvent::PromptReloaded {
-                            path,
-                            sha256,
-                            previous,
-                        }
-                    }
-                    Err(error) => {
-                        if st.rejected.as_deref() == Some(sha256.as_str()) {
-                            return;
-                        }
-                        st.rejected = Some(sha256);
-                        tracing::warn!(prompt = %path, %error, "llm policy: prompt edit rejected; the previous prompt stays in force");
-                        PolicyEvent::PromptRejected { path, error }
-                    }
+                (
+                    sha256.clone(),
+                    check_prompt(bytes).map(|text| (text, sha256)),
+                )
+            }
+            Err(error) => (error.clone(), Err(error)),
+        };
+        let path = self.prompt_path.display().to_string();
+        let event = match outcome {
+            Ok((text, sha256)) => {
+                let previous = std::mem::replace(&mut st.sha256, sha256.clone());
+                st.text = text.into();
+                st.rejected = None;
+                tracing::info!(prompt = %path, %sha256, %previous, "llm policy: prompt reloaded");
+                PolicyEvent::PromptReloaded {
+                    path,
+                    sha256,
+                    previous,
                 }
             }
             Err(error) => {
-                if st.rejected.as_deref() == Some(error.as_str()) {
+                if st.rejected.as_ref() == Some(&fingerprint) {
                     return;
                 }
-                st.rejected = Some(error.clone());
-                tracing::warn!(prompt = %path, %error, "llm policy: prompt unreadable; the previous prompt stays in force");
+                st.rejected = Some(fingerprint);
+                tracing::warn!(prompt = %path, %error, "llm policy: prompt edit rejected; the previous prompt stays in force");
                 PolicyEvent::PromptRejected { path, error }
             }
         };
@@ -857,7 +846,7 @@ impl Policy for LlmPolicy {
     }
 
     async fn propose(&self, ctx: &Context<'_>) -> Result<Proposal, PolicyError> {
-        self.refresh_prompt().await;
+        self.refresh_prompt();
         let system = lock(&self.prompt).text.clone();
         let user = user_message(ctx);
         let started = Instant::now();
@@ -876,6 +865,7 @@ impl Policy for LlmPolicy {
     }
 
     fn events(&self) -> Vec<PolicyEvent> {
+        self.refresh_prompt();
         std::mem::take(&mut *lock(&self.events))
     }
 }
