@@ -14,8 +14,6 @@
 //!   `prompts/controller.md`; when it fails the controller falls back to the
 //!   heuristic and records why.
 
-pub mod llm;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -24,6 +22,7 @@ use crate::control::observe::Observation;
 use crate::knobs::{Change, Knobs};
 
 pub mod heuristic;
+pub mod llm;
 
 /// What a policy wants changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -183,8 +182,8 @@ pub fn from_settings(
 ) -> anyhow::Result<std::sync::Arc<dyn Policy>> {
     match settings.policy {
         crate::settings::PolicyKind::Heuristic => Ok(std::sync::Arc::new(heuristic::Heuristic)),
-        crate::settings::PolicyKind::Llm => anyhow::bail!(
-            "the llm policy is not available in this build; use policy = \"heuristic\""
-        ),
+        crate::settings::PolicyKind::Llm => Ok(std::sync::Arc::new(llm::LlmPolicy::from_settings(
+            settings,
+        )?)),
     }
 }
