@@ -16,7 +16,11 @@
 //! from `(seed, request sequence number)`.
 //!
 //! Clients must resolve every `*.sim.test` name to the server's address.
+//!
+//! [`llm`] is a separate loopback server: a scripted OpenAI-compatible chat
+//! endpoint for the `llm` policy (tests, and the bench's `llm-scripted`).
 pub mod corpus;
+pub mod llm;
 pub mod scenario;
 pub mod server;
 pub mod templates;

@@ -22,6 +22,7 @@ use crate::control::observe::Observation;
 use crate::knobs::{Change, Knobs};
 
 pub mod heuristic;
+pub mod llm;
 
 /// What a policy wants changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,8 +182,8 @@ pub fn from_settings(
 ) -> anyhow::Result<std::sync::Arc<dyn Policy>> {
     match settings.policy {
         crate::settings::PolicyKind::Heuristic => Ok(std::sync::Arc::new(heuristic::Heuristic)),
-        crate::settings::PolicyKind::Llm => anyhow::bail!(
-            "the llm policy is not available in this build; use policy = \"heuristic\""
-        ),
+        crate::settings::PolicyKind::Llm => Ok(std::sync::Arc::new(llm::LlmPolicy::from_settings(
+            settings,
+        )?)),
     }
 }
