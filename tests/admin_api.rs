@@ -128,6 +128,60 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
     assert_eq!(runtime.live.version(), 5);
     assert_eq!(runtime.live.load().knobs, freshet::knobs::Knobs::default());
 
+    // Pause and resume the controller: token needed, operator named,
+    // audited once per change of state.
+    let post = |path: &str, token: Option<&str>| {
+        let mut req = client.post(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(
+        post("/v1/controller/pause?operator=dave", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(!runtime.control.paused());
+    assert_eq!(
+        post("/v1/controller/pause", Some("s3cret-token"))
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "an operator must be named"
+    );
+    let r: Value = post("/v1/controller/pause?operator=dave", Some("s3cret-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"paused": true, "changed": true}));
+    assert!(runtime.control.paused());
+    let r: Value = post("/v1/controller/pause?operator=dave", Some("s3cret-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["changed"], false, "pausing twice records once");
+    let status: Value = client
+        .get(format!("{base}/v1/controller"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["paused"], true);
+    post("/v1/controller/resume?operator=dave", Some("s3cret-token"))
+        .await
+        .unwrap();
+    assert!(!runtime.control.paused());
+
     // The audit log holds every event, in order, and verifies.
     let records: Value = client
         .get(format!("{base}/v1/audit?limit=100"))
@@ -148,6 +202,7 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
         // The second refusal within a second is counted into the next
         // refusal record, not written on its own.
         [
+            "started",
             "unauthorized",
             "override",
             "rejected",
@@ -158,14 +213,18 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
             "override",
             "override",
             "rejected",
-            "rolled_back"
+            "rolled_back",
+            // The refused pause came within a second of the first
+            // refusal: it is counted, not written on its own.
+            "paused",
+            "resumed"
         ],
     );
     assert!(
         !records.to_string().contains("s3cret-token") && !records.to_string().contains("guess")
     );
     let report = audit::verify(&tmp.0.join("audit.jsonl")).unwrap();
-    assert_eq!(report.records, 11);
+    assert_eq!(report.records, 14);
 
     let _ = stop_tx.send(true);
     server.await.unwrap();

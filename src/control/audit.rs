@@ -61,6 +61,9 @@ pub enum EventKind {
     Unauthorized,
     /// A torn last line was cut off when the log was opened.
     LogRepaired,
+    /// The service started with the knobs of its settings file (version 1):
+    /// whatever the records before say was in force ends here.
+    Started,
 }
 
 /// The fields a caller fills in; the log adds `seq`, `time_ms`, `prev`, `hash`.

@@ -25,6 +25,7 @@ use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex}
 use crate::dataplane::search::{serppost::SerpPost, SearchStage};
 use crate::dataplane::source::embedded::EmbeddedSource;
 use crate::dataplane::{Deps, Pipeline};
+use crate::knobs::Knobs;
 use crate::live::LiveConfig;
 use crate::settings::{ControllerMode, EmbedBackend, IndexBackend, Settings};
 
@@ -224,6 +225,22 @@ impl Runtime {
         let audit = Arc::new(crate::control::audit::AuditLog::open(
             &data_dir.join("audit.jsonl"),
         )?);
+        // Knob versions restart at 1 with every process: say so in the log,
+        // so a reader never mistakes the last change before a restart (or
+        // a change recorded just before a crash, never swapped in) for the
+        // knobs in force now.
+        audit.append(
+            crate::control::audit::EventKind::Started,
+            crate::control::audit::Event {
+                to_version: Some(live.version()),
+                diff: serde_json::to_value(Knobs::default().diff(&live.load().knobs))
+                    .unwrap_or_default(),
+                actor: serde_json::json!({"service": "freshet", "pid": std::process::id()}),
+                detail: "started; knobs from the settings (differences from the defaults in diff)"
+                    .into(),
+                ..Default::default()
+            },
+        )?;
         let control = Arc::new(ControlState::new(
             live.clone(),
             guard,
