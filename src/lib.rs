@@ -7,7 +7,7 @@
 //! settings     static settings: TOML file + FRESHET_* env, validated into types
 //! knobs        the live-tunable knobs, their paths ("extract.slots"), diff and patch
 //! live         LiveConfig: ArcSwap of a versioned knob snapshot + change notifications; Slots
-//! metrics      every metric name and label; the Prometheus recorder
+//! metrics      every metric name and label; the recorder: Prometheus + an in-process tap
 //! dataplane/
 //!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
@@ -19,15 +19,18 @@
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
 //!   dlq        dead letters (fsynced JSONL) and replay
-//! control/
-//!   audit      append-only hash-chained change-audit log; verify, torn-line repair
+//! control/     the controller loop (mod.rs) and ControlState shared with the admin API
+//!   observe    metrics tap snapshots -> windowed Observation
+//!   policy/    Policy trait; heuristic (built in), llm (OpenAI-compatible chat + prompts/)
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
+//!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
+//!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown
-//! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
+//! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios;
+//!              llm: a scripted OpenAI-compatible chat endpoint
 //! ```
 //!
-//! Not yet here (see the open issues): the rest of the control plane
-//! (observe, policies, rollout, controller loop), the Kafka source and scale-out, and
+//! Not yet here (see the open issues): the Kafka source and scale-out, and
 //! the scenario benchmark.
 
 pub mod cli;
