@@ -50,6 +50,40 @@ pub struct Global {
     /// A change that delivers less than this share of its predicted gain is
     /// marked ineffective.
     pub ineffective_share: f64,
+    /// Daily UTC windows in which the controller changes nothing (operators
+    /// still can): `[{start = "01:30", end = "04:00"}]`. A window whose end
+    /// is before its start runs over midnight.
+    pub freeze_windows: Vec<FreezeWindow>,
+}
+
+/// A daily UTC time window, `HH:MM` to `HH:MM`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindow {
+    /// Start, `HH:MM` UTC (inclusive).
+    pub start: String,
+    /// End, `HH:MM` UTC (exclusive).
+    pub end: String,
+}
+
+fn minute_of_day(hhmm: &str) -> Option<u32> {
+    let (h, m) = hhmm.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl FreezeWindow {
+    /// Whether `minute` (of the UTC day) falls inside the window.
+    pub fn contains(&self, minute: u32) -> bool {
+        match (minute_of_day(&self.start), minute_of_day(&self.end)) {
+            (Some(s), Some(e)) if s <= e => (s..e).contains(&minute),
+            (Some(s), Some(e)) => minute >= s || minute < e,
+            _ => false,
+        }
+    }
 }
 
 impl Default for Global {
@@ -62,6 +96,7 @@ impl Default for Global {
             rollback_error_rate_rise: 0.05,
             rollback_quality_drop: 0.10,
             ineffective_share: 0.25,
+            freeze_windows: Vec::new(),
         }
     }
 }
@@ -194,6 +229,21 @@ impl Guard {
                 "[global] credits_budget_per_minute must be a non-negative number".into(),
             ));
         }
+        for w in &g.freeze_windows {
+            for t in [&w.start, &w.end] {
+                if minute_of_day(t).is_none() {
+                    return Err(bad(format!(
+                        "[global] freeze_windows: `{t}` is not a time like \"02:30\" (HH:MM, UTC)"
+                    )));
+                }
+            }
+            if w.start == w.end {
+                return Err(bad(format!(
+                    "[global] freeze_windows: {}-{} is empty",
+                    w.start, w.end
+                )));
+            }
+        }
         for (path, rule) in &file.knobs {
             let spec = knobs::spec(path).ok_or_else(|| {
                 bad(format!(
@@ -268,6 +318,16 @@ impl Guard {
     /// The global limits.
     pub fn global(&self) -> &Global {
         &self.file.global
+    }
+
+    /// The freeze window `unix_secs` falls in, if any.
+    pub fn frozen_at(&self, unix_secs: u64) -> Option<&FreezeWindow> {
+        let minute = ((unix_secs % 86_400) / 60) as u32;
+        self.file
+            .global
+            .freeze_windows
+            .iter()
+            .find(|w| w.contains(minute))
     }
 
     /// The rules (for the LLM prompt: "the guard's limits").
@@ -432,6 +492,32 @@ impl Guard {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod freeze_tests {
+    use super::*;
+
+    #[test]
+    fn freeze_windows_are_validated_and_matched() {
+        let g = Guard::from_toml(
+            "[global]\nfreeze_windows = [{start = \"23:30\", end = \"01:00\"}, {start = \"12:00\", end = \"12:15\"}]",
+            "t",
+        )
+        .unwrap();
+        let at = |h: u64, m: u64| 86_400 * 20_000 + h * 3600 + m * 60;
+        assert!(g.frozen_at(at(23, 45)).is_some());
+        assert!(g.frozen_at(at(0, 59)).is_some());
+        assert!(g.frozen_at(at(1, 0)).is_none());
+        assert!(g.frozen_at(at(12, 10)).is_some());
+        assert!(g.frozen_at(at(12, 15)).is_none());
+        for bad in ["25:00", "1:00", "12:60", "noon"] {
+            let text =
+                format!("[global]\nfreeze_windows = [{{start = \"{bad}\", end = \"13:00\"}}]");
+            let e = Guard::from_toml(&text, "t").unwrap_err();
+            assert!(e.message.contains("HH:MM"), "{e}");
         }
     }
 }

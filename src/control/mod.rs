@@ -585,6 +585,21 @@ impl Controller {
         let current = self.state.live.load();
         let mut verdicts =
             guard.check(&proposal.changes, &current.knobs, self.state.since_change());
+        let unix_secs = obs.at_ms / 1000;
+        if let Some(w) = guard.frozen_at(unix_secs) {
+            for v in verdicts.iter_mut() {
+                if let Some(change) = v.change() {
+                    *v = Verdict::Rejected {
+                        knob: change.knob.clone(),
+                        proposed: change.value.clone(),
+                        reason: format!(
+                            "freeze window {}-{} UTC: the controller changes nothing now",
+                            w.start, w.end
+                        ),
+                    };
+                }
+            }
+        }
         let budget = guard.global().credits_budget_per_minute;
         if obs.credits_per_min > budget {
             for v in verdicts.iter_mut() {
