@@ -149,6 +149,16 @@ impl Rig {
         }));
     }
 
+    /// URL tasks for `n` distinct simulated articles across all domains.
+    fn url_tasks(&self, n: usize) -> Vec<Task> {
+        self.sim
+            .corpus()
+            .article_urls(self.sim.addr().port(), n)
+            .into_iter()
+            .map(|url| Task::Url { url, ts_ms: None })
+            .collect()
+    }
+
     fn report(&self) -> ControllerReport {
         self.report.lock().unwrap().clone()
     }
@@ -317,13 +327,7 @@ async fn js_heavy_shift_escalates_render_mode_and_quality_recovers() {
         ControllerMode::Auto,
     )
     .await;
-    let urls: Vec<Task> = rig
-        .sim
-        .corpus()
-        .article_urls(rig.sim.addr().port(), 2000)
-        .into_iter()
-        .map(|url| Task::Url { url, ts_ms: None })
-        .collect();
+    let urls = rig.url_tasks(2000);
     rig.feed(urls, 24.0);
     tokio::time::sleep(INTERVAL * 3).await;
     rig.sim.set_phase(1);
@@ -413,13 +417,7 @@ async fn a_change_that_lowers_goodput_is_rolled_back() {
         ControllerMode::Auto,
     )
     .await;
-    let urls: Vec<Task> = rig
-        .sim
-        .corpus()
-        .article_urls(rig.sim.addr().port(), 3000)
-        .into_iter()
-        .map(|url| Task::Url { url, ts_ms: None })
-        .collect();
+    let urls = rig.url_tasks(3000);
     rig.feed(urls, 30.0);
     tokio::time::sleep(INTERVAL * 9).await;
     let mode = rig.runtime.live.load().knobs.extract.render_mode;
@@ -463,13 +461,7 @@ async fn shadow_mode_records_proposals_but_never_applies() {
         ControllerMode::Shadow,
     )
     .await;
-    let urls: Vec<Task> = rig
-        .sim
-        .corpus()
-        .article_urls(rig.sim.addr().port(), 500)
-        .into_iter()
-        .map(|url| Task::Url { url, ts_ms: None })
-        .collect();
+    let urls = rig.url_tasks(500);
     rig.feed(urls, 20.0);
     tokio::time::sleep(INTERVAL * 4).await;
     let version = rig.runtime.live.version();
