@@ -72,6 +72,7 @@ fn document(i: u64, words: usize) -> Task {
         title: format!("Bench document {i}"),
         url: String::new(),
         ts_ms: None,
+        metadata: Default::default(),
     }
 }
 

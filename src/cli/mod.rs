@@ -448,13 +448,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 s.service.data_dir = dir.clone();
             }
             let path = s.service.data_dir.join("dlq.jsonl");
-            let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
+            let (letters, bad, origin) = if s.source.kind == crate::settings::SourceKind::Kafka
+                && !s.kafka.dlq_topic.is_empty()
+            {
+                let k = s.kafka.clone();
+                let topic = k.dlq_topic.clone();
+                let records = tokio::task::spawn_blocking(move || {
+                    crate::dataplane::dlq::read_topic(&k, &topic)
+                })
+                .await??;
+                let mut letters = Vec::new();
+                let mut bad = Vec::new();
+                for r in records {
+                    match r.letter {
+                        Ok(l) => letters.push(l),
+                        Err(e) => bad.push((
+                            r.offset as usize,
+                            format!("partition {} offset {}: {e}", r.partition, r.offset),
+                        )),
+                    }
+                }
+                (letters, bad, format!("topic {}", s.kafka.dlq_topic))
+            } else {
+                let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
+                (letters, bad, path.display().to_string())
+            };
             let mut by: std::collections::BTreeMap<(String, String), usize> = Default::default();
             for l in &letters {
                 *by.entry((l.stage.clone(), l.error_type.clone()))
                     .or_default() += 1;
             }
-            let mut out = format!("{} dead letters in {}\n", letters.len(), path.display());
+            let mut out = format!("{} dead letters in {origin}\n", letters.len());
             for ((stage, class), n) in by {
                 out.push_str(&format!("  {stage:<10} {class:<14} {n}\n"));
             }
@@ -805,7 +829,8 @@ async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
 }
 
 async fn replay_command(s: &Settings) -> Result<ExitCode> {
-    let runtime = crate::service::Runtime::build(s).await?;
+    // Replay only: no input topics, no cluster membership.
+    let runtime = crate::service::Runtime::build_without_intake(s).await?;
     let (replayed, kept) = runtime.replay_dlq().await?;
     let dlq = runtime.dlq.clone();
     let before = dlq.written();
