@@ -116,6 +116,37 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Msg]) -
     out
 }
 
+/// Produces messages all at once, so the producer batches them (brokers
+/// like tansu then report a high watermark that counts batches, not
+/// records); returns each one's (partition, offset).
+pub async fn produce_batched(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[Msg],
+) -> Vec<(i32, i64)> {
+    let sends = messages.iter().map(|m| {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = m.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = &m.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &m.value {
+            record = record.payload(v.as_slice());
+        }
+        producer.send(record, Duration::from_secs(10))
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| {
+            let d = r.unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+            (d.partition, d.offset)
+        })
+        .collect()
+}
+
 /// The offsets `group` committed for `topic`'s partitions 0..partitions.
 pub fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
