@@ -342,9 +342,15 @@ pub struct KafkaSettings {
     /// audit records and controller leadership (created if missing). Empty:
     /// this instance runs alone and always leads.
     pub control_topic: String,
-    /// This instance's name in the control topic; empty: host name, process
-    /// id and start time.
+    /// This instance's name: its Kafka client id and its name on the
+    /// control topic; unique per instance. Empty: host name, process id and
+    /// start time.
     pub instance_id: String,
+    /// Static group membership (`group.instance.id` = `instance_id`, which
+    /// must then be set): a restart under a supervisor takes the old
+    /// member's place at once instead of waiting for its session to expire
+    /// (tansu 0.6 never expires a member that died without leaving).
+    pub static_membership: bool,
     /// How often finished offsets are committed (also on rebalance and stop).
     pub commit_interval_ms: u64,
     /// How often consumer lag is computed and exported.
@@ -370,6 +376,7 @@ impl Default for KafkaSettings {
             dlq_topic: String::new(),
             control_topic: "freshet.control".to_string(),
             instance_id: String::new(),
+            static_membership: false,
             commit_interval_ms: 1_000,
             lag_interval_ms: 2_000,
             session_timeout_ms: 10_000,
@@ -958,6 +965,13 @@ impl KafkaSettings {
             return Err(invalid(
                 "kafka.session_timeout_ms",
                 "must be within 1000..=300000".into(),
+            ));
+        }
+        if self.static_membership && self.instance_id.trim().is_empty() {
+            return Err(invalid(
+                "kafka.static_membership",
+                "needs a stable `instance_id` (unique per instance, the same across restarts)"
+                    .into(),
             ));
         }
         if self.replication_factor < 1 {

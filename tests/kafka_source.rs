@@ -35,7 +35,7 @@ async fn commits_never_pass_unfinished_work_and_lag_matches_what_was_produced() 
     let topic = kafka::unique("commit-tasks");
     let group = kafka::unique("commit-group");
     kafka::create_topic(&broker, &topic, 2).await;
-    let producer = kafka::producer(&broker);
+    let producer = kafka::batching_producer(&broker);
     let mut messages = Vec::new();
     for i in 0..20 {
         let id = format!("p0-{i}");

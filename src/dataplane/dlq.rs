@@ -193,6 +193,10 @@ impl Dlq {
         let producer = crate::dataplane::source::kafka::client_config(k, client_id)
             .set("acks", "all")
             .set("linger.ms", "5")
+            // One record per batch: dead letters are few, and tansu 0.6
+            // skips the rest of a batch when a read starts inside it (a
+            // replay resuming from its committed offset would miss records).
+            .set("batch.num.messages", "1")
             .set(
                 "message.timeout.ms",
                 KAFKA_DLQ_TIMEOUT.as_millis().to_string(),

@@ -324,6 +324,9 @@ impl Cluster {
         let producer: FutureProducer<LogContext> = client_config(k, &format!("{instance}-control"))
             .set("acks", "all")
             .set("linger.ms", "0")
+            // Few records; one per batch keeps tansu 0.6 (which mishandles
+            // reads that start inside a multi-record batch) reading them all.
+            .set("batch.num.messages", "1")
             .create_with_context(LogContext)
             .context("control topic producer")?;
 
@@ -362,6 +365,11 @@ impl Cluster {
                 "heartbeat.interval.ms",
                 (k.session_timeout_ms / 3).max(100).to_string(),
             );
+        if k.static_membership {
+            // Static membership, as for the input topics: a restarted
+            // instance takes its place (and its leadership) back at once.
+            leader_config.set("group.instance.id", format!("{}.control", k.instance_id));
+        }
         let member: BaseConsumer<LeaderCtx> = leader_config
             .create_with_context(LeaderCtx {
                 leader: leader.clone(),

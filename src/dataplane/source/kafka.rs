@@ -698,6 +698,12 @@ impl KafkaSource {
                 "heartbeat.interval.ms",
                 (k.session_timeout_ms / 3).max(100).to_string(),
             );
+        if k.static_membership && !k.properties.contains_key("group.instance.id") {
+            // Static membership: a restarted instance (same id) takes its
+            // old place at once, without waiting for the dead member's
+            // session to expire (tansu 0.6 never expires it).
+            config.set("group.instance.id", &k.instance_id);
+        }
         if !k.properties.contains_key("fetch.wait.max.ms") {
             // Freshness: do not let an idle fetch hold new messages back.
             config.set("fetch.wait.max.ms", "50");
