@@ -11,24 +11,25 @@
 //! dataplane/
 //!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
-//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes)
+//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
+//!              group, ack-watermark commits, pause/resume); cdc (Debezium events -> tasks)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
 //!   extract/   fetch (limits, charsets), render (modes), content (main content), quality
 //!   transform  Polars micro-batches: normalize, filter, dedupe, chunk, ids
 //!   embed/     Embedder trait; openai (async-openai), hash (lexical, tests)
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
-//!   dlq        dead letters (fsynced JSONL) and replay
+//!   dlq        dead letters (fsynced JSONL, or a Kafka topic with headers) and replay
 //! control/
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
-//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown
+//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown,
+//!              cluster (control topic: shared knob versions, audit mirror, controller leadership)
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //! ```
 //!
 //! Not yet here (see the open issues): the rest of the control plane
-//! (observe, policies, rollout, controller loop), the Kafka source and scale-out, and
-//! the scenario benchmark.
+//! (observe, policies, rollout, controller loop) and the scenario benchmark.
 
 pub mod cli;
 pub mod control;

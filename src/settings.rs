@@ -1043,6 +1043,60 @@ mod tests {
     }
 
     #[test]
+    fn the_kafka_example_is_valid_and_brokers_come_from_the_environment() {
+        let example = include_str!("../examples/kafka.toml");
+        let s = load(example, &[]).unwrap();
+        assert_eq!(s.source.kind, SourceKind::Kafka);
+        assert_eq!(s.kafka.task_topics, vec!["freshet.tasks".to_string()]);
+        let t = &s.kafka.tables["public.articles"];
+        assert_eq!(t.topic, "pg.public.articles");
+        assert_eq!(t.prefix("public.articles"), "articles:");
+        assert_eq!(
+            s.kafka.input_topics(),
+            vec![
+                "freshet.tasks".to_string(),
+                "pg.public.articles".to_string()
+            ]
+        );
+        let s = load(
+            example,
+            &[("FRESHET_KAFKA_BROKERS", "10.0.0.1:9092,10.0.0.2:9092")],
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "10.0.0.1:9092,10.0.0.2:9092");
+        let s = load(example, &[("FRESHET_KAFKA__GROUP_ID", "other")]).unwrap();
+        assert_eq!(s.kafka.group_id, "other");
+    }
+
+    #[test]
+    fn bad_kafka_settings_name_the_field() {
+        let base = "[source]\nkind = \"kafka\"\n[kafka]\n";
+        let err = |extra: &str| {
+            load(&format!("{base}{extra}"), &[])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("").contains("no input topic"));
+        assert!(err("task_topics = [\"a b\"]\n").contains("not a topic name"));
+        assert!(err("task_topics = [\"t\"]\nbrokers = \"localhost\"\n").contains("has no port"));
+        assert!(err("task_topics = [\"t\", \"t\"]\n").contains("listed twice"));
+        assert!(err("task_topics = [\"t\"]\ndlq_topic = \"t\"\n").contains("also an input topic"));
+        assert!(err("task_topics = [\"t\"]\nstatic_membership = true\n").contains("instance_id"));
+        let e =
+            err("task_topics = [\"t\"]\n[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n");
+        assert!(e.contains("kafka.properties.enable.auto.commit"), "{e}");
+        let e = err("[kafka.tables.users]\ntopic = \"db.users\"\n");
+        assert!(
+            e.contains("kafka.tables.users.text_fields") && e.contains("[\"body\"]"),
+            "{e}"
+        );
+        let e = err("task_topics = [\"db.users\"]\n[kafka.tables.users]\ntopic = \"db.users\"\ntext_fields = [\"bio\"]\n");
+        assert!(e.contains("one table per topic"), "{e}");
+        // An embedded source ignores the [kafka] section's contents.
+        assert!(load("[kafka]\nbrokers = \"\"\n", &[]).is_ok());
+    }
+
+    #[test]
     fn env_overrides_apply_and_secrets_stay_hidden() {
         let s = load(
             "[knobs.extract]\nslots = 4\n",

@@ -115,6 +115,29 @@ enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         words: usize,
     },
+    /// Kafka -> index: the sustained rate on a backlog, then freshness
+    /// (task `ts_ms` to upsert ack) at fixed rates (a fresh topic per run).
+    Kafka {
+        /// Bootstrap brokers (or FRESHET_KAFKA_BROKERS).
+        #[arg(long, env = "FRESHET_KAFKA_BROKERS")]
+        brokers: String,
+        /// Documents in the backlog run (0: skip it).
+        #[arg(long, default_value_t = 20_000)]
+        backlog: u64,
+        /// Rates offered (documents/s; one row each); `50%`/`90%` are
+        /// shares of the backlog run's rate.
+        #[arg(long, value_delimiter = ',', default_value = "50%,90%,1000")]
+        rate: Vec<String>,
+        /// How long each rate is offered.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Partitions of the bench topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Words per generated document.
+        #[arg(long, default_value_t = 400)]
+        words: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,6 +434,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     words: *words,
                 };
                 let row = bench::run(&s, &opts).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+            print_out(&bench::table(&rows))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Kafka {
+            brokers,
+            backlog,
+            rate,
+            duration,
+            partitions,
+            words,
+        }) => {
+            let s = settings(&cli)?;
+            init_logging(s.service.log_format, "error");
+            let opts = bench::KafkaBenchOptions {
+                brokers: brokers.clone(),
+                partitions: *partitions,
+                words: *words,
+            };
+            let mut rows = Vec::new();
+            let mut sustained = None;
+            if *backlog > 0 {
+                let row = bench::run_kafka(&s, &opts, None, *backlog, *duration).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                sustained = Some(row.finished_per_s);
+                rows.push(row);
+            }
+            for r in rate {
+                let value = match r.strip_suffix('%') {
+                    Some(share) => {
+                        let share: f64 = share
+                            .parse()
+                            .with_context(|| format!("--rate {r}: not a percentage"))?;
+                        sustained.context("a --rate in % needs the backlog run (--backlog > 0)")?
+                            * share
+                            / 100.0
+                    }
+                    None => r
+                        .parse()
+                        .with_context(|| format!("--rate {r}: not a number"))?,
+                };
+                let row = bench::run_kafka(&s, &opts, Some(value), 0, *duration).await?;
                 eprintln!("{}", serde_json::to_string(&row)?);
                 rows.push(row);
             }
