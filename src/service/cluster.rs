@@ -621,3 +621,93 @@ pub fn default_instance_id() -> String {
         crate::dataplane::pipeline::now_ms()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knobs::Change;
+
+    fn state(instance: &str, dir: &Path) -> State {
+        State {
+            instance: instance.to_string(),
+            live: LiveConfig::new(Knobs::default()).unwrap(),
+            audit: Arc::new(AuditLog::open(&dir.join(format!("{instance}.jsonl"))).unwrap()),
+            adopted: Mutex::new(None),
+            cluster_audit: Mutex::new((dir.join("cluster.jsonl"), HashSet::new())),
+            leader: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn record(state: &State) -> SnapshotRecord {
+        let s = state.live.load();
+        SnapshotRecord {
+            version: s.version,
+            knobs: s.knobs.clone(),
+            instance: state.instance.clone(),
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn concurrent_changes_converge_on_one_snapshot_per_version() {
+        let dir = std::env::temp_dir().join(format!(
+            "freshet-cluster-{}-{}",
+            std::process::id(),
+            crate::dataplane::pipeline::now_ms()
+        ));
+        let (a, b) = (state("a", &dir), state("b", &dir));
+        // Both change knobs at the same time: both at version 2, different knobs.
+        a.live
+            .patch(&[Change::new("extract.slots", 3)], None)
+            .unwrap();
+        b.live
+            .patch(&[Change::new("extract.slots", 7)], None)
+            .unwrap();
+        let (ra, rb) = (record(&a), record(&b));
+        a.consider(&rb, false);
+        b.consider(&ra, false);
+        // The instance whose id sorts last wins the version on both.
+        assert_eq!(a.live.load().version, 2);
+        assert_eq!(a.live.load().knobs.extract.slots, 7);
+        assert_eq!(b.live.load().knobs.extract.slots, 7);
+        // A newer version always wins, whoever made it; older ones never do.
+        a.live
+            .patch(&[Change::new("extract.slots", 4)], None)
+            .unwrap();
+        let ra3 = record(&a);
+        b.consider(&ra3, false);
+        assert_eq!(
+            (b.live.load().version, b.live.load().knobs.extract.slots),
+            (3, 4)
+        );
+        b.consider(&rb, false);
+        assert_eq!(
+            b.live.load().version,
+            3,
+            "an older snapshot changes nothing"
+        );
+        // Every adoption was audited before it took effect.
+        let records = crate::control::audit::read_records(&dir.join("b.jsonl")).unwrap();
+        assert_eq!(
+            records.len(),
+            1,
+            "b won version 2 and adopted only version 3"
+        );
+        assert_eq!(records[0].kind, EventKind::Applied);
+        assert_eq!(records[0].event.to_version, Some(3));
+        assert_eq!(records[0].event.actor["instance"], "a");
+        let records = crate::control::audit::read_records(&dir.join("a.jsonl")).unwrap();
+        assert_eq!(records.len(), 1, "a adopted b's version 2");
+        assert_eq!(
+            (records[0].event.from_version, records[0].event.to_version),
+            (Some(2), Some(2))
+        );
+        // A starting instance takes the cluster's snapshot even at its own version.
+        let c = state("c", &dir);
+        let mut other = record(&a);
+        other.version = 1;
+        c.consider(&other, true);
+        assert_eq!(c.live.load().knobs.extract.slots, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
