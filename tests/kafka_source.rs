@@ -35,7 +35,7 @@ async fn commits_never_pass_unfinished_work_and_lag_matches_what_was_produced() 
     let topic = kafka::unique("commit-tasks");
     let group = kafka::unique("commit-group");
     kafka::create_topic(&broker, &topic, 2).await;
-    let producer = kafka::batching_producer(&broker);
+    let producer = kafka::producer(&broker);
     let mut messages = Vec::new();
     for i in 0..20 {
         let id = format!("p0-{i}");
@@ -45,8 +45,9 @@ async fn commits_never_pass_unfinished_work_and_lag_matches_what_was_produced() 
         let id = format!("p1-{i}");
         messages.push(Msg::to(1, Some(&id), Some(doc_task(&id, "text"))));
     }
-    // Batched on purpose: tansu's high watermark is then wrong (it counts
-    // batches), and the lag must still match what was produced.
+    // One record per batch (tansu 0.6 skips the rest of a batch when a
+    // fetch resumes inside it, which pausing here would provoke); the lag
+    // computation with its wrong high watermarks is unit-tested in kafka.rs.
     let positions = kafka::produce_batched(&producer, &topic, &messages).await;
     assert_eq!(positions.iter().filter(|(p, _)| *p == 0).count(), 20);
 

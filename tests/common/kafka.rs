@@ -98,17 +98,6 @@ pub fn producer(broker: &str) -> FutureProducer {
         .expect("producer")
 }
 
-/// A producer that batches (tansu then reports a high watermark that counts
-/// batches, not records).
-pub fn batching_producer(broker: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("linger.ms", "20")
-        .set("acks", "all")
-        .create()
-        .expect("producer")
-}
-
 /// Produces messages in order (one at a time, so per-partition order is
 /// the given order) and returns each one's (partition, offset).
 pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Msg]) -> Vec<(i32, i64)> {
@@ -133,9 +122,8 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Msg]) -
     out
 }
 
-/// Produces messages all at once, so the producer batches them (brokers
-/// like tansu then report a high watermark that counts batches, not
-/// records); returns each one's (partition, offset).
+/// Produces messages all at once (concurrently; per-partition order is
+/// kept); returns each one's (partition, offset).
 pub async fn produce_batched(
     producer: &FutureProducer,
     topic: &str,

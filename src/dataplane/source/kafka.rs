@@ -582,22 +582,36 @@ impl Shared {
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, Duration::from_millis(500))
                 .unwrap_or((-1, -1));
-            let seen_end = lane.max_seen.map_or(-1, |s| s + 1);
-            let end = high.max(seen_end);
-            let base = self
-                .tracker
-                .commit_offset(lane.id)
-                .or(lane.committed)
-                .unwrap_or(match self.settings.auto_offset_reset {
-                    crate::settings::OffsetReset::Earliest => low.max(0),
-                    crate::settings::OffsetReset::Latest => end,
-                });
-            let lag = (end - base).max(0);
+            let lag = lag_of(
+                (low, high),
+                lane.max_seen,
+                self.tracker.commit_offset(lane.id).or(lane.committed),
+                self.settings.auto_offset_reset,
+            );
             metrics::gauge!(metrics::SOURCE_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(lag as f64);
             out.insert((topic, partition), lag);
         }
         *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = out;
     }
+}
+
+/// Messages of a partition not yet finished: log end minus the commit
+/// base, never negative. The log end is the larger of the broker's high
+/// watermark and one past the highest offset seen, because some brokers
+/// (tansu 0.6) report a high watermark that counts record batches. Before
+/// anything is finished or committed, the base is where the group starts.
+fn lag_of(
+    (low, high): (i64, i64),
+    max_seen: Option<i64>,
+    finished_to: Option<i64>,
+    reset: crate::settings::OffsetReset,
+) -> i64 {
+    let end = high.max(max_seen.map_or(-1, |s| s + 1));
+    let base = finished_to.unwrap_or(match reset {
+        crate::settings::OffsetReset::Earliest => low.max(0),
+        crate::settings::OffsetReset::Latest => end,
+    });
+    (end - base).max(0)
 }
 
 fn raw_text(payload: Option<&[u8]>) -> String {
@@ -891,6 +905,21 @@ mod tests {
         assert_eq!(parse_source_ref("embedded:0:17"), None);
         assert_eq!(parse_source_ref("kafka::1:2"), None);
         assert_eq!(parse_source_ref("kafka:t:x:2"), None);
+    }
+
+    #[test]
+    fn lag_does_not_trust_a_high_watermark_below_what_was_seen() {
+        use crate::settings::OffsetReset::{Earliest, Latest};
+        // tansu after one batch of 20 records: high watermark 1.
+        assert_eq!(lag_of((0, 1), Some(19), Some(3), Earliest), 17);
+        assert_eq!(lag_of((0, 1), Some(19), Some(20), Earliest), 0);
+        // A correct high watermark ahead of what was seen.
+        assert_eq!(lag_of((0, 50), Some(19), Some(3), Earliest), 47);
+        // Nothing seen or committed yet.
+        assert_eq!(lag_of((5, 50), None, None, Earliest), 45);
+        assert_eq!(lag_of((5, 50), None, None, Latest), 0);
+        // Never negative (watermark query failed: -1).
+        assert_eq!(lag_of((-1, -1), None, Some(10), Earliest), 0);
     }
 
     #[test]
