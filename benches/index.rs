@@ -68,6 +68,7 @@ fn point(rng: &mut SmallRng, n: u64, text: &str) -> ChunkPoint {
             render_mode: "http".into(),
             quality: 0.8,
             source_offset: format!("embedded:0:{n}"),
+            metadata: Default::default(),
         },
     }
 }

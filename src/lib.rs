@@ -11,27 +11,28 @@
 //! dataplane/
 //!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
-//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes)
+//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
+//!              group, ack-watermark commits, pause/resume); cdc (Debezium events -> tasks)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
 //!   extract/   fetch (limits, charsets), render (modes), content (main content), quality
 //!   transform  Polars micro-batches: normalize, filter, dedupe, chunk, ids
 //!   embed/     Embedder trait; openai (async-openai), hash (lexical, tests)
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
-//!   dlq        dead letters (fsynced JSONL) and replay
+//!   dlq        dead letters (fsynced JSONL, or a Kafka topic with headers) and replay
 //! control/     the controller loop (mod.rs) and ControlState shared with the admin API
 //!   observe    metrics tap snapshots -> windowed Observation
 //!   policy/    Policy trait; heuristic (built in), llm (OpenAI-compatible chat + prompts/)
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
 //!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
-//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown
+//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown,
+//!              cluster (control topic: shared knob versions, audit mirror, controller leadership)
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios;
 //!              llm: a scripted OpenAI-compatible chat endpoint
 //! ```
 //!
-//! Not yet here (see the open issues): the Kafka source and scale-out, and
-//! the scenario benchmark.
+//! Not yet here (see the open issues): the scenario benchmark.
 
 pub mod cli;
 pub mod control;

@@ -163,6 +163,44 @@ impl LiveConfig {
     }
 }
 
+impl LiveConfig {
+    /// Installs a snapshot another instance published (scale-out: the
+    /// control topic), keeping its version number so that every instance
+    /// runs the same version. Applied when `version` is newer than the one
+    /// in force, or equal to it when `replace_same` (the cluster's tie-break
+    /// chose the other instance's knobs for that version) and the knobs
+    /// differ. Returns `None` when nothing changed.
+    pub fn adopt(
+        &self,
+        version: u64,
+        knobs: Knobs,
+        replace_same: bool,
+    ) -> Result<Option<Swapped>, KnobError> {
+        knobs.validate()?;
+        let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load_full();
+        let newer = version > old.version;
+        let replace = replace_same && version == old.version && knobs != old.knobs;
+        if !(newer || replace) {
+            return Ok(None);
+        }
+        let new = Arc::new(Snapshot { version, knobs });
+        let diff = old.knobs.diff(&new.knobs);
+        self.current.store(new.clone());
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.retain(|s| s.version != version);
+            history.push_back(new.clone());
+            while history.len() > HISTORY {
+                history.pop_front();
+            }
+        }
+        self.changes.send_replace(new.clone());
+        metrics::gauge!(crate::metrics::KNOBS_VERSION).set(new.version as f64);
+        Ok(Some(Swapped { old, new, diff }))
+    }
+}
+
 /// Why a patch was not applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PatchError {
@@ -250,6 +288,16 @@ impl Slots {
             permit: Some(permit),
             inner: self.inner.clone(),
         }
+    }
+
+    /// Takes a free slot without waiting, if there is one.
+    pub fn try_acquire(&self) -> Option<SlotPermit> {
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        self.inner.held.fetch_add(1, Ordering::AcqRel);
+        Some(SlotPermit {
+            permit: Some(permit),
+            inner: self.inner.clone(),
+        })
     }
 
     /// The configured limit.

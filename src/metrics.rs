@@ -73,6 +73,10 @@ pub const CONTROLLER_DECISION_SECONDS: &str = "freshet_controller_decision_secon
 
 /// Labels: `topic`, `partition`. Messages behind the partition's end (Kafka).
 pub const SOURCE_LAG: &str = "freshet_source_lag";
+/// Labels: `topic`, `partition`. 1 while this instance holds the partition.
+pub const SOURCE_PARTITION_ASSIGNED: &str = "freshet_source_partition_assigned";
+/// No labels. 1 while this instance runs the controller (scale-out leadership).
+pub const CONTROLLER_LEADER: &str = "freshet_controller_leader";
 
 /// Distinct `domain` label values before the rest are folded into `other`,
 /// so a crawl of a million sites cannot blow up the metric's cardinality.
@@ -575,6 +579,14 @@ pub fn describe() {
         FRESHNESS_SECONDS,
         Unit::Seconds,
         "Event time (or receive time) to acknowledged upsert, per chunk."
+    );
+    describe_gauge!(
+        SOURCE_PARTITION_ASSIGNED,
+        "1 while this instance consumes the partition, 0 after it was revoked. topic; partition"
+    );
+    describe_gauge!(
+        CONTROLLER_LEADER,
+        "1 while this instance runs the controller (holds partition 0 of the control topic's group)."
     );
 }
 

@@ -231,14 +231,182 @@ impl Default for IndexSettings {
     }
 }
 
+/// Which durable source feeds the pipeline (the embedded queue is always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Only the in-process queue: files, stdin, `POST /v1/ingest`.
+    #[default]
+    Embedded,
+    /// A Kafka consumer group (`[kafka]`), besides the in-process queue.
+    Kafka,
+}
+
 /// `[source]`: where tasks come from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceSettings {
+    /// `embedded` (default) or `kafka` (then `[kafka]` must name brokers and topics).
+    pub kind: SourceKind,
     /// JSON Lines files of tasks fed at start, in order.
     pub files: Vec<PathBuf>,
     /// Also read tasks from standard input.
     pub stdin: bool,
+}
+
+/// Where a new consumer group starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// From the oldest retained message (nothing published before start is missed).
+    #[default]
+    Earliest,
+    /// Only messages published after the group first joined.
+    Latest,
+}
+
+impl OffsetReset {
+    /// The librdkafka `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+/// `[kafka.tables.<table>]`: how one table's Debezium change events become documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableMapping {
+    /// The Debezium topic of this table (one table per topic, Debezium's default
+    /// routing), e.g. `pg.public.articles`.
+    pub topic: String,
+    /// The row column holding the primary key; it is also looked up in the
+    /// message key, which is all a tombstone has.
+    pub id_field: String,
+    /// Prefix of the document id (`<prefix><id>`), so that ids of different
+    /// tables never collide; absent: `<table>:`.
+    pub id_prefix: Option<String>,
+    /// Column used as the document title (optional).
+    pub title_field: String,
+    /// Columns whose text makes the document, joined by blank lines, in order.
+    pub text_fields: Vec<String>,
+    /// Column holding the document's URL (optional).
+    pub url_field: String,
+    /// Columns copied into every chunk's payload under `metadata` (for filters).
+    pub payload_fields: Vec<String>,
+}
+
+impl Default for TableMapping {
+    fn default() -> Self {
+        TableMapping {
+            topic: String::new(),
+            id_field: "id".to_string(),
+            id_prefix: None,
+            title_field: String::new(),
+            text_fields: Vec::new(),
+            url_field: String::new(),
+            payload_fields: Vec::new(),
+        }
+    }
+}
+
+impl TableMapping {
+    /// The document id prefix of `table`.
+    pub fn prefix(&self, table: &str) -> String {
+        self.id_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{table}:"))
+    }
+}
+
+/// `[kafka]`: the Kafka source, its dead-letter topic and the control topic
+/// that several instances share (`[source] kind = "kafka"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, comma separated (`host:port,host:port`); the
+    /// variable `FRESHET_KAFKA_BROKERS` overrides it.
+    pub brokers: String,
+    /// Consumer group of the input topics; instances with the same group
+    /// share the partitions.
+    pub group_id: String,
+    /// Topics of JSON task messages (one task per message, keyed by document id).
+    pub task_topics: Vec<String>,
+    /// Debezium tables: `[kafka.tables."public.articles"] topic = …`.
+    pub tables: BTreeMap<String, TableMapping>,
+    /// Topic for dead letters (created if missing); empty: `<data_dir>/dlq.jsonl`.
+    pub dlq_topic: String,
+    /// Compacted topic shared by all instances of the group: knob snapshots,
+    /// audit records and controller leadership (created if missing). Empty:
+    /// this instance runs alone and always leads.
+    pub control_topic: String,
+    /// This instance's name: its Kafka client id and its name on the
+    /// control topic; unique per instance. Empty: host name, process id and
+    /// start time.
+    pub instance_id: String,
+    /// Static group membership (`group.instance.id` = `instance_id`, which
+    /// must then be set): a restart under a supervisor takes the old
+    /// member's place at once instead of waiting for its session to expire
+    /// (tansu 0.6 never expires a member that died without leaving).
+    pub static_membership: bool,
+    /// How often finished offsets are committed (also on rebalance and stop).
+    pub commit_interval_ms: u64,
+    /// How often consumer lag is computed and exported.
+    pub lag_interval_ms: u64,
+    /// Group session timeout: how fast a dead instance's partitions move.
+    pub session_timeout_ms: u64,
+    /// Where a new group starts reading.
+    pub auto_offset_reset: OffsetReset,
+    /// Replication factor of the topics freshet creates (DLQ, control).
+    pub replication_factor: i32,
+    /// Extra librdkafka properties (security, tuning), e.g.
+    /// `"security.protocol" = "ssl"`; the ones freshet owns are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".to_string(),
+            group_id: "freshet".to_string(),
+            task_topics: Vec::new(),
+            tables: BTreeMap::new(),
+            dlq_topic: String::new(),
+            control_topic: "freshet.control".to_string(),
+            instance_id: String::new(),
+            static_membership: false,
+            commit_interval_ms: 1_000,
+            lag_interval_ms: 2_000,
+            session_timeout_ms: 10_000,
+            auto_offset_reset: OffsetReset::Earliest,
+            replication_factor: 1,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// librdkafka properties freshet sets itself (refused in `[kafka] properties`).
+pub const KAFKA_OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "enable.partition.eof",
+];
+
+/// Whether `name` is a valid Kafka topic name.
+pub fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// How the controller acts on its decisions.
@@ -338,6 +506,8 @@ pub struct RawSettings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[kafka]`
+    pub kafka: KafkaSettings,
     /// `[controller]`
     pub controller: ControllerSettings,
     /// `[knobs]`: starting values of the live knobs.
@@ -365,6 +535,8 @@ pub struct Settings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[kafka]`
+    pub kafka: KafkaSettings,
     /// `[controller]`
     pub controller: ControllerSettings,
     /// Starting knobs.
@@ -445,6 +617,12 @@ impl Settings {
         })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                // The documented short form for the one setting every
+                // environment changes.
+                "FRESHET_KAFKA_BROKERS" => ("FRESHET_KAFKA__BROKERS".to_string(), v),
+                _ => (k, v),
+            })
             .filter(|(k, _)| k.starts_with("FRESHET_") && k.contains("__"))
             .collect();
         vars.sort();
@@ -642,6 +820,9 @@ impl RawSettings {
                 "must be within 1024..=16777216".into(),
             ));
         }
+        if self.source.kind == SourceKind::Kafka {
+            self.kafka.validate(&invalid)?;
+        }
         self.knobs.validate().map_err(|e| {
             let field = match &e {
                 crate::knobs::KnobError::UnknownKnob(k)
@@ -660,9 +841,153 @@ impl RawSettings {
             embed: self.embed,
             index: self.index,
             source: self.source,
+            kafka: self.kafka,
             controller: self.controller,
             knobs: self.knobs,
         })
+    }
+}
+impl KafkaSettings {
+    /// Every input topic: task topics, then the tables' topics.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics = self.task_topics.clone();
+        topics.extend(self.tables.values().map(|t| t.topic.clone()));
+        topics
+    }
+
+    fn validate(
+        &self,
+        invalid: &dyn Fn(&str, String) -> SettingsError,
+    ) -> Result<(), SettingsError> {
+        let brokers: Vec<&str> = self
+            .brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .collect();
+        if brokers.is_empty() {
+            return Err(invalid(
+                "kafka.brokers",
+                "name at least one broker, e.g. \"127.0.0.1:9092\" (or set FRESHET_KAFKA_BROKERS)"
+                    .into(),
+            ));
+        }
+        if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
+            return Err(invalid(
+                "kafka.brokers",
+                format!("`{b}` has no port; write host:port"),
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty".into()));
+        }
+        if self.task_topics.is_empty() && self.tables.is_empty() {
+            return Err(invalid(
+                "kafka.task_topics",
+                "source kind is kafka but no input topic is configured: set task_topics and/or [kafka.tables.<table>]".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.task_topics {
+            if !valid_topic(t) {
+                return Err(invalid(
+                    "kafka.task_topics",
+                    format!("`{t}` is not a topic name (letters, digits, `.`, `_`, `-`)"),
+                ));
+            }
+            if !seen.insert(t.clone()) {
+                return Err(invalid(
+                    "kafka.task_topics",
+                    format!("topic `{t}` is listed twice"),
+                ));
+            }
+        }
+        for (table, m) in &self.tables {
+            let field = |f: &str| format!("kafka.tables.{table}.{f}");
+            if !valid_topic(&m.topic) {
+                return Err(invalid(
+                    &field("topic"),
+                    format!(
+                        "`{}` is not a topic name; name the table's Debezium topic",
+                        m.topic
+                    ),
+                ));
+            }
+            if !seen.insert(m.topic.clone()) {
+                return Err(invalid(
+                    &field("topic"),
+                    format!("topic `{}` is already used by another table or as a task topic (one table per topic)", m.topic),
+                ));
+            }
+            if m.id_field.trim().is_empty() {
+                return Err(invalid(&field("id_field"), "must name a column".into()));
+            }
+            if m.text_fields.is_empty() || m.text_fields.iter().any(|f| f.trim().is_empty()) {
+                return Err(invalid(
+                    &field("text_fields"),
+                    "name the columns that hold the document's text, e.g. [\"body\"]".into(),
+                ));
+            }
+        }
+        for (name, topic) in [
+            ("kafka.dlq_topic", &self.dlq_topic),
+            ("kafka.control_topic", &self.control_topic),
+        ] {
+            if topic.is_empty() {
+                continue;
+            }
+            if !valid_topic(topic) {
+                return Err(invalid(name, format!("`{topic}` is not a topic name")));
+            }
+            if seen.contains(topic) {
+                return Err(invalid(
+                    name,
+                    format!("`{topic}` is also an input topic; use a topic of its own"),
+                ));
+            }
+        }
+        if !self.dlq_topic.is_empty() && self.dlq_topic == self.control_topic {
+            return Err(invalid(
+                "kafka.control_topic",
+                "must differ from dlq_topic".into(),
+            ));
+        }
+        if self.commit_interval_ms < 10 || self.commit_interval_ms > 600_000 {
+            return Err(invalid(
+                "kafka.commit_interval_ms",
+                "must be within 10..=600000".into(),
+            ));
+        }
+        if self.lag_interval_ms < 100 {
+            return Err(invalid("kafka.lag_interval_ms", "at least 100".into()));
+        }
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(invalid(
+                "kafka.session_timeout_ms",
+                "must be within 1000..=300000".into(),
+            ));
+        }
+        if self.static_membership && self.instance_id.trim().is_empty() {
+            return Err(invalid(
+                "kafka.static_membership",
+                "needs a stable `instance_id` (unique per instance, the same across restarts)"
+                    .into(),
+            ));
+        }
+        if self.replication_factor < 1 {
+            return Err(invalid("kafka.replication_factor", "at least 1".into()));
+        }
+        if let Some(k) = self
+            .properties
+            .keys()
+            .find(|k| KAFKA_OWNED_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(invalid(
+                &format!("kafka.properties.{k}"),
+                "freshet sets this property itself (offsets are committed from acknowledgements); use the [kafka] field instead".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -715,6 +1040,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn the_kafka_example_is_valid_and_brokers_come_from_the_environment() {
+        let example = include_str!("../examples/kafka.toml");
+        let s = load(example, &[]).unwrap();
+        assert_eq!(s.source.kind, SourceKind::Kafka);
+        assert_eq!(s.kafka.task_topics, vec!["freshet.tasks".to_string()]);
+        let t = &s.kafka.tables["public.articles"];
+        assert_eq!(t.topic, "pg.public.articles");
+        assert_eq!(t.prefix("public.articles"), "articles:");
+        assert_eq!(
+            s.kafka.input_topics(),
+            vec![
+                "freshet.tasks".to_string(),
+                "pg.public.articles".to_string()
+            ]
+        );
+        let s = load(
+            example,
+            &[("FRESHET_KAFKA_BROKERS", "10.0.0.1:9092,10.0.0.2:9092")],
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "10.0.0.1:9092,10.0.0.2:9092");
+        let s = load(example, &[("FRESHET_KAFKA__GROUP_ID", "other")]).unwrap();
+        assert_eq!(s.kafka.group_id, "other");
+    }
+
+    #[test]
+    fn bad_kafka_settings_name_the_field() {
+        let base = "[source]\nkind = \"kafka\"\n[kafka]\n";
+        let err = |extra: &str| {
+            load(&format!("{base}{extra}"), &[])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("").contains("no input topic"));
+        assert!(err("task_topics = [\"a b\"]\n").contains("not a topic name"));
+        assert!(err("task_topics = [\"t\"]\nbrokers = \"localhost\"\n").contains("has no port"));
+        assert!(err("task_topics = [\"t\", \"t\"]\n").contains("listed twice"));
+        assert!(err("task_topics = [\"t\"]\ndlq_topic = \"t\"\n").contains("also an input topic"));
+        assert!(err("task_topics = [\"t\"]\nstatic_membership = true\n").contains("instance_id"));
+        let e =
+            err("task_topics = [\"t\"]\n[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n");
+        assert!(e.contains("kafka.properties.enable.auto.commit"), "{e}");
+        let e = err("[kafka.tables.users]\ntopic = \"db.users\"\n");
+        assert!(
+            e.contains("kafka.tables.users.text_fields") && e.contains("[\"body\"]"),
+            "{e}"
+        );
+        let e = err("task_topics = [\"db.users\"]\n[kafka.tables.users]\ntopic = \"db.users\"\ntext_fields = [\"bio\"]\n");
+        assert!(e.contains("one table per topic"), "{e}");
+        // An embedded source ignores the [kafka] section's contents.
+        assert!(load("[kafka]\nbrokers = \"\"\n", &[]).is_ok());
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn point(doc: &str, index: u32, count: u32, doc_hash: &str, vector: Vec<f32>) ->
             render_mode: "http".to_owned(),
             quality: 0.5 + f64::from(index) / 10.0,
             source_offset: format!("embedded:0:{index}"),
+            metadata: Default::default(),
         },
     }
 }

@@ -116,6 +116,7 @@ async fn tasks_end_in_the_index_or_the_dlq_and_replays_change_nothing() {
             title: format!("Doc {i}"),
             url: String::new(),
             ts_ms: None,
+            metadata: Default::default(),
         });
     }
     tasks.push(Task::Document {
@@ -124,6 +125,7 @@ async fn tasks_end_in_the_index_or_the_dlq_and_replays_change_nothing() {
         title: String::new(),
         url: String::new(),
         ts_ms: None,
+        metadata: Default::default(),
     });
     tasks.push(Task::Keyword {
         query: "heat pumps".into(),
@@ -219,6 +221,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
         title: "Policy".into(),
         url: String::new(),
         ts_ms: None,
+        metadata: Default::default(),
     };
     let other = Task::Document {
         id: "other".into(),
@@ -226,6 +229,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
         title: String::new(),
         url: String::new(),
         ts_ms: None,
+        metadata: Default::default(),
     };
 
     run(&s, vec![doc(prose("v1", 120)), other.clone()]).await;
@@ -327,6 +331,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
             title: String::new(),
             url: String::new(),
             ts_ms: None,
+            metadata: Default::default(),
         }],
     )
     .await;
@@ -339,6 +344,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
                 title: String::new(),
                 url: String::new(),
                 ts_ms: None,
+                metadata: Default::default(),
             },
             Task::Document {
                 id: "twin-a".into(),
@@ -346,6 +352,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
                 title: String::new(),
                 url: String::new(),
                 ts_ms: None,
+                metadata: Default::default(),
             },
         ],
     )
@@ -363,6 +370,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
             title: String::new(),
             url: String::new(),
             ts_ms: None,
+            metadata: Default::default(),
         }],
     )
     .await;
@@ -374,6 +382,7 @@ async fn changed_documents_replace_their_chunks_and_deletes_remove_them() {
             title: String::new(),
             url: String::new(),
             ts_ms: None,
+            metadata: Default::default(),
         }],
     )
     .await;

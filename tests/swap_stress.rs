@@ -74,6 +74,7 @@ async fn a_thousand_swaps_during_a_run_lose_and_duplicate_nothing() {
             title: String::new(),
             url: String::new(),
             ts_ms: None,
+            metadata: Default::default(),
         };
         assert!(runtime.source.push(task, "stress").await);
     }

@@ -72,6 +72,7 @@ fn document(i: u64, words: usize) -> Task {
         title: format!("Bench document {i}"),
         url: String::new(),
         ts_ms: None,
+        metadata: Default::default(),
     }
 }
 
@@ -166,4 +167,223 @@ pub fn table(rows: &[BenchRow]) -> String {
         ));
     }
     out
+}
+
+/// Options of a Kafka bench run (`freshet bench kafka`).
+#[derive(Debug, Clone)]
+pub struct KafkaBenchOptions {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Partitions of the bench topic.
+    pub partitions: i32,
+    /// Words per generated document.
+    pub words: usize,
+}
+
+/// Produces `count` document tasks to `topic`, `rate` per second (`None`:
+/// as fast as the broker takes them), each stamped with its send time as
+/// `ts_ms` and keyed by its id; returns how many were produced and the
+/// seconds it took.
+async fn produce_documents(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    first: u64,
+    count: u64,
+    rate: Option<f64>,
+    words: usize,
+) -> Result<(u64, f64)> {
+    use rdkafka::producer::FutureRecord;
+    let started = Instant::now();
+    let mut deliveries = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let i = first + n;
+        let Task::Document {
+            id,
+            text,
+            title,
+            url,
+            metadata,
+            ..
+        } = document(i, words)
+        else {
+            unreachable!("document() makes documents")
+        };
+        let task = Task::Document {
+            id: id.clone(),
+            text,
+            title,
+            url,
+            ts_ms: Some(crate::dataplane::pipeline::now_ms()),
+            metadata,
+        };
+        let payload = serde_json::to_vec(&task)?;
+        let mut record = FutureRecord::to(topic).key(id.as_str()).payload(&payload);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((e, back)) => {
+                    if !matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ) {
+                        anyhow::bail!("producing to {topic}: {e}");
+                    }
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    for d in deliveries {
+        match d.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => anyhow::bail!("producing to {topic}: {e}"),
+            Err(_) => anyhow::bail!("producing to {topic}: producer dropped"),
+        }
+    }
+    Ok((count, started.elapsed().as_secs_f64()))
+}
+
+/// Kafka -> index: `rate` = `None` first fills the topic with `count`
+/// documents and then measures how fast freshet indexes the backlog (the
+/// sustained rate); `Some(r)` offers `r` documents/s for `duration` while
+/// freshet consumes (freshness from each task's `ts_ms`).
+pub async fn run_kafka(
+    base: &Settings,
+    opts: &KafkaBenchOptions,
+    rate: Option<f64>,
+    count: u64,
+    duration: Duration,
+) -> Result<BenchRow> {
+    use rdkafka::config::ClientConfig;
+    let stamp = crate::dataplane::pipeline::now_ms();
+    let topic = format!("freshet-bench-{}-{stamp}", std::process::id());
+    let dir = std::env::temp_dir().join(format!(
+        "freshet-bench-kafka-{}-{stamp}",
+        std::process::id()
+    ));
+    let mut settings = base.clone();
+    settings.service.data_dir = dir.clone();
+    settings.embed.backend = EmbedBackend::Hash;
+    settings.source.kind = crate::settings::SourceKind::Kafka;
+    settings.kafka.brokers = opts.brokers.clone();
+    settings.kafka.group_id = format!("{topic}-group");
+    settings.kafka.task_topics = vec![topic.clone()];
+    settings.kafka.tables.clear();
+    settings.kafka.control_topic = String::new();
+    settings.kafka.dlq_topic = String::new();
+    crate::dataplane::source::kafka::ensure_topic(&settings.kafka, &topic, opts.partitions, false)
+        .await?;
+    // One record per batch: tansu 0.6 mishandles reads inside multi-record batches.
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("bench producer")?;
+    let (row, produced) = match rate {
+        None => {
+            produce_documents(&producer, &topic, 0, count, None, opts.words).await?;
+            let runtime = Runtime::build(&settings).await?;
+            let kafka = runtime.kafka.clone().context("kafka source")?;
+            wait_assigned(&kafka, opts.partitions).await?;
+            let started = Instant::now();
+            wait_finished(&kafka, count, Duration::from_secs(600)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let (_, counters, _) = runtime.drain().await;
+            (
+                bench_row(
+                    "kafka backlog",
+                    count as f64 / secs,
+                    count as f64 / secs,
+                    &counters,
+                    secs,
+                ),
+                count,
+            )
+        }
+        Some(rate) => {
+            let runtime = Runtime::build(&settings).await?;
+            let kafka = runtime.kafka.clone().context("kafka source")?;
+            // Event time starts when the group has settled, not during the join.
+            wait_assigned(&kafka, opts.partitions).await?;
+            let n = (rate * duration.as_secs_f64()).round() as u64;
+            let started = Instant::now();
+            let (produced, offered_secs) =
+                produce_documents(&producer, &topic, 0, n, Some(rate), opts.words).await?;
+            wait_finished(&kafka, produced, Duration::from_secs(600)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let (_, counters, _) = runtime.drain().await;
+            (
+                bench_row(
+                    "kafka",
+                    produced as f64 / offered_secs,
+                    produced as f64 / secs,
+                    &counters,
+                    secs,
+                ),
+                produced,
+            )
+        }
+    };
+    tracing::info!(topic, produced, "bench run done");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(row)
+}
+
+async fn wait_assigned(
+    kafka: &crate::dataplane::source::kafka::KafkaSource,
+    partitions: i32,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kafka.assignment().len() < partitions as usize {
+        if Instant::now() > deadline {
+            anyhow::bail!("the bench topic's partitions were not assigned within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn wait_finished(
+    kafka: &crate::dataplane::source::kafka::KafkaSource,
+    count: u64,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while kafka.tracker().counts().finished < count {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {} of {count} messages finished in {} s",
+                kafka.tracker().counts().finished,
+                limit.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn bench_row(kind: &str, offered: f64, finished: f64, counters: &Counters, secs: f64) -> BenchRow {
+    let q = |p| counters.freshness_quantile(p).unwrap_or(f64::NAN) * 1e3;
+    BenchRow {
+        kind: kind.to_string(),
+        offered_per_s: offered,
+        finished_per_s: finished,
+        chunks_per_s: Counters::get(&counters.chunks_indexed) as f64 / secs,
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        dead_letters: Counters::get(&counters.dead_letters),
+    }
 }

@@ -115,6 +115,29 @@ enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         words: usize,
     },
+    /// Kafka -> index: the sustained rate on a backlog, then freshness
+    /// (task `ts_ms` to upsert ack) at fixed rates (a fresh topic per run).
+    Kafka {
+        /// Bootstrap brokers (or FRESHET_KAFKA_BROKERS).
+        #[arg(long, env = "FRESHET_KAFKA_BROKERS")]
+        brokers: String,
+        /// Documents in the backlog run (0: skip it).
+        #[arg(long, default_value_t = 20_000)]
+        backlog: u64,
+        /// Rates offered (documents/s; one row each); `50%`/`90%` are
+        /// shares of the backlog run's rate.
+        #[arg(long, value_delimiter = ',', default_value = "50%,90%,1000")]
+        rate: Vec<String>,
+        /// How long each rate is offered.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Partitions of the bench topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Words per generated document.
+        #[arg(long, default_value_t = 400)]
+        words: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,6 +440,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print_out(&bench::table(&rows))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Kafka {
+            brokers,
+            backlog,
+            rate,
+            duration,
+            partitions,
+            words,
+        }) => {
+            let s = settings(&cli)?;
+            init_logging(s.service.log_format, "error");
+            let opts = bench::KafkaBenchOptions {
+                brokers: brokers.clone(),
+                partitions: *partitions,
+                words: *words,
+            };
+            let mut rows = Vec::new();
+            let mut sustained = None;
+            if *backlog > 0 {
+                let row = bench::run_kafka(&s, &opts, None, *backlog, *duration).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                sustained = Some(row.finished_per_s);
+                rows.push(row);
+            }
+            for r in rate {
+                let value = match r.strip_suffix('%') {
+                    Some(share) => {
+                        let share: f64 = share
+                            .parse()
+                            .with_context(|| format!("--rate {r}: not a percentage"))?;
+                        sustained.context("a --rate in % needs the backlog run (--backlog > 0)")?
+                            * share
+                            / 100.0
+                    }
+                    None => r
+                        .parse()
+                        .with_context(|| format!("--rate {r}: not a number"))?,
+                };
+                let row = bench::run_kafka(&s, &opts, Some(value), 0, *duration).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+            print_out(&bench::table(&rows))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
             let s = settings(&cli)?;
             init_logging(s.service.log_format, &s.service.log_level);
@@ -448,13 +515,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 s.service.data_dir = dir.clone();
             }
             let path = s.service.data_dir.join("dlq.jsonl");
-            let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
+            let (letters, bad, origin) = if s.source.kind == crate::settings::SourceKind::Kafka
+                && !s.kafka.dlq_topic.is_empty()
+            {
+                let k = s.kafka.clone();
+                let topic = k.dlq_topic.clone();
+                let records = tokio::task::spawn_blocking(move || {
+                    crate::dataplane::dlq::read_topic(&k, &topic)
+                })
+                .await??;
+                let mut letters = Vec::new();
+                let mut bad = Vec::new();
+                for r in records {
+                    match r.letter {
+                        Ok(l) => letters.push(l),
+                        Err(e) => bad.push((
+                            r.offset as usize,
+                            format!("partition {} offset {}: {e}", r.partition, r.offset),
+                        )),
+                    }
+                }
+                (letters, bad, format!("topic {}", s.kafka.dlq_topic))
+            } else {
+                let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
+                (letters, bad, path.display().to_string())
+            };
             let mut by: std::collections::BTreeMap<(String, String), usize> = Default::default();
             for l in &letters {
                 *by.entry((l.stage.clone(), l.error_type.clone()))
                     .or_default() += 1;
             }
-            let mut out = format!("{} dead letters in {}\n", letters.len(), path.display());
+            let mut out = format!("{} dead letters in {origin}\n", letters.len());
             for ((stage, class), n) in by {
                 out.push_str(&format!("  {stage:<10} {class:<14} {n}\n"));
             }
@@ -805,7 +896,8 @@ async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
 }
 
 async fn replay_command(s: &Settings) -> Result<ExitCode> {
-    let runtime = crate::service::Runtime::build(s).await?;
+    // Replay only: no input topics, no cluster membership.
+    let runtime = crate::service::Runtime::build_without_intake(s).await?;
     let (replayed, kept) = runtime.replay_dlq().await?;
     let dlq = runtime.dlq.clone();
     let before = dlq.written();

@@ -268,6 +268,18 @@ fn check_chain(bytes: &[u8]) -> Result<(u64, String), AuditError> {
 pub struct AuditLog {
     path: PathBuf,
     state: Mutex<(std::fs::File, u64, String)>,
+    mirror: std::sync::OnceLock<Mirror>,
+}
+
+/// A callback that sees every record after it is durably appended (scale-out
+/// publishes them to the control topic). It runs under the log's lock, in
+/// `seq` order, so it must not block.
+pub struct Mirror(Box<dyn Fn(&Record) + Send + Sync>);
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mirror")
+    }
 }
 
 impl AuditLog {
@@ -299,6 +311,7 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             state: Mutex::new((file, records, head)),
+            mirror: std::sync::OnceLock::new(),
         };
         if torn > 0 {
             tracing::warn!(
@@ -351,7 +364,16 @@ impl AuditLog {
         }
         *last_seq = record.seq;
         *head = record.hash.clone();
+        if let Some(mirror) = self.mirror.get() {
+            (mirror.0)(&record);
+        }
         Ok(record)
+    }
+
+    /// Sets the callback that sees every record appended from now on (once
+    /// per log; returns false if one is already set).
+    pub fn set_mirror(&self, mirror: impl Fn(&Record) + Send + Sync + 'static) -> bool {
+        self.mirror.set(Mirror(Box::new(mirror))).is_ok()
     }
 
     /// Records appended so far (the last seq).

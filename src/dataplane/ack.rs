@@ -97,6 +97,24 @@ impl AckTracker {
         self.register_with(position, Some(permit))
     }
 
+    /// Registers a message if `source.max_in_flight` leaves room, without
+    /// waiting (a source that must keep polling, like Kafka's, pauses its
+    /// partitions instead of waiting).
+    pub fn try_register(&self, position: Position) -> Option<Ack> {
+        let permit = self.inner.in_flight.try_acquire()?;
+        Some(self.register_with(position, Some(permit)))
+    }
+
+    /// Unfinished (or abandoned) messages of `partition`.
+    pub fn open_in(&self, partition: i32) -> usize {
+        self.inner
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .map_or(0, |p| p.open.len())
+    }
+
     fn register_with(&self, position: Position, permit: Option<SlotPermit>) -> Ack {
         {
             let mut parts = self

@@ -6,6 +6,15 @@
 //! write fails, the share is abandoned and the message comes back after a
 //! restart. `freshet dlq replay` feeds the records' tasks back into the
 //! pipeline and moves the replayed records to `dlq.replayed.jsonl`.
+//!
+//! With `[kafka] dlq_topic` set, dead letters go to that topic instead: the
+//! value is the same JSON record, the key its `source`, and the headers
+//! `freshet.stage`, `freshet.error_type` and, for messages that came from
+//! Kafka, `freshet.topic`, `freshet.partition`, `freshet.offset`. A write
+//! returns only once the broker acknowledged the record (`acks=all`), so the
+//! same rule holds: no acknowledgement of the source message before its dead
+//! letter is durable. `freshet dlq replay` then reads the topic back (see
+//! `service::Runtime::replay_dlq`).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -57,12 +66,102 @@ impl DeadLetter {
 /// A line of a dead-letter file that is not a record: its number and why.
 pub type BadLine = (usize, String);
 
-/// The dead-letter file of one data dir.
+/// The dead-letter file of one data dir (or, with a Kafka topic, the topic).
 #[derive(Debug)]
 pub struct Dlq {
     path: PathBuf,
     file: Mutex<std::fs::File>,
     written: std::sync::atomic::AtomicU64,
+    kafka: Option<KafkaDlq>,
+}
+
+/// Dead letters on a Kafka topic.
+pub struct KafkaDlq {
+    producer: rdkafka::producer::FutureProducer<crate::dataplane::source::kafka::LogContext>,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaDlq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaDlq")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a dead letter may take to reach the broker before the write fails
+/// (and the source message is redelivered instead).
+pub const KAFKA_DLQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KafkaDlq {
+    fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::FutureRecord;
+        let value = serde_json::to_vec(letter).map_err(std::io::Error::other)?;
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "freshet.stage",
+                value: Some(letter.stage.as_str()),
+            })
+            .insert(Header {
+                key: "freshet.error_type",
+                value: Some(letter.error_type.as_str()),
+            });
+        if let Some((topic, partition, offset)) =
+            crate::dataplane::source::kafka::parse_source_ref(&letter.source)
+        {
+            headers = headers
+                .insert(Header {
+                    key: "freshet.topic",
+                    value: Some(topic.as_str()),
+                })
+                .insert(Header {
+                    key: "freshet.partition",
+                    value: Some(&partition.to_string()),
+                })
+                .insert(Header {
+                    key: "freshet.offset",
+                    value: Some(&offset.to_string()),
+                });
+        }
+        let deadline = std::time::Instant::now() + KAFKA_DLQ_TIMEOUT;
+        let mut record = FutureRecord::to(&self.topic)
+            .key(letter.source.as_str())
+            .payload(&value)
+            .headers(headers);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((e, back)) => {
+                    let full = matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    );
+                    if !full || std::time::Instant::now() > deadline {
+                        return Err(std::io::Error::other(format!(
+                            "dead-letter topic `{}`: {e}",
+                            self.topic
+                        )));
+                    }
+                    record = back;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        };
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(std::io::Error::other(format!(
+                "dead-letter topic `{}`: {e}",
+                self.topic
+            ))),
+            Err(_) => Err(std::io::Error::other(format!(
+                "dead-letter topic `{}`: the producer was dropped",
+                self.topic
+            ))),
+        }
+    }
 }
 
 impl Dlq {
@@ -78,7 +177,42 @@ impl Dlq {
             path,
             file: Mutex::new(file),
             written: Default::default(),
+            kafka: None,
         })
+    }
+
+    /// Dead letters go to the Kafka topic `topic` (which must exist; the
+    /// runtime creates it). `dir` keeps the file for records written before.
+    pub fn open_kafka(
+        dir: &Path,
+        k: &crate::settings::KafkaSettings,
+        topic: &str,
+        client_id: &str,
+    ) -> std::io::Result<Dlq> {
+        let mut dlq = Dlq::open(dir)?;
+        let producer = crate::dataplane::source::kafka::client_config(k, client_id)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // One record per batch: dead letters are few, and tansu 0.6
+            // skips the rest of a batch when a read starts inside it (a
+            // replay resuming from its committed offset would miss records).
+            .set("batch.num.messages", "1")
+            .set(
+                "message.timeout.ms",
+                KAFKA_DLQ_TIMEOUT.as_millis().to_string(),
+            )
+            .create_with_context(crate::dataplane::source::kafka::LogContext)
+            .map_err(|e| std::io::Error::other(format!("kafka producer for {}: {e}", k.brokers)))?;
+        dlq.kafka = Some(KafkaDlq {
+            producer,
+            topic: topic.to_string(),
+        });
+        Ok(dlq)
+    }
+
+    /// The dead-letter topic, when dead letters go to Kafka.
+    pub fn kafka_topic(&self) -> Option<&str> {
+        self.kafka.as_ref().map(|k| k.topic.as_str())
     }
 
     /// The file's path.
@@ -89,6 +223,14 @@ impl Dlq {
     /// Appends and fsyncs one record. Blocking: call from a blocking context
     /// or accept a short stall (records are rare and small).
     pub fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        if let Some(kafka) = &self.kafka {
+            kafka.write(letter)?;
+            self.written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "stage" => letter.stage.clone(), "error_type" => letter.error_type.clone())
+                .increment(1);
+            return Ok(());
+        }
         let mut line = serde_json::to_vec(letter).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,6 +310,88 @@ impl Dlq {
         file.sync_data()?;
         Ok(letters)
     }
+}
+
+/// One record of a dead-letter topic, as `freshet dlq list` shows it.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    /// Partition of the DLQ topic.
+    pub partition: i32,
+    /// Offset in it.
+    pub offset: i64,
+    /// The `freshet.*` headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The dead letter, or why the value is not one.
+    pub letter: Result<DeadLetter, String>,
+}
+
+/// Reads a dead-letter topic from the beginning to its end. The end is
+/// where one second passes without a record: some Kafka-compatible brokers
+/// (tansu) report a high watermark that counts record *batches*, so it is
+/// not trusted. Blocking.
+pub fn read_topic(
+    k: &crate::settings::KafkaSettings,
+    topic: &str,
+) -> std::io::Result<Vec<TopicRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+    let err = |what: &str, e: rdkafka::error::KafkaError| {
+        std::io::Error::other(format!("dead-letter topic `{topic}`: {what}: {e}"))
+    };
+    let consumer: BaseConsumer<crate::dataplane::source::kafka::LogContext> =
+        crate::dataplane::source::kafka::client_config(k, "freshet-dlq-list")
+            .set("group.id", format!("{}.dlq-list", k.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(crate::dataplane::source::kafka::LogContext)
+            .map_err(|e| err("consumer", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| err("metadata", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(|e| err("assign", e))?;
+        }
+    }
+    let mut out = Vec::new();
+    if tpl.count() == 0 {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| err("assign", e))?;
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(1) {
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = polled.map_err(|e| err("read", e))?;
+        last = Instant::now();
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                if let Some(v) = header.value {
+                    headers.insert(
+                        header.key.to_string(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    );
+                }
+            }
+        }
+        let letter = match m.payload() {
+            Some(p) => serde_json::from_slice(p).map_err(|e| e.to_string()),
+            None => Err("null value".into()),
+        };
+        out.push(TopicRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            headers,
+            letter,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

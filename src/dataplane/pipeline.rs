@@ -26,7 +26,7 @@
 //!   up to a deadline, then aborts: unfinished shares are dropped undone, so
 //!   their messages are redelivered, never lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,6 +86,10 @@ pub enum Task {
         /// Event time (Unix ms).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ts_ms: Option<u64>,
+        /// Fields stored with every chunk under `metadata` (e.g. a table's
+        /// payload columns), for filtering at query time.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metadata: BTreeMap<String, serde_json::Value>,
     },
     /// Remove every chunk of a document.
     Delete {
@@ -99,6 +103,9 @@ pub enum Task {
 
 /// Largest document text accepted in a task.
 pub const MAX_TEXT_BYTES: usize = 10 * 1024 * 1024;
+
+/// Largest `metadata` of a document task, as JSON.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 impl Task {
     /// Parses and validates one task; the error says what is wrong.
@@ -129,6 +136,18 @@ impl Task {
             Task::Document { text, .. } if text.len() > MAX_TEXT_BYTES => Err(format!(
                 "document text is larger than {MAX_TEXT_BYTES} bytes"
             )),
+            Task::Document { metadata, .. }
+                if metadata.keys().any(|k| k.is_empty() || k.len() > 128) =>
+            {
+                Err("metadata keys must be 1..=128 bytes".into())
+            }
+            Task::Document { metadata, .. }
+                if serde_json::to_vec(metadata).map_or(0, |v| v.len()) > MAX_METADATA_BYTES =>
+            {
+                Err(format!(
+                    "document metadata is larger than {MAX_METADATA_BYTES} bytes of JSON"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -216,6 +235,7 @@ struct DocItem {
     quality: f64,
     render_mode: String,
     fetched_at_ms: u64,
+    metadata: BTreeMap<String, serde_json::Value>,
     origin: Origin,
 }
 
@@ -625,6 +645,7 @@ async fn router(
                 text,
                 title,
                 url,
+                metadata,
                 ..
             } => {
                 let item = DocItem {
@@ -635,6 +656,7 @@ async fn router(
                     quality: 1.0,
                     render_mode: "document".into(),
                     fetched_at_ms: now_ms(),
+                    metadata,
                     origin,
                 };
                 let _ = send_measured(&transform_tx, TransformIn::Doc(item), "source").await;
@@ -680,6 +702,7 @@ async fn extract_dispatch(
                         quality: page.quality.score,
                         render_mode: page.render_mode.as_str().to_string(),
                         fetched_at_ms: page.fetched_at_ms,
+                        metadata: BTreeMap::new(),
                         origin,
                     };
                     let _ = send_measured(&transform_tx, TransformIn::Doc(item), "extract").await;
@@ -1161,6 +1184,7 @@ async fn write_group(shared: &Shared, group: Vec<Write>) {
                             render_mode: doc.meta.render_mode.clone(),
                             quality: doc.meta.quality,
                             source_offset: doc.meta.origin.source.clone(),
+                            metadata: doc.meta.metadata.clone(),
                         },
                     })
             })

@@ -60,3 +60,5 @@ pub fn freshet(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+pub mod kafka;

@@ -57,6 +57,9 @@ pub struct ChunkPayload {
     pub quality: f64,
     /// Where the task came from, e.g. `embedded:0:17` or `kafka:tasks:3:1042`.
     pub source_offset: String,
+    /// The document's metadata (e.g. a table's payload columns).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One point to upsert.

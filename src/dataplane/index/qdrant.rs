@@ -616,6 +616,7 @@ mod tests {
             render_mode: "http".into(),
             quality: 1.0,
             source_offset: "kafka:tasks:3:1042".into(),
+            metadata: Default::default(),
         }
     }
 
