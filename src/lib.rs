@@ -22,18 +22,18 @@
 //!   dlq        dead letters (fsynced JSONL, or a Kafka topic with headers) and replay
 //! control/     the controller loop (mod.rs) and ControlState shared with the admin API
 //!   observe    metrics tap snapshots -> windowed Observation
-//!   policy/    Policy trait; heuristic (built in), llm (OpenAI-compatible chat + prompts/)
+//!   policy/    Policy trait; static, aimd (concurrency baseline), heuristic (built in), llm (OpenAI-compatible chat + prompts/)
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
 //!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown,
 //!              cluster (control topic: shared knob versions, audit mirror, controller leadership)
-//! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios;
-//!              llm: a scripted OpenAI-compatible chat endpoint
+//! bench/       the scenario bench: workload streams, runs, oracle search, report, SVG charts
+//! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
+//!              and their workloads; llm: a scripted OpenAI-compatible chat endpoint
 //! ```
-//!
-//! Not yet here (see the open issues): the scenario benchmark.
 
+pub mod bench;
 pub mod cli;
 pub mod control;
 pub mod dataplane;

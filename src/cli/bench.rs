@@ -50,32 +50,6 @@ pub struct BenchRow {
     pub dead_letters: u64,
 }
 
-fn document(i: u64, words: usize) -> Task {
-    const VOCAB: &[&str] = &[
-        "river", "council", "budget", "school", "energy", "market", "policy", "station", "harbour",
-        "museum", "engineer", "garden", "library", "network", "festival", "hospital", "bridge",
-        "factory", "village", "forest",
-    ];
-    let mut text = String::with_capacity(words * 8);
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for w in 0..words {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        text.push_str(VOCAB[(x % VOCAB.len() as u64) as usize]);
-        text.push_str(if w % 12 == 11 { ". The " } else { " " });
-    }
-    text.push_str(&format!("Document {i} ends here."));
-    Task::Document {
-        id: format!("bench-{i}"),
-        text,
-        title: format!("Bench document {i}"),
-        url: String::new(),
-        ts_ms: None,
-        metadata: Default::default(),
-    }
-}
-
 /// Runs one bench and returns its row.
 pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let dir = std::env::temp_dir().join(format!(
@@ -116,7 +90,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
                 ts_ms: None,
             }
         } else {
-            document(i, opts.words)
+            crate::bench::load::document(i, opts.words)
         };
         if !source.push(task, "bench").await {
             break;
@@ -208,7 +182,7 @@ async fn produce_documents(
             url,
             metadata,
             ..
-        } = document(i, words)
+        } = crate::bench::load::document(i, words)
         else {
             unreachable!("document() makes documents")
         };
@@ -386,4 +360,164 @@ fn bench_row(kind: &str, offered: f64, finished: f64, counters: &Counters, secs:
         p99_ms: q(0.99),
         dead_letters: Counters::get(&counters.dead_letters),
     }
+}
+/// `freshet bench scenarios` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScenariosArgs {
+    /// Scenario files (repeat the flag); default: every `scenarios/*.toml`.
+    #[arg(long = "scenario", value_name = "FILE")]
+    pub scenarios: Vec<std::path::PathBuf>,
+    /// Policies to compare, in table order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "static,aimd,heuristic,llm-scripted,oracle"
+    )]
+    pub policies: Vec<String>,
+    /// Where summary.json, scenarios.md and charts/ go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: std::path::PathBuf,
+    /// Every scenario shortened (the whole suite in under 3 minutes), same outputs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of the simulated web and the task streams.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Scenario seconds per real second (default 15, or 90 with --quick).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    /// Real length of a control window (default 500ms, or 150ms with --quick).
+    #[arg(long, value_parser = super::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Guardrails every policy's changes must pass (default
+    /// policies/guardrails.toml, else the shipped copy compiled in).
+    #[arg(long)]
+    pub guardrails: Option<std::path::PathBuf>,
+    /// Do not run anything: render the outputs (and --docs) again from a
+    /// summary.json an earlier run wrote.
+    #[arg(long, value_name = "SUMMARY_JSON")]
+    pub from_summary: Option<std::path::PathBuf>,
+    /// Also write the tables into this Markdown file (between generated-section
+    /// markers) and copy the charts next to it, e.g. docs/BENCHMARKS.md.
+    #[arg(long)]
+    pub docs: Option<std::path::PathBuf>,
+}
+
+/// The suite options `args` ask for.
+pub fn suite_options(base: &Settings, args: &ScenariosArgs) -> Result<crate::bench::SuiteOptions> {
+    use crate::bench::run::{PolicyName, RunConfig};
+    let files = if args.scenarios.is_empty() {
+        crate::bench::scenario_files(std::path::Path::new("scenarios"))
+            .context("run from the repository root, or name scenario files with --scenario FILE")?
+    } else {
+        args.scenarios.clone()
+    };
+    let mut scenarios = Vec::new();
+    for f in files {
+        scenarios.push((f.display().to_string(), Scenario::load(&f)?));
+    }
+    let mut policies = Vec::new();
+    for p in &args.policies {
+        let p = PolicyName::parse(p).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
+    let guard = match &args.guardrails {
+        Some(path) => crate::control::guard::Guard::load(path)?,
+        None => {
+            let default = std::path::Path::new("policies/guardrails.toml");
+            if default.exists() {
+                crate::control::guard::Guard::load(default)?
+            } else {
+                crate::control::guard::Guard::from_toml(
+                    crate::bench::BUILTIN_GUARDRAILS,
+                    "<shipped policies/guardrails.toml>",
+                )?
+            }
+        }
+    };
+    let time_scale = args
+        .time_scale
+        .unwrap_or(if args.quick { 90.0 } else { 15.0 });
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        anyhow::bail!("--time-scale must be a positive number");
+    }
+    let interval = args
+        .interval
+        .unwrap_or(Duration::from_millis(if args.quick { 200 } else { 500 }));
+    if interval < Duration::from_millis(100) {
+        anyhow::bail!("--interval must be at least 100ms");
+    }
+    Ok(crate::bench::SuiteOptions {
+        scenarios,
+        policies,
+        run: RunConfig {
+            base: base.clone(),
+            guard,
+            time_scale,
+            interval,
+            seed: args.seed,
+            work_dir: std::env::temp_dir()
+                .join(format!("freshet-scenarios-{}", std::process::id())),
+        },
+        budget: if args.quick {
+            crate::bench::oracle::OracleBudget {
+                warmup_s: 0.4,
+                settle_s: 0.2,
+                measure_s: 0.5,
+                max_values: 1,
+            }
+        } else {
+            crate::bench::oracle::OracleBudget {
+                warmup_s: 1.5,
+                settle_s: 1.0,
+                measure_s: 2.0,
+                max_values: 3,
+            }
+        },
+        quick: args.quick,
+        progress: true,
+    })
+}
+
+/// Runs `freshet bench scenarios` and writes its outputs.
+pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
+    if let Some(path) = &args.from_summary {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let summary: crate::bench::report::Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a scenario bench summary", path.display()))?;
+        let md = crate::bench::write_outputs(&summary, &args.out)?;
+        if let Some(doc) = &args.docs {
+            crate::bench::write_docs(&summary, &args.out, doc)?;
+        }
+        println!("{md}");
+        return Ok(());
+    }
+    let opts = suite_options(base, args)?;
+    eprintln!(
+        "freshet bench scenarios: {} scenarios x {} policies, time scale {}x, window {} ms{}",
+        opts.scenarios.len(),
+        opts.policies.len(),
+        opts.run.time_scale,
+        opts.run.interval.as_millis(),
+        if opts.quick { " (quick)" } else { "" }
+    );
+    let summary = crate::bench::run_suite(&opts).await;
+    // Let the last runs' aborted work let go of their files first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    crate::bench::run::retire_dir(opts.run.work_dir.clone(), 0);
+    let summary = summary?;
+    let md = crate::bench::write_outputs(&summary, &args.out)?;
+    if let Some(doc) = &args.docs {
+        crate::bench::write_docs(&summary, &args.out, doc)?;
+    }
+    println!("{md}");
+    eprintln!(
+        "wrote {}/summary.json, scenarios.md and charts/ ({:.0} s)",
+        args.out.display(),
+        summary.wall_s
+    );
+    Ok(())
 }

@@ -138,6 +138,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         words: usize,
     },
+    /// How well freshet tunes itself: every scenario under every policy
+    /// (static, aimd, heuristic, llm-scripted, oracle), per-phase figures, summary.json,
+    /// Markdown tables and SVG charts.
+    Scenarios(bench::ScenariosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +193,7 @@ enum DlqCommand {
     },
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -482,6 +486,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 rows.push(row);
             }
             print_out(&bench::table(&rows))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Scenarios(args)) => {
+            let s = settings(&cli)?;
+            init_logging(s.service.log_format, "error");
+            bench::scenarios(&s, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {

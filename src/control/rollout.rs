@@ -22,6 +22,14 @@
 //!   otherwise commit, marked **ineffective** when it delivered less than
 //!   `ineffective_share` of the gain the policy expected.
 //!
+//! A fall in goodput is only held against a change while the pipeline is
+//! **busy**: when every bake window is *demand-limited* (no slotted stage
+//! saturated, nothing queued, nothing blocked on a full channel), the
+//! pipeline indexed all that arrived and goodput followed the load, not the
+//! change. Such a bake commits, and is not marked ineffective either (it
+//! had nothing to show its gain on). Without this, a change made during a
+//! burst is rolled back as soon as the burst ends.
+//!
 //! A **protective** change (every change reduces load: fewer slots, fewer
 //! retries, a smaller batch, a render override given back) is judged on
 //! errors and quality only. It was made *because* the service was refused
@@ -109,6 +117,24 @@ impl Figures {
             }),
         }
     }
+}
+
+/// Mean in-flight over slots from which a stage counts as busy.
+pub const BUSY_SATURATION: f64 = 0.8;
+/// Share of a window a stage may spend blocked on a full channel and still
+/// count as idle.
+pub const IDLE_BACKPRESSURE: f64 = 0.05;
+
+/// Whether the pipeline kept up with its input during the window: no
+/// slotted stage saturated, no stage with work queued, no stage blocked
+/// handing work on. Its goodput then measures the load, not the knobs.
+pub fn demand_limited(o: &Observation) -> bool {
+    o.stages.iter().all(|(name, s)| {
+        let slotted = crate::control::observe::SLOTTED.contains(&name.as_str());
+        (!slotted || s.saturation < BUSY_SATURATION)
+            && s.queue_depth < 1.0
+            && s.backpressure <= IDLE_BACKPRESSURE
+    })
 }
 
 /// What the bake says.
@@ -199,7 +225,9 @@ impl Bake {
                 };
             }
         }
+        let idle = self.windows.iter().all(demand_limited);
         if !self.protective
+            && !idle
             && base.goodput > 0.0
             && now.goodput < base.goodput * (1.0 - g.rollback_goodput_drop)
         {
@@ -217,13 +245,19 @@ impl Bake {
         } else {
             0.0
         };
-        let ineffective = self
-            .expected_gain
-            .is_some_and(|expected| expected > 0.0 && gain < g.ineffective_share * expected);
+        let ineffective = !idle
+            && self
+                .expected_gain
+                .is_some_and(|expected| expected > 0.0 && gain < g.ineffective_share * expected);
         Judgement::Commit {
             ineffective,
             detail: format!(
-                "goodput {:.1} -> {:.1} chunks/s ({:+.0} %{}), error rate {:.1} % -> {:.1} %",
+                "{}goodput {:.1} -> {:.1} chunks/s ({:+.0} %{}), error rate {:.1} % -> {:.1} %",
+                if idle {
+                    "the pipeline kept up with its input throughout (goodput followed the load): "
+                } else {
+                    ""
+                },
                 base.goodput,
                 now.goodput,
                 gain * 100.0,
@@ -313,7 +347,7 @@ mod tests {
             Judgement::RollBack { .. }
         ));
         // Goodput down 30 % after three windows.
-        let down = vec![window(70.0, 0.01); 3];
+        let down = vec![busy(70.0); 3];
         assert!(matches!(
             bake(down.clone(), false).judge(&g),
             Judgement::RollBack { .. }
@@ -325,7 +359,7 @@ mod tests {
         ));
         // Up 2 % when 20 % was expected: ineffective.
         assert!(matches!(
-            bake(vec![window(102.0, 0.01); 3], false).judge(&g),
+            bake(vec![busy(102.0); 3], false).judge(&g),
             Judgement::Commit {
                 ineffective: true,
                 ..
@@ -337,6 +371,58 @@ mod tests {
                 ineffective: false,
                 ..
             }
+        ));
+    }
+
+    fn busy(goodput: f64) -> Observation {
+        let mut o = window(goodput, 0.01);
+        o.stages.insert(
+            "extract".into(),
+            crate::control::observe::StageStats {
+                slots: 8.0,
+                in_flight: 8.0,
+                saturation: 1.0,
+                queue_depth: 50.0,
+                ..Default::default()
+            },
+        );
+        o
+    }
+
+    #[test]
+    fn a_goodput_fall_counts_only_while_the_pipeline_is_busy() {
+        let g = Global::default();
+        // Busy and 30 % less: the change is to blame.
+        assert!(matches!(
+            bake(vec![busy(70.0); 3], false).judge(&g),
+            Judgement::RollBack { .. }
+        ));
+        // Idle throughout: the load fell; commit, not ineffective.
+        let mut idle = window(70.0, 0.01);
+        idle.stages.insert(
+            "extract".into(),
+            crate::control::observe::StageStats {
+                slots: 16.0,
+                in_flight: 3.0,
+                saturation: 0.19,
+                ..Default::default()
+            },
+        );
+        assert!(demand_limited(&idle));
+        assert!(!demand_limited(&busy(70.0)));
+        assert!(matches!(
+            bake(vec![idle; 3], false).judge(&g),
+            Judgement::Commit {
+                ineffective: false,
+                ..
+            }
+        ));
+        // One busy window among idle ones is enough to judge.
+        let mut mixed = vec![window(70.0, 0.01); 2];
+        mixed.push(busy(70.0));
+        assert!(matches!(
+            bake(mixed, false).judge(&g),
+            Judgement::RollBack { .. }
         ));
     }
 

@@ -27,5 +27,7 @@ pub mod templates;
 pub mod text;
 
 pub use corpus::{Block, Corpus, HostileKind, PageKind, SearchHit, SimPage, HOSTILE_DOMAIN};
-pub use scenario::{DomainOverride, EndpointProfile, Latency, Phase, Scenario};
+pub use scenario::{
+    DomainOverride, EndpointProfile, Latency, Phase, Scenario, TaskMix, Workload, WorkloadOverride,
+};
 pub use server::{serve, EndpointStats, SimOptions, SimServer, SimStats};

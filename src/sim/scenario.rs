@@ -1,6 +1,14 @@
 //! Scenario files: a timeline of phases, each setting per-endpoint fault
 //! profiles (latency, rate and concurrency limits, error rates) and the share
-//! of JavaScript-only pages, globally and per domain.
+//! of JavaScript-only pages, globally and per domain, plus the **workload**
+//! that `freshet bench scenarios` offers the pipeline during the phase (task
+//! rate and the mix of keyword, URL and document tasks).
+//!
+//! The workload is stated once for the scenario (`[workload]`) and may be
+//! overridden per phase (`[phase.workload]`, field by field): a flash crowd
+//! is a phase with a higher `rate`, a bulk import a phase whose mix leans to
+//! documents. Rates are in *real* tasks per second: the simulator's latencies
+//! are never time-scaled, so neither is the load that meets them.
 //!
 //! Parsing (`toml` + serde with `deny_unknown_fields`) is followed by
 //! [`Scenario::validate`], which does no I/O and names the offending phase and
@@ -21,9 +29,99 @@ pub struct Scenario {
     /// What the scenario exercises, for humans.
     #[serde(default)]
     pub description: String,
+    /// The load the scenario bench offers (phases may override it).
+    #[serde(default)]
+    pub workload: Workload,
     /// Phases in order; the last one stays active after the timeline ends.
     #[serde(rename = "phase")]
     pub phases: Vec<Phase>,
+}
+
+/// What the scenario bench feeds the pipeline: how many tasks per second and
+/// of which kinds. Kinds are drawn at random (seeded) by weight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Tasks offered per second, in real time (latencies are not scaled).
+    #[serde(default = "Workload::default_rate")]
+    pub rate: f64,
+    /// Relative weights of the task kinds.
+    #[serde(default)]
+    pub mix: TaskMix,
+    /// Words of a generated document task (a document of 400 words makes
+    /// about three chunks at the default `transform.chunk_tokens`).
+    #[serde(default = "Workload::default_document_words")]
+    pub document_words: usize,
+}
+
+impl Workload {
+    fn default_rate() -> f64 {
+        40.0
+    }
+    fn default_document_words() -> usize {
+        400
+    }
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            rate: Workload::default_rate(),
+            mix: TaskMix::default(),
+            document_words: Workload::default_document_words(),
+        }
+    }
+}
+
+/// Relative weights of task kinds (they need not sum to 1; all zero is an
+/// error). The default is URLs only.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMix {
+    /// `url` tasks: a fresh simulated article each (fetch, extract, index).
+    #[serde(default)]
+    pub url: f64,
+    /// `keyword` tasks: a search (1 credit) whose ten hits are fetched.
+    #[serde(default)]
+    pub keyword: f64,
+    /// `document` tasks: text given in full (transform, embed, index only).
+    #[serde(default)]
+    pub document: f64,
+}
+
+impl Default for TaskMix {
+    fn default() -> Self {
+        TaskMix {
+            url: 1.0,
+            keyword: 0.0,
+            document: 0.0,
+        }
+    }
+}
+
+impl TaskMix {
+    /// The weights as shares that sum to 1 (url, keyword, document).
+    pub fn shares(&self) -> [f64; 3] {
+        let total = self.url + self.keyword + self.document;
+        [
+            self.url / total,
+            self.keyword / total,
+            self.document / total,
+        ]
+    }
+}
+
+/// A phase's changes to the scenario's workload; absent fields keep the
+/// scenario's value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadOverride {
+    /// Tasks per second during the phase.
+    pub rate: Option<f64>,
+    /// Task mix during the phase (replaces the whole mix).
+    pub mix: Option<TaskMix>,
+    /// Words per generated document during the phase.
+    pub document_words: Option<usize>,
 }
 
 /// One period of the timeline.
@@ -55,6 +153,9 @@ pub struct Phase {
     /// Per-domain overrides of `pages` and `js_share`.
     #[serde(default)]
     pub domains: BTreeMap<String, DomainOverride>,
+    /// Changes to the scenario's `[workload]` during this phase.
+    #[serde(default)]
+    pub workload: WorkloadOverride,
 }
 
 /// Latency distribution: lognormal fitted to the two percentiles.
@@ -197,6 +298,39 @@ impl Phase {
     }
 }
 
+/// Largest task rate a workload may ask for: past it the bench's generator
+/// and the two-core reference machine, not the knobs, would be measured.
+pub const MAX_WORKLOAD_RATE: f64 = 2_000.0;
+
+fn check_workload(ctx: &str, w: &Workload) -> anyhow::Result<()> {
+    if !(w.rate > 0.0 && w.rate <= MAX_WORKLOAD_RATE) {
+        anyhow::bail!(
+            "{ctx}: `rate` = {} must be within (0, {MAX_WORKLOAD_RATE}] tasks per second",
+            w.rate
+        );
+    }
+    let m = &w.mix;
+    for (name, v) in [
+        ("url", m.url),
+        ("keyword", m.keyword),
+        ("document", m.document),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            anyhow::bail!("{ctx}: `mix.{name}` = {v} must be a non-negative weight");
+        }
+    }
+    if m.url + m.keyword + m.document <= 0.0 {
+        anyhow::bail!("{ctx}: `mix` gives every task kind a weight of 0; give at least one kind a positive weight");
+    }
+    if !(20..=100_000).contains(&w.document_words) {
+        anyhow::bail!(
+            "{ctx}: `document_words` = {} must be within 20..=100000 (shorter documents are dropped as too short)",
+            w.document_words
+        );
+    }
+    Ok(())
+}
+
 fn check_prob(ctx: &str, field: &str, v: f64) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&v) || v.is_nan() {
         anyhow::bail!("{ctx}: `{field}` = {v} is not a probability in [0, 1]");
@@ -291,8 +425,10 @@ impl Scenario {
                 self.name
             );
         }
+        check_workload("[workload]", &self.workload)?;
         for (i, ph) in self.phases.iter().enumerate() {
             let ctx = format!("phase {i} (`{}`)", ph.name);
+            check_workload(&format!("{ctx} [phase.workload]"), &self.workload_of(i))?;
             if !(ph.duration_s > 0.0 && ph.duration_s.is_finite()) {
                 anyhow::bail!("{ctx}: `duration_s` = {} must be positive", ph.duration_s);
             }
@@ -317,6 +453,24 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// The workload in force during phase `index` (the scenario's, with the
+    /// phase's overrides applied).
+    pub fn workload_of(&self, index: usize) -> Workload {
+        let mut w = self.workload.clone();
+        if let Some(o) = self.phases.get(index).map(|p| &p.workload) {
+            if let Some(r) = o.rate {
+                w.rate = r;
+            }
+            if let Some(m) = o.mix {
+                w.mix = m;
+            }
+            if let Some(d) = o.document_words {
+                w.document_words = d;
+            }
+        }
+        w
     }
 
     /// Length of the timeline at `time_scale = 1`.
@@ -381,5 +535,64 @@ js_share = 0.9
         let e = Scenario::from_toml_str("name='x'\n[[phase]]\nname='a'\nduration_s=1\n[phase.search]\nlatency_ms={p50=100,p99=50}\n").unwrap_err();
         assert!(format!("{e:#}").contains("p99"), "{e:#}");
         assert!(Scenario::from_toml_str("name='x'\nphase=[]\n").is_err());
+    }
+
+    #[test]
+    fn workload_defaults_and_phase_overrides() {
+        let s = r#"
+name = "w"
+[workload]
+rate = 30
+mix = { url = 3, keyword = 1 }
+[[phase]]
+name = "calm"
+duration_s = 10
+[[phase]]
+name = "crowd"
+duration_s = 10
+[phase.workload]
+rate = 90
+[[phase]]
+name = "import"
+duration_s = 10
+[phase.workload]
+mix = { document = 1 }
+document_words = 800
+"#;
+        let sc = Scenario::from_toml_str(s).unwrap();
+        let calm = sc.workload_of(0);
+        assert_eq!(calm.rate, 30.0);
+        assert_eq!(calm.mix.shares(), [0.75, 0.25, 0.0]);
+        assert_eq!(sc.workload_of(1).rate, 90.0);
+        assert_eq!(sc.workload_of(1).mix, calm.mix);
+        let import = sc.workload_of(2);
+        assert_eq!((import.rate, import.document_words), (30.0, 800));
+        assert_eq!(import.mix.shares(), [0.0, 0.0, 1.0]);
+        // No [workload]: 40 URL tasks per second.
+        let plain =
+            Scenario::from_toml_str("name='p'\n[[phase]]\nname='a'\nduration_s=1\n").unwrap();
+        assert_eq!(plain.workload_of(0), Workload::default());
+    }
+
+    #[test]
+    fn rejects_bad_workloads() {
+        let base = "name='x'\n[[phase]]\nname='a'\nduration_s=1\n";
+        for (extra, needle) in [
+            ("[phase.workload]\nrate = 0\n", "rate"),
+            ("[phase.workload]\nrate = 1e9\n", "rate"),
+            ("[phase.workload]\nmix = { url = 0 }\n", "mix"),
+            (
+                "[phase.workload]\nmix = { url = -1, keyword = 2 }\n",
+                "mix.url",
+            ),
+            ("[phase.workload]\nmix = { pdf = 1 }\n", "pdf"),
+            ("[phase.workload]\ndocument_words = 3\n", "document_words"),
+            ("[phase.workload]\nburst = 3\n", "burst"),
+        ] {
+            let e = Scenario::from_toml_str(&format!("{base}{extra}")).unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{extra}: {e:#}");
+        }
+        let e = Scenario::from_toml_str(&format!("{base}[workload]\nrate = -3\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("[workload]"), "{e:#}");
     }
 }

@@ -6,27 +6,42 @@
 //! 1. **Back off** (multiplicative decrease). A slotted stage whose work is
 //!    refused or times out (`rate_limited`, `timeout` errors or retries on
 //!    more than [`BACKOFF_SHARE`] of its units), or whose median latency
-//!    jumps beyond mean + k·sd of its recent windows while it is saturated,
-//!    halves its slots (down to the mean in-flight if that is lower).
+//!    jumps beyond mean + k·sd of its recent windows while it is saturated
+//!    *right after its slots grew*, halves its slots (down to the mean
+//!    in-flight if that is lower). Two things are deliberately not read as
+//!    overload: a latency rise the stage did not cause (its slots did not
+//!    grow in the last [`SELF_INFLICTED_WINDOWS`] windows: the upstream got
+//!    slower on its own, and fewer slots would only cut throughput further,
+//!    since pages/s = slots / latency), and timeouts of an upstream that
+//!    *hangs* (see 3).
 //! 2. **Render escalation** per domain: a domain fetched over plain HTTP whose
 //!    pages mostly fall below `transform.min_quality` (JavaScript shells)
 //!    moves to `remote` rendering, unless the projected credit spend would
 //!    pass the guard's budget. When spend is over budget, the override with
 //!    the fewest pages goes back to `http`.
-//! 3. **Retry budget** from the error mix: transient upstream failures
-//!    (`upstream`, `reset`, `connect`) that still fail after retries earn
-//!    one more attempt; when rate limiting dominates, retries only add load,
-//!    so the budget shrinks by one.
-//! 4. **Grow** (additive increase). A slotted stage that is saturated (mean
-//!    in-flight at least [`SATURATED`] of its slots) with work waiting,
-//!    without operational errors and whose latency is not rising gets more
-//!    slots: one, or a quarter more when the backlog is at least as large as
-//!    the slots (a long queue can use them at once). A stage whose last
-//!    increase was ineffective or rolled back waits [`GROW_PAUSE`] windows.
+//! 3. **Retry budget and timeouts** from the error mix: transient upstream
+//!    failures (`upstream`, `reset`, `connect`) that still fail after
+//!    retries earn one more attempt; when rate limiting dominates, retries
+//!    only add load, so the budget shrinks by one. Timeouts on a stage whose
+//!    median unit finishes in under 1/[`HANG_RATIO`] of the timeout are
+//!    requests the upstream lost, not slow answers: each holds a slot for
+//!    the whole timeout, so the timeout comes down to [`HANG_TIMEOUT_P50S`]
+//!    medians (at least [`MIN_TIMEOUT_MS`]).
+//! 4. **Grow**. A slotted stage that is saturated (mean in-flight at least
+//!    [`SATURATED`] of its slots) with work waiting, whose work is not
+//!    refused and whose latency is not rising after its own last increase
+//!    gets more slots. The step follows the backlog, as TCP's slow start
+//!    does: twice the slots while at least twice as many units wait (the
+//!    guard's step limits still apply), half again while at least as many
+//!    wait, one otherwise. A stage whose last increase was ineffective or
+//!    rolled back waits [`GROW_PAUSE`] windows.
 //! 5. **Batch size** of the embed stage from its per-call overhead: when
-//!    the stage is saturated and its batches are full, calls are dominated
-//!    by overhead and a batch twice as large halves the call count; when a
-//!    call's p99 passes [`SLOW_CALL_S`], the batch halves.
+//!    the stage is saturated with work waiting and its batches are full,
+//!    calls are dominated by overhead and a batch twice as large halves the
+//!    call count; when a call's p99 passes [`SLOW_CALL_S`], the batch halves.
+//!    A batch counts as full at [`FULL_BATCH`] of the batch size per call:
+//!    the stage groups whole documents and splits a group into calls of at
+//!    most the batch size, so a full group averages over half a batch a call.
 //!
 //! The heuristic is stateless: everything it needs is in the [`Context`]
 //! (recent windows, past decisions), so it can be replayed from an audit log.
@@ -55,6 +70,16 @@ pub const ESCALATE_LOW_SHARE: f64 = 0.5;
 pub const SLOW_CALL_S: f64 = 2.0;
 /// Credits one remote render costs (the SERPpost-style price list).
 pub const RENDER_CREDITS: f64 = 5.0;
+/// Windows back in which a stage's own slot increase explains a latency rise.
+pub const SELF_INFLICTED_WINDOWS: usize = 6;
+/// Timeouts are hangs when the median unit takes under 1/`HANG_RATIO` of the timeout.
+pub const HANG_RATIO: f64 = 10.0;
+/// A hanging stage's timeout comes down to this many medians...
+pub const HANG_TIMEOUT_P50S: f64 = 20.0;
+/// ... but never below this.
+pub const MIN_TIMEOUT_MS: u64 = 1_000;
+/// Items per embedding call, as a share of the batch size, that count as full batches.
+pub const FULL_BATCH: f64 = 0.45;
 
 /// The built-in policy.
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,6 +96,27 @@ impl Policy for Heuristic {
     }
 }
 
+fn timeout_of(knobs: &Knobs, stage: &str) -> u64 {
+    match stage {
+        "search" => knobs.search.timeout_ms,
+        "extract" => knobs.extract.timeout_ms,
+        "embed" => knobs.embed.timeout_ms,
+        _ => knobs.index.timeout_ms,
+    }
+}
+
+/// Whether `stage` had fewer slots in one of the last
+/// [`SELF_INFLICTED_WINDOWS`] windows than it has now: a latency rise since
+/// may be the stage's own doing.
+fn grew_recently(stage: &str, slots: u64, recent: &[Observation]) -> bool {
+    recent
+        .iter()
+        .rev()
+        .take(SELF_INFLICTED_WINDOWS)
+        .filter_map(|o| o.stages.get(stage))
+        .any(|s| s.slots > 0.0 && (s.slots as u64) < slots)
+}
+
 fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
     match stage {
         "search" => knobs.search.slots as u64,
@@ -80,12 +126,27 @@ fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
     }
 }
 
-/// Units refused or timed out (failed or retried) per finished unit.
-fn pressure(s: &StageStats, window_s: f64) -> f64 {
-    let refused: u64 = ["rate_limited", "timeout"]
-        .iter()
-        .map(|c| s.errors.get(*c).copied().unwrap_or(0) + s.retries.get(*c).copied().unwrap_or(0))
-        .sum();
+/// Failed plus retried units of `class` in the window.
+fn class_count(s: &StageStats, class: &str) -> u64 {
+    s.errors.get(class).copied().unwrap_or(0) + s.retries.get(class).copied().unwrap_or(0)
+}
+
+/// Whether the stage's timeouts are lost requests rather than slow answers:
+/// its median unit finishes in under 1/[`HANG_RATIO`] of `timeout_ms`.
+fn hanging(s: &StageStats, timeout_ms: u64) -> bool {
+    class_count(s, "timeout") > 0
+        && s.latency_p50_s
+            .is_some_and(|p50| p50 * 1e3 * HANG_RATIO < timeout_ms as f64)
+}
+
+/// Units refused or timed out (failed or retried) per finished unit. The
+/// timeouts of a hanging upstream (see [`hanging`]) are not refusals: they
+/// say nothing about how much load the upstream takes.
+fn pressure(s: &StageStats, window_s: f64, timeout_ms: u64) -> f64 {
+    let mut refused = class_count(s, "rate_limited");
+    if !hanging(s, timeout_ms) {
+        refused += class_count(s, "timeout");
+    }
     let finished = s.throughput.max(0.0);
     if finished == 0.0 {
         // Nothing finished: everything that was tried was refused.
@@ -150,8 +211,10 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     for stage in SLOTTED {
         let s = obs.stage(stage);
         let slots = slots_of(knobs, stage);
-        let p = pressure(&s, window);
-        let jump = s.saturation >= SATURATED && latency_jump(stage, &s, ctx.recent);
+        let p = pressure(&s, window, timeout_of(knobs, stage));
+        let jump = s.saturation >= SATURATED
+            && latency_jump(stage, &s, ctx.recent)
+            && grew_recently(stage, slots, ctx.recent);
         if (p > BACKOFF_SHARE || jump) && slots > 1 {
             let target = ((slots as f64 * 0.5).floor() as u64)
                 .min(s.in_flight.ceil().max(1.0) as u64)
@@ -164,7 +227,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
                 )
             } else {
                 format!(
-                    "{stage} median latency jumped to {:.0} ms while saturated: cut slots {slots} -> {target}",
+                    "{stage} median latency jumped to {:.0} ms while saturated, after its slots grew: cut slots {slots} -> {target}",
                     s.latency_p50_s.unwrap_or(0.0) * 1e3
                 )
             };
@@ -250,19 +313,41 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         });
     }
 
-    // 3. Retry budget from the error mix.
+    // 3. Retry budget and timeouts from the error mix.
     for (stage, attempts) in [
         ("search", knobs.search.retry.max_attempts),
         ("extract", knobs.extract.retry.max_attempts),
     ] {
         let s = obs.stage(stage);
+        let timeout = timeout_of(knobs, stage);
+        let finished_units = (s.throughput * obs.window_s).max(1.0);
+        if hanging(&s, timeout)
+            && class_count(&s, "timeout") as f64 / finished_units > BACKOFF_SHARE
+        {
+            let p50_ms = s.latency_p50_s.unwrap_or(0.0) * 1e3;
+            let target =
+                ((HANG_TIMEOUT_P50S * p50_ms / 100.0).ceil() as u64 * 100).max(MIN_TIMEOUT_MS);
+            if target < timeout {
+                let why = format!(
+                    "{:.1} % of {stage} requests hang until the {timeout} ms timeout while the median takes {p50_ms:.0} ms: each hang holds a slot; timeout {timeout} -> {target} ms",
+                    class_count(&s, "timeout") as f64 / finished_units * 100.0
+                );
+                notes.push(why.clone());
+                changes.push(Change {
+                    knob: format!("{stage}.timeout_ms"),
+                    value: json!(target),
+                    reason: why,
+                });
+            }
+        }
         let transient: u64 = ["upstream", "reset", "connect"]
             .iter()
             .map(|c| s.errors.get(*c).copied().unwrap_or(0))
             .sum();
         let finished = (s.throughput * obs.window_s).max(1.0);
         let knob = format!("{stage}.retry.max_attempts");
-        if transient as f64 / finished > BACKOFF_SHARE && pressure(&s, window) <= BACKOFF_SHARE {
+        let refused = pressure(&s, window, timeout);
+        if transient as f64 / finished > BACKOFF_SHARE && refused <= BACKOFF_SHARE {
             if attempts < 6 {
                 let why = format!(
                     "{:.1} % of {stage} work still fails on transient upstream errors after {attempts} attempts: allow {}",
@@ -276,7 +361,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
                     reason: why,
                 });
             }
-        } else if pressure(&s, window) > 4.0 * BACKOFF_SHARE && attempts > 2 {
+        } else if refused > 4.0 * BACKOFF_SHARE && attempts > 2 {
             let why = format!(
                 "{stage} is rate limited: retries add load; attempts {attempts} -> {}",
                 attempts - 1
@@ -300,11 +385,13 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         let s = obs.stage(stage);
         let slots = slots_of(knobs, stage);
         let waiting = s.queue_depth >= 1.0 || s.backpressure > 0.05 || upstream_blocked(obs, stage);
+        // Transient upstream errors (5xx, resets) are left to the retry
+        // budget: they do not say the upstream takes less load. Refusals do,
+        // and so does latency that rose after this stage last grew.
         if s.saturation < SATURATED
             || !waiting
-            || s.error_rate > BACKOFF_SHARE / 2.0
-            || pressure(&s, window) > 0.0
-            || latency_rising(stage, &s, ctx.recent)
+            || pressure(&s, window, timeout_of(knobs, stage)) > 0.0
+            || (latency_rising(stage, &s, ctx.recent) && grew_recently(stage, slots, ctx.recent))
         {
             continue;
         }
@@ -317,8 +404,15 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         {
             continue;
         }
-        let step = if s.queue_depth >= slots as f64 {
-            (slots / 4).max(1)
+        let backlog = s.queue_depth.max(if upstream_blocked(obs, stage) {
+            2.0 * slots as f64
+        } else {
+            0.0
+        });
+        let step = if backlog >= 2.0 * slots as f64 {
+            slots
+        } else if backlog >= slots as f64 {
+            (slots / 2).max(1)
         } else {
             1
         };
@@ -358,7 +452,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         });
     } else if e.saturation >= SATURATED
         && e.queue_depth >= 1.0
-        && items_per_call >= 0.9 * batch as f64
+        && items_per_call >= FULL_BATCH * batch as f64
         && e.error_rate <= BACKOFF_SHARE / 2.0
         && batch < 256
     {
@@ -538,9 +632,23 @@ mod tests {
     #[test]
     fn a_saturated_clean_stage_grows_and_an_idle_one_does_not() {
         let knobs = Knobs::default();
+        // A backlog of five times the slots: slow start doubles.
         let busy = stage(80.0, 8.0, 7.9, 40.0);
         let p = run(&observation(&[("extract", busy)]), &[], &knobs);
-        assert_eq!(value(&p, "extract.slots"), Some(json!(10)), "{p:?}");
+        assert_eq!(value(&p, "extract.slots"), Some(json!(16)), "{p:?}");
+        // As many waiting as there are slots: half again; a few: one more.
+        let p = run(
+            &observation(&[("extract", stage(80.0, 8.0, 7.9, 9.0))]),
+            &[],
+            &knobs,
+        );
+        assert_eq!(value(&p, "extract.slots"), Some(json!(12)), "{p:?}");
+        let p = run(
+            &observation(&[("extract", stage(80.0, 8.0, 7.9, 2.0))]),
+            &[],
+            &knobs,
+        );
+        assert_eq!(value(&p, "extract.slots"), Some(json!(9)), "{p:?}");
         assert!(p.expected_gain.is_some_and(|g| g > 0.0));
         let idle = stage(20.0, 8.0, 2.0, 0.0);
         let p = run(&observation(&[("extract", idle)]), &[], &knobs);
@@ -548,13 +656,65 @@ mod tests {
     }
 
     #[test]
-    fn rising_latency_blocks_growth() {
+    fn latency_that_rose_after_growing_blocks_growth() {
         let knobs = Knobs::default();
-        let before = observation(&[("extract", stage(80.0, 8.0, 7.9, 40.0))]);
+        // The stage had 6 slots a window ago and 8 now: the rise is its own.
+        let before = observation(&[("extract", stage(60.0, 6.0, 5.9, 40.0))]);
         let mut now = stage(80.0, 8.0, 7.9, 40.0);
         now.latency_p50_s = Some(0.2);
-        let p = run(&observation(&[("extract", now)]), &[before], &knobs);
+        let p = run(&observation(&[("extract", now.clone())]), &[before], &knobs);
         assert_eq!(value(&p, "extract.slots"), None, "{p:?}");
+        // The same rise at an unchanged slot count is the upstream's: grow.
+        let before = observation(&[("extract", stage(80.0, 8.0, 7.9, 40.0))]);
+        let p = run(&observation(&[("extract", now)]), &[before], &knobs);
+        assert_eq!(value(&p, "extract.slots"), Some(json!(16)), "{p:?}");
+    }
+
+    #[test]
+    fn a_latency_jump_cuts_slots_only_when_self_inflicted() {
+        let mut knobs = Knobs::default();
+        knobs.extract.slots = 16;
+        let mut jumped = stage(80.0, 16.0, 16.0, 0.0);
+        jumped.latency_p50_s = Some(1.0);
+        let steady = |slots: f64| observation(&[("extract", stage(80.0, slots, slots, 0.0))]);
+        let grown = vec![steady(8.0), steady(8.0), steady(16.0), steady(16.0)];
+        let p = run(&observation(&[("extract", jumped.clone())]), &grown, &knobs);
+        assert_eq!(value(&p, "extract.slots"), Some(json!(8)), "{p:?}");
+        let unchanged = vec![steady(16.0); 4];
+        let p = run(&observation(&[("extract", jumped)]), &unchanged, &knobs);
+        assert_eq!(value(&p, "extract.slots"), None, "{p:?}");
+    }
+
+    #[test]
+    fn hanging_requests_shorten_the_timeout_instead_of_cutting_slots() {
+        let knobs = Knobs::default();
+        // Median 150 ms against a 10 s timeout: timeouts are lost requests.
+        let mut s = stage(20.0, 8.0, 8.0, 100.0);
+        s.latency_p50_s = Some(0.15);
+        s.errors.insert("timeout".into(), 3);
+        s.retries.insert("timeout".into(), 5);
+        let p = run(&observation(&[("extract", s)]), &[], &knobs);
+        assert_eq!(value(&p, "extract.timeout_ms"), Some(json!(3000)), "{p:?}");
+        assert_eq!(value(&p, "extract.slots"), Some(json!(16)), "{p:?}");
+        // A median close to the timeout: the upstream is slow, back off.
+        let mut slow = stage(20.0, 8.0, 8.0, 100.0);
+        slow.latency_p50_s = Some(4.0);
+        slow.errors.insert("timeout".into(), 8);
+        let p = run(&observation(&[("extract", slow)]), &[], &knobs);
+        assert_eq!(value(&p, "extract.timeout_ms"), None, "{p:?}");
+        assert_eq!(value(&p, "extract.slots"), Some(json!(4)), "{p:?}");
+    }
+
+    #[test]
+    fn a_saturated_embed_stage_with_split_batches_doubles_its_batch() {
+        let knobs = Knobs::default();
+        // 2 calls/s of 17 inputs on average (groups of 34 split 32 + 2).
+        let mut e = stage(2.0, 2.0, 2.0, 40.0);
+        e.latency_p99_s = Some(0.6);
+        let mut obs = observation(&[("embed", e)]);
+        obs.goodput = 34.0;
+        let p = run(&obs, &[], &knobs);
+        assert_eq!(value(&p, "embed.batch_size"), Some(json!(64)), "{p:?}");
     }
 
     #[test]

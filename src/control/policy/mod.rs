@@ -7,6 +7,9 @@
 //! judges every change and the rollout bakes what it applies, so a policy
 //! never needs to be trusted, and the LLM policy is not.
 //!
+//! - [`Static`] never changes anything (the bench's `static` baseline).
+//! - [`aimd`] moves slots only, by additive increase and multiplicative
+//!   decrease (the adaptive-concurrency baseline of the scenario bench).
 //! - [`heuristic`] is built in and needs nothing: AIMD on slots, batch sizes
 //!   from per-call overhead, retry budgets from the error mix, render
 //!   escalation per domain from quality.
@@ -21,6 +24,7 @@ use crate::control::guard::Guard;
 use crate::control::observe::Observation;
 use crate::knobs::{Change, Knobs};
 
+pub mod aimd;
 pub mod heuristic;
 pub mod llm;
 
