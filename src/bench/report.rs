@@ -181,7 +181,7 @@ pub fn finish(s: &mut ScenarioResult) {
     if let Some(r) = t.heuristic_vs_aimd {
         if r < 1.0 {
             t.missed
-                .push(format!("goodput {:.0} % of aimd's (< 100 %)", r * 100.0));
+                .push(format!("goodput {:.1} % of aimd's (< 100 %)", r * 100.0));
         }
     }
     if t.heuristic_guard_violations > 0 {

@@ -386,7 +386,7 @@ pub struct ScenariosArgs {
     /// Scenario seconds per real second (default 15, or 90 with --quick).
     #[arg(long)]
     pub time_scale: Option<f64>,
-    /// Real length of a control window (default 500ms, or 150ms with --quick).
+    /// Real length of a control window (default 500ms, or 200ms with --quick).
     #[arg(long, value_parser = super::parse_duration)]
     pub interval: Option<Duration>,
     /// Guardrails every policy's changes must pass (default

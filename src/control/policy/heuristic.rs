@@ -15,7 +15,8 @@
 //!    since pages/s = slots / latency), and timeouts of an upstream that
 //!    *hangs* (see 3).
 //! 2. **Render escalation** per domain: a domain fetched over plain HTTP whose
-//!    pages mostly fall below `transform.min_quality` (JavaScript shells)
+//!    pages mostly fall below `transform.min_quality` (JavaScript shells;
+//!    "mostly" with 95 % confidence over the pooled pages)
 //!    moves to `remote` rendering, unless the projected credit spend would
 //!    pass the guard's budget. When spend is over budget, the override with
 //!    the fewest pages goes back to `http`.
@@ -250,7 +251,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         if d.render_mode != "http"
             || d.domain == "other"
             || d.stats.pages < MIN_DOMAIN_PAGES
-            || d.stats.low_share < ESCALATE_LOW_SHARE
+            || wilson_lower(d.stats.low_share, d.stats.pages) < ESCALATE_LOW_SHARE
             || knobs.extract.render_mode_for(&d.domain) != RenderMode::Http
             || !crate::knobs::valid_domain(&d.domain)
         {
@@ -497,6 +498,21 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     }
 }
 
+/// The lower bound of the 95 % Wilson score interval of a share `p`
+/// observed over `n` pages. A domain is escalated only when even this bound
+/// passes [`ESCALATE_LOW_SHARE`]: with 24 domains judged every window, a
+/// point estimate over a handful of pages escalates some healthy domain by
+/// chance (2 low pages of 4 happen one time in twenty at a 10 % shell
+/// share), and every such escalation costs credits for nothing.
+fn wilson_lower(p: f64, n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (n, z) = (n as f64, 1.96f64);
+    let z2 = z * z;
+    (p + z2 / (2.0 * n) - z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / (1.0 + z2 / n)
+}
+
 /// A domain's quality pooled over the last [`QUALITY_WINDOWS`] windows.
 struct PooledQuality {
     domain: String,
@@ -653,6 +669,16 @@ mod tests {
         let idle = stage(20.0, 8.0, 2.0, 0.0);
         let p = run(&observation(&[("extract", idle)]), &[], &knobs);
         assert!(p.changes.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn escalation_needs_confidence_not_a_lucky_sample() {
+        // 2 of 4 pages low is a coin toss at a 10 % shell share...
+        assert!(wilson_lower(0.5, 4) < ESCALATE_LOW_SHARE);
+        // ... 4 of 4, or 9 of 10, is a JavaScript-only site.
+        assert!(wilson_lower(1.0, 4) >= ESCALATE_LOW_SHARE);
+        assert!(wilson_lower(0.9, 10) >= ESCALATE_LOW_SHARE);
+        assert_eq!(wilson_lower(0.3, 0), 0.0);
     }
 
     #[test]
