@@ -311,6 +311,9 @@ pub struct RunResult {
     /// Applied changes that the guard, checked again after the run against
     /// the audit log, would not have let through as they were (must be empty).
     pub guard_violations: Vec<String>,
+    /// Every change applied or rolled back, in order, with the policy's
+    /// reason (from the audit log; scenario seconds since the start).
+    pub changes: Vec<String>,
     /// The URL stream ran out and repeated pages (figures understate goodput).
     pub urls_wrapped: bool,
     /// Real seconds the run took, set-up and tear-down included.
@@ -589,6 +592,41 @@ pub async fn run_scenario(
     retire_dir(data_dir, 2);
 
     let guard_violations = guard_violations(&records, &initial, &cfg.guard, cfg.time_scale);
+    let start_ms = records.first().map(|r| r.time_ms).unwrap_or(0);
+    let changes = records
+        .iter()
+        .filter(|r| matches!(r.kind, EventKind::Applied | EventKind::RolledBack))
+        .map(|r| {
+            let diff = r
+                .event
+                .diff
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                c["knob"].as_str().unwrap_or("?"),
+                                c["from"],
+                                c["to"]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!(
+                "{:.0} s {}: {diff} ({})",
+                r.time_ms.saturating_sub(start_ms) as f64 / 1e3 * cfg.time_scale,
+                if r.kind == EventKind::Applied {
+                    "applied"
+                } else {
+                    "rolled back"
+                },
+                r.event.detail
+            )
+        })
+        .collect();
     Ok(RunResult {
         scenario: scenario.name.clone(),
         policy,
@@ -597,6 +635,7 @@ pub async fn run_scenario(
         windows,
         controller: ControllerCounts::from(&end_report),
         guard_violations,
+        changes,
         urls_wrapped: tasks.wrapped(),
         wall_s: wall.elapsed().as_secs_f64(),
     })
