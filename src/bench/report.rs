@@ -327,7 +327,7 @@ pub fn scenario_markdown(s: &ScenarioResult, chart_dir: &str) -> String {
 pub fn markdown(summary: &Summary, chart_dir: &str) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{} run{}: time scale {}x, control window {} ms real ({:.0} s scenario time), seed {}, oracle budget per phase {:.1} s warm-up, then per setting {:.1} s settling + {:.1} s measured, at most {} values per dimension; {} CPUs, load average {} before and {} after; {:.0} s in all.\n\n",
+        "{} run{}: time scale {}x, control window {} ms real ({:.1} s scenario time), seed {}, oracle budget per phase {:.1} s warm-up, then per setting {:.1} s settling + {:.1} s measured, at most {} values per dimension; {} CPUs, load average {} before and {} after; {:.0} s in all.\n\n",
         if summary.quick { "Quick" } else { "Full" },
         if summary.quick { " (`--quick`)" } else { "" },
         summary.time_scale,
