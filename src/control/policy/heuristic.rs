@@ -34,7 +34,9 @@
 //!    gets more slots. The step follows the backlog, as TCP's slow start
 //!    does: twice the slots while at least twice as many units wait (the
 //!    guard's step limits still apply), half again while at least as many
-//!    wait, one otherwise. A stage whose last increase was ineffective or
+//!    wait or while the queue grows from one window to the next (arrivals
+//!    outpace the stage: single steps would fall further behind), one
+//!    otherwise. A stage whose last increase was ineffective or
 //!    rolled back waits [`GROW_PAUSE`] windows.
 //! 5. **Batch size** of the embed stage from its per-call overhead: when
 //!    the stage is saturated with work waiting and its batches are full,
@@ -410,9 +412,17 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         } else {
             0.0
         });
+        // A queue that grew over the window says arrivals outpace the stage:
+        // single steps would fall further behind, so it grows by half.
+        let prev_queue = ctx
+            .recent
+            .last()
+            .map(|o| o.stage(stage).queue_depth)
+            .unwrap_or(f64::INFINITY);
+        let growing = s.queue_depth >= 1.0 && s.queue_depth > prev_queue + 1.0;
         let step = if backlog >= 2.0 * slots as f64 {
             slots
-        } else if backlog >= slots as f64 {
+        } else if backlog >= slots as f64 || growing {
             (slots / 2).max(1)
         } else {
             1
