@@ -19,10 +19,18 @@
 //! **Bounded intake.** A dedicated thread polls the consumer (so rebalance
 //! callbacks and synchronous commits never block the async runtime). It takes
 //! a `source.max_in_flight` slot and a pipeline channel slot before it hands
-//! a message on; when either is missing, it pauses every assigned partition
-//! and keeps polling (group membership, rebalances, commits) until there is
-//! room, then resumes. What librdkafka had already fetched waits in a small
-//! queue; nothing is buffered beyond that.
+//! a message on. Messages polled while there is no room wait in a small
+//! queue; once it holds [`PENDING_SOFT_LIMIT`] messages the thread polls only
+//! every [`THROTTLED_POLL`] (enough for group membership, rebalances and
+//! commits), so librdkafka's own prefetch queue, bounded by
+//! `queued.max.messages.kbytes` (8 MiB unless set), holds the rest and its
+//! fetcher stops when that is full. Only a pipeline stalled long enough for
+//! the queue to reach [`PENDING_HARD_LIMIT`] pauses every assigned partition
+//! (which makes librdkafka drop and later refetch its prefetched messages);
+//! they resume once the queue is back under the soft limit. Pausing on every
+//! moment without room, as the first version did, threw the prefetch away
+//! many times a second under a backlog and cost a quarter of the
+//! throughput.
 //!
 //! **Rebalances.** On revoke, the source stops taking work from the lost
 //! partitions (their queued messages are dropped unregistered), waits up to
@@ -65,8 +73,15 @@ use crate::settings::KafkaSettings;
 /// Longest a revoke waits for the lost partitions' in-flight messages.
 pub const REVOKE_WAIT: Duration = Duration::from_secs(5);
 
-/// Messages fetched ahead that may wait for room before partitions pause.
-const PENDING_SOFT_LIMIT: usize = 64;
+/// Polled messages waiting for room beyond which polling slows down to one
+/// poll per [`THROTTLED_POLL`].
+pub const PENDING_SOFT_LIMIT: usize = 256;
+
+/// Polled messages waiting for room at which every assigned partition pauses.
+pub const PENDING_HARD_LIMIT: usize = 1024;
+
+/// Poll interval while the pending queue is at its soft limit.
+pub const THROTTLED_POLL: Duration = Duration::from_millis(100);
 
 /// Largest raw message kept in a dead letter.
 const MAX_RAW_BYTES: usize = 64 * 1024;
@@ -136,6 +151,33 @@ pub(crate) fn log_error(error: &rdkafka::error::KafkaError, reason: &str) {
         "connect",
         &format_args!("kafka: {error}: {reason}"),
     );
+}
+
+/// Deletes `topic` (used by `freshet bench kafka` to clean up after itself).
+pub async fn delete_topic(k: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<LogContext> = client_config(k, "freshet-admin")
+        .create_with_context(LogContext)
+        .map_err(|e| anyhow::anyhow!("kafka admin client for {}: {e}", k.brokers))?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin.delete_topics(&[topic], &options),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "deleting topic `{topic}`: no answer from {} in 20 s",
+            k.brokers
+        )
+    })?
+    .map_err(|e| anyhow::anyhow!("deleting topic `{topic}` on {}: {e}", k.brokers))?;
+    for result in results {
+        if let Err((_, code)) = result {
+            anyhow::bail!("deleting topic `{topic}` on {}: {code}", k.brokers);
+        }
+    }
+    Ok(())
 }
 
 /// Creates `topic` if it does not exist (freshet's own topics: DLQ, control).
@@ -230,6 +272,9 @@ pub struct KafkaStats {
     pub commits: AtomicU64,
     /// Rebalances (assignments and revocations).
     pub rebalances: AtomicU64,
+    /// Times every assigned partition was paused because the pipeline had no
+    /// room for [`PENDING_HARD_LIMIT`] polled messages (or intake stopped).
+    pub pauses: AtomicU64,
 }
 
 struct Shared {
@@ -241,7 +286,6 @@ struct Shared {
     lanes: Mutex<BTreeMap<(String, i32), Lane>>,
     next_lane: AtomicI32,
     pending: Mutex<VecDeque<Pending>>,
-    blocked_since: Mutex<Option<Instant>>,
     assignment_gen: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     stats: KafkaStats,
@@ -546,32 +590,11 @@ impl Shared {
                 });
             }
         }
-        let mut blocked = self.blocked_since.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.is_empty() {
-            *blocked = None;
-        } else if blocked.is_none() {
-            *blocked = Some(Instant::now());
-        }
         open
     }
 
-    /// Pause when fetched messages pile up or have waited for room a while.
-    fn should_pause(&self) -> bool {
-        let n = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let waited = self
-            .blocked_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() > Duration::from_millis(50));
-        n > PENDING_SOFT_LIMIT || (n > 0 && waited)
-    }
-
-    fn has_pending(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+    fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn update_lag(&self, consumer: &BaseConsumer<Ctx>) {
@@ -694,7 +717,6 @@ impl KafkaSource {
             lanes: Mutex::new(BTreeMap::new()),
             next_lane: AtomicI32::new(1),
             pending: Mutex::new(VecDeque::new()),
-            blocked_since: Mutex::new(None),
             assignment_gen: AtomicU64::new(0),
             lag: Mutex::new(BTreeMap::new()),
             stats: KafkaStats::default(),
@@ -719,8 +741,14 @@ impl KafkaSource {
             config.set("group.instance.id", &k.instance_id);
         }
         if !k.properties.contains_key("fetch.wait.max.ms") {
-            // Freshness: do not let an idle fetch hold new messages back.
-            config.set("fetch.wait.max.ms", "50");
+            // Freshness: do not let an idle fetch hold new messages back
+            // (tansu 0.6 holds every fetch about this long, data or not).
+            config.set("fetch.wait.max.ms", "20");
+        }
+        if !k.properties.contains_key("queued.max.messages.kbytes") {
+            // The prefetch queue that holds messages while the pipeline has
+            // no room (module docs, "Bounded intake").
+            config.set("queued.max.messages.kbytes", "8192");
         }
         let consumer: BaseConsumer<Ctx> = config
             .create_with_context(Ctx {
@@ -819,6 +847,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
     let lag_every = Duration::from_millis(shared.settings.lag_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now();
+    let mut last_poll = Instant::now();
     let mut paused_gen: Option<u64> = None;
     let mut tx = Some(tx);
     loop {
@@ -838,7 +867,8 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
             // Let the pipeline see its input close once nothing more comes.
             tx = None;
         }
-        let want_pause = !intake || shared.should_pause();
+        let waiting = shared.pending_len();
+        let want_pause = !intake || waiting >= PENDING_HARD_LIMIT;
         let generation = shared.assignment_gen.load(Ordering::Acquire);
         if want_pause && paused_gen != Some(generation) {
             if let Ok(assigned) = consumer.assignment() {
@@ -846,8 +876,9 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
                     tracing::warn!(error = %e, "pausing kafka partitions failed");
                 }
             }
+            shared.stats.pauses.fetch_add(1, Ordering::Relaxed);
             paused_gen = Some(generation);
-        } else if !want_pause && paused_gen.is_some() {
+        } else if !want_pause && paused_gen.is_some() && waiting < PENDING_SOFT_LIMIT {
             if let Ok(assigned) = consumer.assignment() {
                 if let Err(e) = consumer.resume(&assigned) {
                     tracing::warn!(error = %e, "resuming kafka partitions failed");
@@ -855,17 +886,27 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
             }
             paused_gen = None;
         }
-        let timeout = if intake && shared.has_pending() {
-            Duration::from_millis(5)
+        let throttled = intake && waiting >= PENDING_SOFT_LIMIT;
+        if throttled && last_poll.elapsed() < THROTTLED_POLL {
+            // No room downstream: let librdkafka's bounded prefetch queue hold
+            // the messages instead of polling them into ours.
+            std::thread::sleep(Duration::from_millis(2));
         } else {
-            Duration::from_millis(100)
-        };
-        match consumer.poll(timeout) {
-            Some(Ok(message)) => shared.accept(&message),
-            Some(Err(e)) => {
-                metrics::record_error("source", "upstream", &format_args!("kafka poll: {e}"))
+            let timeout = if throttled {
+                Duration::ZERO
+            } else if intake && waiting > 0 {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(100)
+            };
+            last_poll = Instant::now();
+            match consumer.poll(timeout) {
+                Some(Ok(message)) => shared.accept(&message),
+                Some(Err(e)) => {
+                    metrics::record_error("source", "upstream", &format_args!("kafka poll: {e}"))
+                }
+                None => {}
             }
-            None => {}
         }
         if last_commit.elapsed() >= commit_every {
             shared.commit(&consumer, CommitMode::Async);
