@@ -569,6 +569,12 @@ impl Controller {
             }
         };
         if proposal.changes.is_empty() {
+            tracing::debug!(
+                version = snapshot.version,
+                observation = %obs.summary(),
+                rationale = %proposal.rationale,
+                "controller: no change this window"
+            );
             return;
         }
         let policy_name = actor

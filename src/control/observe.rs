@@ -173,8 +173,10 @@ impl Observation {
                     serde_json::json!({
                         "throughput": r3(s.throughput),
                         "error_rate": r3(s.error_rate),
+                        "p50_s": s.latency_p50_s.map(r3),
                         "p99_s": s.latency_p99_s.map(r3),
                         "saturation": r3(s.saturation),
+                        "queue": r3(s.queue_depth),
                         "slots": s.slots,
                     }),
                 )

@@ -36,8 +36,10 @@
 //!    guard's step limits still apply), half again while at least as many
 //!    wait or while the queue grows from one window to the next (arrivals
 //!    outpace the stage: single steps would fall further behind), one
-//!    otherwise. A stage whose last increase was ineffective or
-//!    rolled back waits [`GROW_PAUSE`] windows.
+//!    otherwise. A stage whose last increase was rolled back or refused
+//!    waits [`GROW_PAUSE`] windows; one whose last increase was merely
+//!    ineffective waits too, unless the load has changed since (a backlog
+//!    as long as the slots, or a growing queue).
 //! 5. **Batch size** of the embed stage from its per-call overhead: when
 //!    the stage is saturated with work waiting and its batches are full,
 //!    calls are dominated by overhead and a batch twice as large halves the
@@ -398,15 +400,6 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         {
             continue;
         }
-        if windows_since(
-            ctx,
-            &knob,
-            &[Outcome::Ineffective, Outcome::RolledBack, Outcome::Rejected],
-        )
-        .is_some_and(|w| w < GROW_PAUSE)
-        {
-            continue;
-        }
         let backlog = s.queue_depth.max(if upstream_blocked(obs, stage) {
             2.0 * slots as f64
         } else {
@@ -420,6 +413,19 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             .map(|o| o.stage(stage).queue_depth)
             .unwrap_or(f64::INFINITY);
         let growing = s.queue_depth >= 1.0 && s.queue_depth > prev_queue + 1.0;
+        // After an increase that hurt (rolled back) or was refused, wait.
+        // After one that merely did not pay, wait too, unless the load has
+        // changed since: a backlog as long as the slots, or a growing queue,
+        // is new evidence (the morning ramp: a step judged ineffective while
+        // demand was flat must not hold the stage back once demand rises).
+        let paused = |outcomes: &[Outcome]| {
+            windows_since(ctx, &knob, outcomes).is_some_and(|w| w < GROW_PAUSE)
+        };
+        if paused(&[Outcome::RolledBack, Outcome::Rejected])
+            || (paused(&[Outcome::Ineffective]) && backlog < slots as f64 && !growing)
+        {
+            continue;
+        }
         let step = if backlog >= 2.0 * slots as f64 {
             slots
         } else if backlog >= slots as f64 || growing {
@@ -679,6 +685,45 @@ mod tests {
         let idle = stage(20.0, 8.0, 2.0, 0.0);
         let p = run(&observation(&[("extract", idle)]), &[], &knobs);
         assert!(p.changes.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn an_ineffective_increase_pauses_growth_until_the_load_changes() {
+        let knobs = Knobs::default();
+        let guard = Guard::from_toml("", "test").unwrap();
+        let decide_after = |outcome: Outcome, queue: f64| {
+            let obs = observation(&[("extract", stage(80.0, 8.0, 7.9, queue))]);
+            // One window of history with the same queue: not growing.
+            let recent = vec![obs.clone()];
+            let decisions = vec![super::super::Decision {
+                seq: 1,
+                at_ms: obs.at_ms - 4_000,
+                policy: "heuristic".into(),
+                changes: vec![Change {
+                    knob: "extract.slots".into(),
+                    value: json!(8),
+                    reason: "earlier".into(),
+                }],
+                outcome,
+                goodput_before: 50.0,
+                goodput_after: Some(50.0),
+            }];
+            decide(&Context {
+                observation: &obs,
+                recent: &recent,
+                knobs: &knobs,
+                version: 1,
+                guard: &guard,
+                decisions: &decisions,
+            })
+        };
+        // Two windows after an ineffective step, with a few waiting: wait.
+        assert!(decide_after(Outcome::Ineffective, 2.0).changes.is_empty());
+        // A backlog as long as the slots is new evidence: grow by half.
+        let p = decide_after(Outcome::Ineffective, 9.0);
+        assert_eq!(value(&p, "extract.slots"), Some(json!(12)), "{p:?}");
+        // After a rollback the same backlog does not override the pause.
+        assert!(decide_after(Outcome::RolledBack, 9.0).changes.is_empty());
     }
 
     #[test]
