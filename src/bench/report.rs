@@ -395,12 +395,9 @@ pub fn markdown(summary: &Summary, chart_dir: &str) -> String {
             }
         }
         out.push_str(&format!(
-            " {} |\n",
-            format!(
-                "{}{}",
-                if s.targets.met { "met" } else { "missed" },
-                verdict_details(&s.targets)
-            )
+            " {}{} |\n",
+            if s.targets.met { "met" } else { "missed" },
+            verdict_details(&s.targets)
         ));
     }
     out.push('\n');

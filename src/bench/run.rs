@@ -597,24 +597,7 @@ pub async fn run_scenario(
         .iter()
         .filter(|r| matches!(r.kind, EventKind::Applied | EventKind::RolledBack))
         .map(|r| {
-            let diff = r
-                .event
-                .diff
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|c| {
-                            format!(
-                                "{} {} -> {}",
-                                c["knob"].as_str().unwrap_or("?"),
-                                c["from"],
-                                c["to"]
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
+            let diff = r.event.diff_summary();
             format!(
                 "{:.0} s {}: {diff} ({})",
                 r.time_ms.saturating_sub(start_ms) as f64 / 1e3 * cfg.time_scale,

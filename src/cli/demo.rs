@@ -78,24 +78,7 @@ fn change_lines(records: &[crate::control::audit::Record]) -> Vec<String> {
     records
         .iter()
         .filter_map(|r| {
-            let diff = r
-                .event
-                .diff
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|c| {
-                            format!(
-                                "{} {} -> {}",
-                                c["knob"].as_str().unwrap_or("?"),
-                                c["from"],
-                                c["to"]
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
+            let diff = r.event.diff_summary();
             let what = match r.kind {
                 EventKind::Applied => {
                     format!("applied v{}: {diff}", r.event.to_version.unwrap_or(0))

@@ -124,8 +124,8 @@ enum BenchCommand {
         /// Documents in the backlog run (0: skip it).
         #[arg(long, default_value_t = 20_000)]
         backlog: u64,
-        /// Rates offered (documents/s; one row each); `50%`/`90%` are
-        /// shares of the backlog run's rate.
+        /// Rates offered (documents/s; one row each, lightest first);
+        /// `50%`/`90%` are shares of the backlog run's rate.
         #[arg(long, value_delimiter = ',', default_value = "50%,90%,1000")]
         rate: Vec<String>,
         /// How long each rate is offered.
@@ -467,8 +467,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 sustained = Some(row.finished_per_s);
                 rows.push(row);
             }
+            let mut values = Vec::with_capacity(rate.len());
             for r in rate {
-                let value = match r.strip_suffix('%') {
+                let value: f64 = match r.strip_suffix('%') {
                     Some(share) => {
                         let share: f64 = share
                             .parse()
@@ -481,6 +482,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         .parse()
                         .with_context(|| format!("--rate {r}: not a number"))?,
                 };
+                if !(value.is_finite() && value > 0.0) {
+                    anyhow::bail!("--rate {r}: must be a positive number of documents/s");
+                }
+                values.push(value);
+            }
+            // Lightest load first: a row past what the machine sustains
+            // leaves a broker (tansu's memory storage at least) slower for
+            // the rows after it, which would charge them for its overload.
+            values.sort_by(f64::total_cmp);
+            for value in values {
                 let row = bench::run_kafka(&s, &opts, Some(value), 0, *duration).await?;
                 eprintln!("{}", serde_json::to_string(&row)?);
                 rows.push(row);

@@ -92,6 +92,28 @@ pub struct Event {
     pub detail: String,
 }
 
+impl Event {
+    /// The knob changes of `diff` in one line: `knob from -> to, ...`.
+    pub fn diff_summary(&self) -> String {
+        self.diff
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} -> {}",
+                            c["knob"].as_str().unwrap_or("?"),
+                            c["from"],
+                            c["to"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {

@@ -153,12 +153,17 @@ pub(crate) fn log_error(error: &rdkafka::error::KafkaError, reason: &str) {
     );
 }
 
+/// An admin client for the configured brokers.
+fn admin_client(k: &KafkaSettings) -> anyhow::Result<rdkafka::admin::AdminClient<LogContext>> {
+    client_config(k, "freshet-admin")
+        .create_with_context(LogContext)
+        .map_err(|e| anyhow::anyhow!("kafka admin client for {}: {e}", k.brokers))
+}
+
 /// Deletes `topic` (used by `freshet bench kafka` to clean up after itself).
 pub async fn delete_topic(k: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    let admin: AdminClient<LogContext> = client_config(k, "freshet-admin")
-        .create_with_context(LogContext)
-        .map_err(|e| anyhow::anyhow!("kafka admin client for {}: {e}", k.brokers))?;
+    use rdkafka::admin::AdminOptions;
+    let admin = admin_client(k)?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = tokio::time::timeout(
         Duration::from_secs(20),
@@ -187,11 +192,9 @@ pub async fn ensure_topic(
     partitions: i32,
     compacted: bool,
 ) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<LogContext> = client_config(k, "freshet-admin")
-        .create_with_context(LogContext)
-        .map_err(|e| anyhow::anyhow!("kafka admin client for {}: {e}", k.brokers))?;
+    let admin = admin_client(k)?;
     let mut new = NewTopic::new(
         topic,
         partitions,
