@@ -172,6 +172,17 @@ enum AuditCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Print the last records the other instances of a Kafka consumer group
+    /// published on the control topic (`cluster-audit.jsonl`), each with
+    /// its instance; each instance's own `audit.jsonl` is the one to verify.
+    Cluster {
+        /// Records to print.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: usize,
+        /// The data dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -523,7 +534,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let dir = match cmd {
                 AuditCommand::Tail { data_dir, .. }
                 | AuditCommand::Show { data_dir, .. }
-                | AuditCommand::Verify { data_dir } => data_dir.clone(),
+                | AuditCommand::Verify { data_dir }
+                | AuditCommand::Cluster { data_dir, .. } => data_dir.clone(),
             };
             if let Some(dir) = dir {
                 s.service.data_dir = dir;
@@ -960,6 +972,17 @@ fn audit_line(r: &crate::control::audit::Record) -> String {
 async fn audit_command(path: &std::path::Path, cmd: &AuditCommand) -> Result<ExitCode> {
     use crate::control::audit;
     match cmd {
+        AuditCommand::Cluster { n, .. } => {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let lines = crate::service::cluster::read_cluster_audit(dir)?;
+            let out: String = lines
+                .iter()
+                .skip(lines.len().saturating_sub(*n))
+                .map(|l| format!("[{}] {}", l.instance, audit_line(&l.record)))
+                .collect();
+            print_out(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Verify { .. } => match audit::verify(path) {
             Ok(report) => {
                 let torn = if report.torn_tail_bytes > 0 {
