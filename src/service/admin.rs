@@ -49,8 +49,9 @@ pub struct AdminState {
     /// The running controller's report, once it runs.
     pub controller: std::sync::Mutex<Option<Arc<std::sync::Mutex<ControllerReport>>>>,
     /// Refusals are audited at most once a second; the rest are counted
-    /// into the next record, so a flood cannot grow the log without limit.
-    refusals: std::sync::Mutex<(Option<Instant>, u64)>,
+    /// and written as one record when the second is over, so a flood cannot
+    /// grow the log without limit and no refusal goes unrecorded.
+    refusals: Arc<std::sync::Mutex<(Option<Instant>, u64)>>,
 }
 
 impl AdminState {
@@ -104,8 +105,14 @@ fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box
     let suppressed = {
         let mut r = st.refusals.lock().unwrap_or_else(|p| p.into_inner());
         match r.0 {
-            Some(at) if at.elapsed() < std::time::Duration::from_secs(1) => {
+            Some(at) if at.elapsed() < REFUSAL_WINDOW => {
                 r.1 += 1;
+                if r.1 == 1 {
+                    // The first one counted in this second: write the count
+                    // when the second is over (unless a later refusal, after
+                    // the second, writes it first).
+                    flush_refusals_at(st, at + REFUSAL_WINDOW);
+                }
                 None
             }
             _ => {
@@ -135,6 +142,37 @@ fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box
         StatusCode::UNAUTHORIZED,
         format!("{why}; send `Authorization: Bearer <token>`"),
     )))
+}
+
+/// Refusals within this long of an audited one are counted, not written.
+const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// At `when`, writes one record for the refusals counted since the last one.
+fn flush_refusals_at(st: &AdminState, when: Instant) {
+    let refusals = st.refusals.clone();
+    let control = st.control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(when.into()).await;
+        let n = {
+            let mut r = refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let n = r.1;
+            if n > 0 {
+                *r = (Some(Instant::now()), 0);
+            }
+            n
+        };
+        if n > 0 {
+            let _ = control.audit.append(
+                EventKind::Unauthorized,
+                Event {
+                    detail: format!(
+                        "{n} more refusals in the previous second were not recorded one by one"
+                    ),
+                    ..Default::default()
+                },
+            );
+        }
+    });
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
