@@ -38,8 +38,9 @@
 //!    outpace the stage: single steps would fall further behind), one
 //!    otherwise. A stage whose last increase was rolled back or refused
 //!    waits [`GROW_PAUSE`] windows; one whose last increase was merely
-//!    ineffective waits too, unless the load has changed since (a backlog
-//!    as long as the slots, or a growing queue).
+//!    ineffective waits too, unless demand has risen since: goodput
+//!    [`DEMAND_ROSE`] times what that change's bake saw, with a backlog as
+//!    long as the slots or a growing queue.
 //! 5. **Batch size** of the embed stage from its per-call overhead: when
 //!    the stage is saturated with work waiting and its batches are full,
 //!    calls are dominated by overhead and a batch twice as large halves the
@@ -67,6 +68,9 @@ pub const SATURATED: f64 = 0.8;
 pub const LATENCY_K: f64 = 3.0;
 /// Windows a stage waits to grow again after an increase that did not pay.
 pub const GROW_PAUSE: usize = 6;
+/// Goodput over what an ineffective increase's bake saw that, with a
+/// backlog, says demand has risen since (and lifts the [`GROW_PAUSE`]).
+pub const DEMAND_ROSE: f64 = 1.25;
 /// Pages a domain needs in a window before its quality is judged.
 pub const MIN_DOMAIN_PAGES: u64 = 4;
 /// Share of a domain's pages below the quality bar that triggers escalation.
@@ -194,13 +198,22 @@ fn latency_rising(stage: &str, now: &StageStats, recent: &[Observation]) -> bool
 
 /// Windows since the last decision on `knob` whose outcome is in `bad`
 /// (None: no such decision among the recent ones).
-fn windows_since(ctx: &Context<'_>, knob: &str, bad: &[Outcome]) -> Option<usize> {
+fn last_decision<'a>(
+    ctx: &'a Context<'_>,
+    knob: &str,
+    bad: &[Outcome],
+) -> Option<(usize, &'a super::Decision)> {
     let window_ms = (ctx.observation.window_s * 1000.0).max(1.0);
     ctx.decisions
         .iter()
         .rev()
         .find(|d| bad.contains(&d.outcome) && d.changes.iter().any(|c| c.knob == knob))
-        .map(|d| (ctx.observation.at_ms.saturating_sub(d.at_ms) as f64 / window_ms) as usize)
+        .map(|d| {
+            (
+                (ctx.observation.at_ms.saturating_sub(d.at_ms) as f64 / window_ms) as usize,
+                d,
+            )
+        })
 }
 
 /// The heuristic's decision for one window.
@@ -415,16 +428,24 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         let growing = s.queue_depth >= 1.0 && s.queue_depth > prev_queue + 1.0;
         // After an increase that hurt (rolled back) or was refused, wait.
         // After one that merely did not pay, wait too, unless the load has
-        // changed since: a backlog as long as the slots, or a growing queue,
-        // is new evidence (the morning ramp: a step judged ineffective while
-        // demand was flat must not hold the stage back once demand rises).
-        let paused = |outcomes: &[Outcome]| {
-            windows_since(ctx, &knob, outcomes).is_some_and(|w| w < GROW_PAUSE)
-        };
-        if paused(&[Outcome::RolledBack, Outcome::Rejected])
-            || (paused(&[Outcome::Ineffective]) && backlog < slots as f64 && !growing)
+        // changed since: goodput well above what that change's bake saw,
+        // with a backlog as long as the slots or a growing queue (the
+        // morning ramp: a step judged ineffective while demand was flat
+        // must not hold the stage back once demand rises). A backlog alone
+        // is no news: behind a rate limit it is what an ineffective
+        // increase leaves, and growing again would only meet the limit.
+        if last_decision(ctx, &knob, &[Outcome::RolledBack, Outcome::Rejected])
+            .is_some_and(|(w, _)| w < GROW_PAUSE)
         {
             continue;
+        }
+        if let Some((w, d)) = last_decision(ctx, &knob, &[Outcome::Ineffective]) {
+            let then = d.goodput_after.unwrap_or(d.goodput_before);
+            let load_changed =
+                (backlog >= slots as f64 || growing) && obs.goodput > DEMAND_ROSE * then;
+            if w < GROW_PAUSE && !load_changed {
+                continue;
+            }
         }
         let step = if backlog >= 2.0 * slots as f64 {
             slots
@@ -691,7 +712,8 @@ mod tests {
     fn an_ineffective_increase_pauses_growth_until_the_load_changes() {
         let knobs = Knobs::default();
         let guard = Guard::from_toml("", "test").unwrap();
-        let decide_after = |outcome: Outcome, queue: f64| {
+        // `then`: goodput during the earlier change's bake (now it is 50).
+        let decide_after = |outcome: Outcome, queue: f64, then: f64| {
             let obs = observation(&[("extract", stage(80.0, 8.0, 7.9, queue))]);
             // One window of history with the same queue: not growing.
             let recent = vec![obs.clone()];
@@ -705,8 +727,8 @@ mod tests {
                     reason: "earlier".into(),
                 }],
                 outcome,
-                goodput_before: 50.0,
-                goodput_after: Some(50.0),
+                goodput_before: then,
+                goodput_after: Some(then),
             }];
             decide(&Context {
                 observation: &obs,
@@ -718,12 +740,22 @@ mod tests {
             })
         };
         // Two windows after an ineffective step, with a few waiting: wait.
-        assert!(decide_after(Outcome::Ineffective, 2.0).changes.is_empty());
-        // A backlog as long as the slots is new evidence: grow by half.
-        let p = decide_after(Outcome::Ineffective, 9.0);
+        assert!(decide_after(Outcome::Ineffective, 2.0, 30.0)
+            .changes
+            .is_empty());
+        // Demand rose since (goodput 50 against 30) and a backlog as long as
+        // the slots waits: grow by half.
+        let p = decide_after(Outcome::Ineffective, 9.0, 30.0);
         assert_eq!(value(&p, "extract.slots"), Some(json!(12)), "{p:?}");
-        // After a rollback the same backlog does not override the pause.
-        assert!(decide_after(Outcome::RolledBack, 9.0).changes.is_empty());
+        // The same backlog at the same goodput is what a rate limit leaves
+        // behind an ineffective increase: wait.
+        assert!(decide_after(Outcome::Ineffective, 9.0, 50.0)
+            .changes
+            .is_empty());
+        // After a rollback even rising demand does not override the pause.
+        assert!(decide_after(Outcome::RolledBack, 9.0, 30.0)
+            .changes
+            .is_empty());
     }
 
     #[test]
