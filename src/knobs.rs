@@ -634,6 +634,18 @@ pub fn valid_domain(domain: &str) -> bool {
 }
 
 impl Knobs {
+    /// `<stage>.slots` and `<stage>.timeout_ms` of a slotted stage
+    /// (`search`, `extract`, `embed`, `index`); None for any other stage.
+    pub fn stage_limits(&self, stage: &str) -> Option<(u32, u64)> {
+        match stage {
+            "search" => Some((self.search.slots, self.search.timeout_ms)),
+            "extract" => Some((self.extract.slots, self.extract.timeout_ms)),
+            "embed" => Some((self.embed.slots, self.embed.timeout_ms)),
+            "index" => Some((self.index.slots, self.index.timeout_ms)),
+            _ => None,
+        }
+    }
+
     /// The knobs as one flat map from path to value.
     pub fn to_paths(&self) -> BTreeMap<String, Value> {
         let tree = serde_json::to_value(self).expect("knobs serialize to JSON");

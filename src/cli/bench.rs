@@ -271,51 +271,32 @@ pub async fn run_kafka(
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("bench producer")?;
-    let (row, produced) = match rate {
-        None => {
-            produce_documents(&producer, &topic, 0, count, None, opts.words).await?;
-            let runtime = Runtime::build(&settings).await?;
-            let kafka = runtime.kafka.clone().context("kafka source")?;
-            wait_assigned(&kafka, opts.partitions).await?;
-            let started = Instant::now();
-            wait_finished(&kafka, count, Duration::from_secs(600)).await?;
-            let secs = started.elapsed().as_secs_f64();
-            let (_, counters, _) = runtime.drain().await;
-            (
-                bench_row(
-                    "kafka backlog",
-                    count as f64 / secs,
-                    count as f64 / secs,
-                    &counters,
-                    secs,
-                ),
-                count,
-            )
-        }
+    if rate.is_none() {
+        // The backlog: all of it in the topic before freshet starts.
+        produce_documents(&producer, &topic, 0, count, None, opts.words).await?;
+    }
+    let runtime = Runtime::build(&settings).await?;
+    let kafka = runtime.kafka.clone().context("kafka source")?;
+    // Event time starts when the group has settled, not during the join.
+    wait_assigned(&kafka, opts.partitions).await?;
+    let started = Instant::now();
+    let (produced, offered_secs) = match rate {
+        None => (count, None),
         Some(rate) => {
-            let runtime = Runtime::build(&settings).await?;
-            let kafka = runtime.kafka.clone().context("kafka source")?;
-            // Event time starts when the group has settled, not during the join.
-            wait_assigned(&kafka, opts.partitions).await?;
             let n = (rate * duration.as_secs_f64()).round() as u64;
-            let started = Instant::now();
-            let (produced, offered_secs) =
+            let (produced, secs) =
                 produce_documents(&producer, &topic, 0, n, Some(rate), opts.words).await?;
-            wait_finished(&kafka, produced, Duration::from_secs(600)).await?;
-            let secs = started.elapsed().as_secs_f64();
-            let (_, counters, _) = runtime.drain().await;
-            (
-                bench_row(
-                    "kafka",
-                    produced as f64 / offered_secs,
-                    produced as f64 / secs,
-                    &counters,
-                    secs,
-                ),
-                produced,
-            )
+            (produced, Some(secs))
         }
     };
+    wait_finished(&kafka, produced, Duration::from_secs(600)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let (_, counters, _) = runtime.drain().await;
+    let (kind, offered) = match offered_secs {
+        None => ("kafka backlog", produced as f64 / secs),
+        Some(offered_secs) => ("kafka", produced as f64 / offered_secs),
+    };
+    let row = bench_row(kind, offered, produced as f64 / secs, &counters, secs);
     tracing::info!(topic, produced, "bench run done");
     // Each row leaves nothing behind, so later rows do not run against a
     // broker holding earlier rows' data (tansu's memory storage slows down

@@ -154,6 +154,23 @@ pub struct Observation {
     pub source_lag: Option<f64>,
 }
 
+impl StageStats {
+    /// Failed plus retried units of error `class` in the window.
+    pub fn class_count(&self, class: &str) -> u64 {
+        self.errors.get(class).copied().unwrap_or(0) + self.retries.get(class).copied().unwrap_or(0)
+    }
+
+    /// `n` units per unit finished in a window of `window_s` (1 when `n`
+    /// is not zero and nothing finished: everything tried went wrong).
+    pub fn per_finished(&self, n: u64, window_s: f64) -> f64 {
+        let finished = self.throughput.max(0.0) * window_s;
+        if finished <= 0.0 {
+            return if n > 0 { 1.0 } else { 0.0 };
+        }
+        n as f64 / finished
+    }
+}
+
 impl Observation {
     /// The figures of `stage` (zeros when it did nothing).
     pub fn stage(&self, stage: &str) -> StageStats {
@@ -375,13 +392,9 @@ fn build(
                 n as f64 / finished as f64
             }
         };
-        let slots = match stage {
-            "search" => knobs.search.slots as f64,
-            "extract" => knobs.extract.slots as f64,
-            "embed" => knobs.embed.slots as f64,
-            "index" => knobs.index.slots as f64,
-            _ => 0.0,
-        };
+        let slots = knobs
+            .stage_limits(stage)
+            .map_or(0.0, |(slots, _)| slots as f64);
         let in_flight = gauges.in_flight.get(stage).copied().unwrap_or(0.0) / samples;
         if stage != "transform" {
             op_errors += op;

@@ -98,21 +98,29 @@ pub fn producer(broker: &str) -> FutureProducer {
         .expect("producer")
 }
 
+impl Msg {
+    /// The record that sends this message to `topic`.
+    fn record<'a>(&'a self, topic: &'a str) -> FutureRecord<'a, [u8], [u8]> {
+        let mut record = FutureRecord::to(topic);
+        if let Some(p) = self.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = &self.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &self.value {
+            record = record.payload(v.as_slice());
+        }
+        record
+    }
+}
+
 /// Produces messages in order (one at a time, so per-partition order is
 /// the given order) and returns each one's (partition, offset).
 pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Msg]) -> Vec<(i32, i64)> {
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(p) = m.partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = &m.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(v) = &m.value {
-            record = record.payload(v.as_slice());
-        }
+        let record = m.record(topic);
         let delivery = producer
             .send(record, Duration::from_secs(10))
             .await
@@ -130,16 +138,7 @@ pub async fn produce_batched(
     messages: &[Msg],
 ) -> Vec<(i32, i64)> {
     let sends = messages.iter().map(|m| {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(p) = m.partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = &m.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(v) = &m.value {
-            record = record.payload(v.as_slice());
-        }
+        let record = m.record(topic);
         producer.send(record, Duration::from_secs(10))
     });
     futures::future::join_all(sends)

@@ -60,13 +60,9 @@ impl Policy for Aimd {
 fn pushed_back(s: &StageStats, window_s: f64) -> f64 {
     let n: u64 = ["rate_limited", "timeout", "upstream", "reset", "connect"]
         .iter()
-        .map(|c| s.errors.get(*c).copied().unwrap_or(0) + s.retries.get(*c).copied().unwrap_or(0))
+        .map(|c| s.class_count(c))
         .sum();
-    let finished = s.throughput * window_s;
-    if finished <= 0.0 {
-        return if n > 0 { 1.0 } else { 0.0 };
-    }
-    n as f64 / finished
+    s.per_finished(n, window_s)
 }
 
 /// Mean round-trip time of `stage` over the recent windows (None with fewer than three).

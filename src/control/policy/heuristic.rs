@@ -105,18 +105,19 @@ impl Policy for Heuristic {
     }
 }
 
-fn timeout_of(knobs: &Knobs, stage: &str) -> u64 {
-    match stage {
-        "search" => knobs.search.timeout_ms,
-        "extract" => knobs.extract.timeout_ms,
-        "embed" => knobs.embed.timeout_ms,
-        _ => knobs.index.timeout_ms,
-    }
-}
-
 /// Whether `stage` had fewer slots in one of the last
 /// [`SELF_INFLICTED_WINDOWS`] windows than it has now: a latency rise since
 /// may be the stage's own doing.
+fn timeout_of(knobs: &Knobs, stage: &str) -> u64 {
+    knobs.stage_limits(stage).map_or(0, |(_, timeout)| timeout)
+}
+
+fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
+    knobs
+        .stage_limits(stage)
+        .map_or(0, |(slots, _)| slots as u64)
+}
+
 fn grew_recently(stage: &str, slots: u64, recent: &[Observation]) -> bool {
     recent
         .iter()
@@ -126,24 +127,10 @@ fn grew_recently(stage: &str, slots: u64, recent: &[Observation]) -> bool {
         .any(|s| s.slots > 0.0 && (s.slots as u64) < slots)
 }
 
-fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
-    match stage {
-        "search" => knobs.search.slots as u64,
-        "extract" => knobs.extract.slots as u64,
-        "embed" => knobs.embed.slots as u64,
-        _ => knobs.index.slots as u64,
-    }
-}
-
-/// Failed plus retried units of `class` in the window.
-fn class_count(s: &StageStats, class: &str) -> u64 {
-    s.errors.get(class).copied().unwrap_or(0) + s.retries.get(class).copied().unwrap_or(0)
-}
-
 /// Whether the stage's timeouts are lost requests rather than slow answers:
 /// its median unit finishes in under 1/[`HANG_RATIO`] of `timeout_ms`.
 fn hanging(s: &StageStats, timeout_ms: u64) -> bool {
-    class_count(s, "timeout") > 0
+    s.class_count("timeout") > 0
         && s.latency_p50_s
             .is_some_and(|p50| p50 * 1e3 * HANG_RATIO < timeout_ms as f64)
 }
@@ -152,17 +139,11 @@ fn hanging(s: &StageStats, timeout_ms: u64) -> bool {
 /// timeouts of a hanging upstream (see [`hanging`]) are not refusals: they
 /// say nothing about how much load the upstream takes.
 fn pressure(s: &StageStats, window_s: f64, timeout_ms: u64) -> f64 {
-    let mut refused = class_count(s, "rate_limited");
+    let mut refused = s.class_count("rate_limited");
     if !hanging(s, timeout_ms) {
-        refused += class_count(s, "timeout");
+        refused += s.class_count("timeout");
     }
-    let finished = s.throughput.max(0.0);
-    if finished == 0.0 {
-        // Nothing finished: everything that was tried was refused.
-        return if refused > 0 { 1.0 } else { 0.0 };
-    }
-    // `errors`/`retries` are counts in the window; throughput is per second.
-    refused as f64 / (finished * window_s)
+    s.per_finished(refused, window_s)
 }
 
 /// Median latency is "jumping" when beyond mean + k·sd of the recent medians.
@@ -339,8 +320,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         let s = obs.stage(stage);
         let timeout = timeout_of(knobs, stage);
         let finished_units = (s.throughput * obs.window_s).max(1.0);
-        if hanging(&s, timeout)
-            && class_count(&s, "timeout") as f64 / finished_units > BACKOFF_SHARE
+        if hanging(&s, timeout) && s.class_count("timeout") as f64 / finished_units > BACKOFF_SHARE
         {
             let p50_ms = s.latency_p50_s.unwrap_or(0.0) * 1e3;
             let target =
@@ -348,7 +328,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             if target < timeout {
                 let why = format!(
                     "{:.1} % of {stage} requests hang until the {timeout} ms timeout while the median takes {p50_ms:.0} ms: each hang holds a slot; timeout {timeout} -> {target} ms",
-                    class_count(&s, "timeout") as f64 / finished_units * 100.0
+                    s.class_count("timeout") as f64 / finished_units * 100.0
                 );
                 notes.push(why.clone());
                 changes.push(Change {
