@@ -18,6 +18,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dataplane::Stage;
+
 /// How a page is turned into markdown.
 ///
 /// Only the modes that this build implements are accepted; `browser` and
@@ -636,13 +638,13 @@ pub fn valid_domain(domain: &str) -> bool {
 impl Knobs {
     /// `<stage>.slots` and `<stage>.timeout_ms` of a slotted stage
     /// (`search`, `extract`, `embed`, `index`); None for any other stage.
-    pub fn stage_limits(&self, stage: &str) -> Option<(u32, u64)> {
+    pub fn stage_limits(&self, stage: Stage) -> Option<(u32, u64)> {
         match stage {
-            "search" => Some((self.search.slots, self.search.timeout_ms)),
-            "extract" => Some((self.extract.slots, self.extract.timeout_ms)),
-            "embed" => Some((self.embed.slots, self.embed.timeout_ms)),
-            "index" => Some((self.index.slots, self.index.timeout_ms)),
-            _ => None,
+            Stage::Search => Some((self.search.slots, self.search.timeout_ms)),
+            Stage::Extract => Some((self.extract.slots, self.extract.timeout_ms)),
+            Stage::Embed => Some((self.embed.slots, self.embed.timeout_ms)),
+            Stage::Index => Some((self.index.slots, self.index.timeout_ms)),
+            Stage::Source | Stage::Transform => None,
         }
     }
 

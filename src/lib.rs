@@ -3,7 +3,7 @@
 //! architecture; this is the map of the code, kept current.
 //!
 //! ```text
-//! cli/         clap commands: demo, run, query, extract, dlq, config, sim, bench (main.rs only calls cli::main)
+//! cli/         one file per command: demo, run, bench, query, audit, dlq, config, extract, sim (mod.rs dispatches; main.rs only calls cli::main)
 //! settings     static settings: TOML file + FRESHET_* env, validated into types
 //! knobs        the live-tunable knobs, their paths ("extract.slots"), diff and patch
 //! live         LiveConfig: ArcSwap of a versioned knob snapshot + change notifications; Slots
@@ -22,7 +22,7 @@
 //!   dlq        dead letters (fsynced JSONL, or a Kafka topic with headers) and replay
 //! control/     the controller loop (mod.rs) and ControlState shared with the admin API
 //!   observe    metrics tap snapshots -> windowed Observation
-//!   policy/    Policy trait; static, aimd (concurrency baseline), heuristic (built in), llm (OpenAI-compatible chat + prompts/)
+//!   policy/    Policy trait; static, aimd (concurrency baseline), heuristic (built in), llm/ (OpenAI-compatible chat: prompt, transport, answer)
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
 //!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair

@@ -719,6 +719,43 @@ impl RawSettings {
                 "must be an http or https URL".into(),
             ));
         }
+        let resolve = self.validate_extract(&invalid)?;
+        self.validate_stores(&invalid)?;
+        self.validate_service(&invalid)?;
+        self.validate_controller(&invalid)?;
+        if self.source.kind == SourceKind::Kafka {
+            self.kafka.validate(&invalid)?;
+        }
+        self.knobs.validate().map_err(|e| {
+            let field = match &e {
+                crate::knobs::KnobError::UnknownKnob(k)
+                | crate::knobs::KnobError::WrongType { knob: k, .. }
+                | crate::knobs::KnobError::OutOfRange { knob: k, .. } => format!("knobs.{k}"),
+                crate::knobs::KnobError::Inconsistent(_) => "knobs".to_string(),
+            };
+            invalid(&field, e.to_string())
+        })?;
+        Ok(Settings {
+            service: self.service,
+            provider: self.provider,
+            provider_url,
+            extract: self.extract,
+            resolve,
+            embed: self.embed,
+            index: self.index,
+            source: self.source,
+            kafka: self.kafka,
+            controller: self.controller,
+            knobs: self.knobs,
+        })
+    }
+
+    /// `[extract]`: size and redirect limits, and the `resolve` table as
+    /// (suffix, address) pairs.
+    fn validate_extract(
+        &self,
+        invalid: &Invalid<'_>,
+    ) -> Result<Vec<(String, IpAddr)>, SettingsError> {
         if self.extract.max_bytes < 1024 {
             return Err(invalid(
                 "extract.max_bytes",
@@ -747,6 +784,11 @@ impl RawSettings {
             }
             resolve.push((suffix.clone(), ip));
         }
+        Ok(resolve)
+    }
+
+    /// `[embed]` and `[index]`: what the chosen backends need.
+    fn validate_stores(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         if !(8..=8192).contains(&self.embed.dimensions) {
             return Err(invalid(
                 "embed.dimensions",
@@ -767,6 +809,11 @@ impl RawSettings {
                 return Err(invalid("index.collection", "must not be empty".into()));
             }
         }
+        Ok(())
+    }
+
+    /// `[service]`.
+    fn validate_service(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         if self.service.drain_timeout_s == 0 {
             return Err(invalid(
                 "service.drain_timeout_s",
@@ -779,6 +826,11 @@ impl RawSettings {
                 "must not be empty (e.g. \"info\")".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[controller]` and `[controller.llm]`.
+    fn validate_controller(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         if !(100..=3_600_000).contains(&self.controller.interval_ms) {
             return Err(invalid(
                 "controller.interval_ms",
@@ -820,33 +872,13 @@ impl RawSettings {
                 "must be within 1024..=16777216".into(),
             ));
         }
-        if self.source.kind == SourceKind::Kafka {
-            self.kafka.validate(&invalid)?;
-        }
-        self.knobs.validate().map_err(|e| {
-            let field = match &e {
-                crate::knobs::KnobError::UnknownKnob(k)
-                | crate::knobs::KnobError::WrongType { knob: k, .. }
-                | crate::knobs::KnobError::OutOfRange { knob: k, .. } => format!("knobs.{k}"),
-                crate::knobs::KnobError::Inconsistent(_) => "knobs".to_string(),
-            };
-            invalid(&field, e.to_string())
-        })?;
-        Ok(Settings {
-            service: self.service,
-            provider: self.provider,
-            provider_url,
-            extract: self.extract,
-            resolve,
-            embed: self.embed,
-            index: self.index,
-            source: self.source,
-            kafka: self.kafka,
-            controller: self.controller,
-            knobs: self.knobs,
-        })
+        Ok(())
     }
 }
+
+/// Builds the error for a field: `invalid(field, message)`.
+type Invalid<'a> = dyn Fn(&str, String) -> SettingsError + 'a;
+
 impl KafkaSettings {
     /// Every input topic: task topics, then the tables' topics.
     pub fn input_topics(&self) -> Vec<String> {
@@ -855,10 +887,7 @@ impl KafkaSettings {
         topics
     }
 
-    fn validate(
-        &self,
-        invalid: &dyn Fn(&str, String) -> SettingsError,
-    ) -> Result<(), SettingsError> {
+    fn validate(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         let brokers: Vec<&str> = self
             .brokers
             .split(',')
@@ -881,6 +910,13 @@ impl KafkaSettings {
         if self.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id", "must not be empty".into()));
         }
+        self.validate_topics(invalid)?;
+        self.validate_client(invalid)
+    }
+
+    /// Input topics (task topics and tables), each used once, and the DLQ
+    /// and control topics apart from them and from each other.
+    fn validate_topics(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         if self.task_topics.is_empty() && self.tables.is_empty() {
             return Err(invalid(
                 "kafka.task_topics",
@@ -952,6 +988,11 @@ impl KafkaSettings {
                 "must differ from dlq_topic".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Intervals, timeouts, membership, replication and client properties.
+    fn validate_client(&self, invalid: &Invalid<'_>) -> Result<(), SettingsError> {
         if self.commit_interval_ms < 10 || self.commit_interval_ms > 600_000 {
             return Err(invalid(
                 "kafka.commit_interval_ms",

@@ -8,7 +8,6 @@ use std::time::Duration;
 use freshet::control::audit;
 use freshet::service::http::{serve, HttpState};
 use freshet::service::Runtime;
-use freshet::settings::Settings;
 use serde_json::{json, Value};
 
 mod common;
@@ -18,12 +17,11 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
     let tmp = common::TempDir::new("admin");
     let guardrails =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/guardrails.toml");
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\nguardrails = {:?}\nadmin_token = \"s3cret-token\"\n[embed]\nbackend = \"hash\"\ndimensions = 32\n",
-        tmp.0.display().to_string(),
-        guardrails.display().to_string()
-    );
-    let settings = Settings::from_toml(&toml, "test", std::iter::empty()).unwrap();
+    let settings = common::TestSettings::new(&tmp.0)
+        .set("service.guardrails", guardrails.display().to_string())
+        .set("service.admin_token", "s3cret-token")
+        .set("embed.dimensions", 32)
+        .build();
     let runtime = Runtime::build(&settings).await.unwrap();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let state = HttpState {

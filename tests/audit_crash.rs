@@ -19,11 +19,10 @@ mod common;
 const CHILD: &str = "FRESHET_AUDIT_CRASH_CHILD";
 
 fn settings(dir: &std::path::Path) -> Settings {
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 16\n[controller]\nmode = \"off\"\n",
-        dir.display().to_string()
-    );
-    Settings::from_toml(&toml, "test", std::iter::empty()).unwrap()
+    common::TestSettings::new(dir)
+        .set("embed.dimensions", 16)
+        .set("controller.mode", "off")
+        .build()
 }
 
 /// Runs only inside the child process.

@@ -22,23 +22,18 @@ use freshet::settings::{ControllerMode, Settings};
 use freshet::sim::{Scenario, SimOptions, SimServer};
 
 mod common;
-use common::TempDir;
+use common::{TempDir, TestSettings};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
 fn settings(sim: &SimServer, data_dir: &std::path::Path) -> Settings {
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\ndrain_timeout_s = 20\n\
-         [provider]\nbase_url = \"{}\"\napi_key = \"sim-key\"\n\
-         [extract.resolve]\n\"sim.test\" = \"127.0.0.1\"\n\
-         [embed]\nbackend = \"hash\"\ndimensions = 64\n\
-         [controller]\nmode = \"off\"\n",
-        data_dir.display().to_string(),
-        sim.base_url()
-    );
-    Settings::from_toml(&toml, "test", std::iter::empty()).expect("test settings")
+    TestSettings::new(data_dir)
+        .set("service.drain_timeout_s", 20)
+        .sim(&sim.base_url())
+        .set("controller.mode", "off")
+        .build()
 }
 
 fn guard(extra: &str) -> Guard {

@@ -168,16 +168,6 @@ async fn commits_never_pass_unfinished_work_and_lag_matches_what_was_produced() 
 fn settings(broker: &str, group: &str, topics: &Topics, data_dir: &std::path::Path) -> Settings {
     let toml = format!(
         r#"
-[service]
-data_dir = {data_dir:?}
-drain_timeout_s = 30
-[embed]
-backend = "hash"
-dimensions = 128
-[knobs.transform]
-linger_ms = 20
-[knobs.index]
-linger_ms = 5
 [source]
 kind = "kafka"
 [kafka]
@@ -196,13 +186,18 @@ text_fields = ["title", "body"]
 url_field = "url"
 payload_fields = ["author"]
 "#,
-        data_dir = data_dir.display().to_string(),
         tasks = topics.tasks,
         dlq = topics.dlq,
         control = topics.control,
         cdc = topics.cdc,
     );
-    Settings::from_toml(&toml, "test", std::iter::empty()).expect("test settings")
+    common::TestSettings::new(data_dir)
+        .set("service.drain_timeout_s", 30)
+        .set("embed.dimensions", 128)
+        .set("knobs.transform.linger_ms", 20)
+        .set("knobs.index.linger_ms", 5)
+        .merge(&toml)
+        .build()
 }
 
 struct Topics {

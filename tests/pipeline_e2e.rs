@@ -13,20 +13,16 @@ use freshet::settings::Settings;
 use freshet::sim::{Scenario, SimOptions, SimServer};
 
 mod common;
-use common::{TempDir, CITYBEAT_SHELLS, FAST};
+use common::{TempDir, TestSettings, CITYBEAT_SHELLS, FAST};
 
 fn settings(sim: &SimServer, data_dir: &std::path::Path) -> Settings {
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\ndrain_timeout_s = 30\n\
-         [provider]\nbase_url = \"{}\"\napi_key = \"sim-key\"\n\
-         [extract.resolve]\n\"sim.test\" = \"127.0.0.1\"\n\
-         [embed]\nbackend = \"hash\"\ndimensions = 128\n\
-         [knobs.transform]\nlinger_ms = 50\n\
-         [knobs.index]\nlinger_ms = 5\n",
-        data_dir.display().to_string(),
-        sim.base_url()
-    );
-    Settings::from_toml(&toml, "test", std::iter::empty()).expect("test settings")
+    TestSettings::new(data_dir)
+        .set("service.drain_timeout_s", 30)
+        .sim(&sim.base_url())
+        .set("embed.dimensions", 128)
+        .set("knobs.transform.linger_ms", 50)
+        .set("knobs.index.linger_ms", 5)
+        .build()
 }
 
 fn prose(doc: &str, sentences: usize) -> String {

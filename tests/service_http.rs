@@ -13,11 +13,9 @@ use freshet::settings::Settings;
 mod common;
 
 fn settings(dir: &std::path::Path) -> Settings {
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
-        dir.display().to_string()
-    );
-    Settings::from_toml(&toml, "test", std::iter::empty()).unwrap()
+    common::TestSettings::new(dir)
+        .set("knobs.transform.linger_ms", 2)
+        .build()
 }
 
 fn doc(id: &str) -> String {

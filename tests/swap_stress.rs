@@ -6,18 +6,16 @@ use std::sync::Arc;
 use freshet::dataplane::{Counters, Task};
 use freshet::knobs::Change;
 use freshet::service::Runtime;
-use freshet::settings::Settings;
 
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_swaps_during_a_run_lose_and_duplicate_nothing() {
     let tmp = common::TempDir::new("swaps");
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\ndrain_timeout_s = 120\n[embed]\nbackend = \"hash\"\ndimensions = 32\n",
-        tmp.0.display().to_string()
-    );
-    let settings = Settings::from_toml(&toml, "test", std::iter::empty()).unwrap();
+    let settings = common::TestSettings::new(&tmp.0)
+        .set("service.drain_timeout_s", 120)
+        .set("embed.dimensions", 32)
+        .build();
     let runtime = Runtime::build(&settings).await.unwrap();
     let live = runtime.live.clone();
     let stop = Arc::new(AtomicBool::new(false));

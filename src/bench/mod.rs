@@ -108,6 +108,72 @@ fn say(opts: &SuiteOptions, line: String) {
     }
 }
 
+/// The oracle's best static knobs for every phase of `scenario`, each
+/// found by a bounded search (progress on stderr).
+async fn oracle_schedule(
+    opts: &SuiteOptions,
+    scenario: &Scenario,
+    cache: &mut OracleCache,
+) -> Result<Vec<oracle::PhaseOracle>> {
+    let mut schedule = Vec::new();
+    for i in 0..scenario.phases.len() {
+        let t = std::time::Instant::now();
+        let found = oracle::search_phase(scenario, i, &opts.run, &opts.budget, cache)
+            .await
+            .with_context(|| {
+                format!(
+                    "oracle search of {} phase {}",
+                    scenario.name, scenario.phases[i].name
+                )
+            })?;
+        say(
+            opts,
+            format!(
+                "{} / oracle search {}: {} ({} settings, {:.0} s)",
+                scenario.name,
+                found.phase,
+                if found.changes.is_empty() {
+                    "defaults".to_string()
+                } else {
+                    found
+                        .changes
+                        .iter()
+                        .map(|d| format!("{}={}", d.knob, d.to))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+                found.candidates.len(),
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        schedule.push(found);
+    }
+    Ok(schedule)
+}
+
+/// The progress line of one finished run.
+fn run_line(scenario: &str, policy: PolicyName, r: &run::RunResult) -> String {
+    format!(
+        "{} / {}: goodput {:.1} chunks/s [{}], credits/chunk {}, {} changes, {} rollbacks, {} guard violations ({:.0} s)",
+        scenario,
+        policy.as_str(),
+        r.overall.goodput,
+        r.phases
+            .iter()
+            .map(|p| format!("{:.0}", p.goodput))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        r.overall
+            .credits_per_chunk
+            .map(|c| format!("{c:.3}"))
+            .unwrap_or_else(|| "-".into()),
+        r.overall.knob_changes,
+        r.overall.rollbacks,
+        r.guard_violations.len(),
+        r.wall_s
+    )
+}
+
 /// Runs every scenario under every policy and returns the summary.
 pub async fn run_suite(opts: &SuiteOptions) -> Result<Summary> {
     let wall = std::time::Instant::now();
@@ -140,41 +206,11 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<Summary> {
                 workload: scenario.workload_of(i),
             })
             .collect();
-        let mut oracle = Vec::new();
-        if opts.policies.contains(&PolicyName::Oracle) {
-            for i in 0..scenario.phases.len() {
-                let t = std::time::Instant::now();
-                let found = oracle::search_phase(scenario, i, cfg, &opts.budget, &mut cache)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "oracle search of {} phase {}",
-                            scenario.name, scenario.phases[i].name
-                        )
-                    })?;
-                say(
-                    opts,
-                    format!(
-                        "{} / oracle search {}: {} ({} settings, {:.0} s)",
-                        scenario.name,
-                        found.phase,
-                        if found.changes.is_empty() {
-                            "defaults".to_string()
-                        } else {
-                            found
-                                .changes
-                                .iter()
-                                .map(|d| format!("{}={}", d.knob, d.to))
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        },
-                        found.candidates.len(),
-                        t.elapsed().as_secs_f64()
-                    ),
-                );
-                oracle.push(found);
-            }
-        }
+        let oracle = if opts.policies.contains(&PolicyName::Oracle) {
+            oracle_schedule(opts, scenario, &mut cache).await?
+        } else {
+            Vec::new()
+        };
         let mut runs = Vec::new();
         for &policy in &opts.policies {
             let driver = match policy {
@@ -191,28 +227,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<Summary> {
             let r = run::run_scenario(scenario, policy, &driver, cfg)
                 .await
                 .with_context(|| format!("{} under {}", scenario.name, policy.as_str()))?;
-            say(
-                opts,
-                format!(
-                    "{} / {}: goodput {:.1} chunks/s [{}], credits/chunk {}, {} changes, {} rollbacks, {} guard violations ({:.0} s)",
-                    scenario.name,
-                    policy.as_str(),
-                    r.overall.goodput,
-                    r.phases
-                        .iter()
-                        .map(|p| format!("{:.0}", p.goodput))
-                        .collect::<Vec<_>>()
-                        .join(" | "),
-                    r.overall
-                        .credits_per_chunk
-                        .map(|c| format!("{c:.3}"))
-                        .unwrap_or_else(|| "-".into()),
-                    r.overall.knob_changes,
-                    r.overall.rollbacks,
-                    r.guard_violations.len(),
-                    r.wall_s
-                ),
-            );
+            say(opts, run_line(&scenario.name, policy, &r));
             if r.urls_wrapped {
                 say(opts, format!("warning: {} / {} ran out of distinct article URLs; later URL tasks repeated pages", scenario.name, policy.as_str()));
             }

@@ -39,7 +39,19 @@ use crate::settings::{ControllerMode, Settings};
 use crate::sim::{Scenario, SimOptions, SimServer};
 
 /// The policies the scenario bench compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyName {
     /// The default knobs, never changed.
@@ -461,88 +473,39 @@ pub async fn run_scenario(
     let audit_path = runtime.control.audit.path().to_path_buf();
     let first_seq = runtime.control.audit.len();
 
-    let policy_arc: Arc<dyn Policy> = match driver {
-        Driver::Policy(p) => p.clone(),
-        Driver::Schedule(_) => Arc::new(Static),
-    };
-    let control = Arc::new(
-        ControlState::new(
-            live.clone(),
-            cfg.guard.clone(),
-            None,
-            runtime.control.audit.clone(),
-        )
-        .with_time_scale(cfg.time_scale),
-    );
-    let controller = Controller::new(
-        control,
-        policy_arc,
-        ControllerOptions {
-            mode: ControllerMode::Auto,
-            interval: cfg.interval,
-            samples: 4,
-            history: 12,
-        },
-    );
-    let report = controller.report();
-    let (ctrl_stop, ctrl_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ctrl_task = tokio::spawn(controller.run(async move {
-        let _ = ctrl_stopped.await;
-    }));
+    let (report, ctrl_stop, ctrl_task) = start_controller(&runtime, driver, cfg);
 
-    let scenario_arc = Arc::new(scenario.clone());
     let phase_now = Arc::new(AtomicUsize::new(0));
     let offered = Arc::new(AtomicU64::new(0));
     let (gen_stop, gen_stopped) = watch::channel(false);
     let tasks = TaskGen::new(sim.corpus(), sim.addr().port(), cfg.seed);
     let gen_task = tokio::spawn(generate(
         runtime.source.clone(),
-        scenario_arc,
+        Arc::new(scenario.clone()),
         phase_now.clone(),
         tasks,
         offered.clone(),
         gen_stopped,
     ));
 
-    let mut window_obs = Observer::new(live.clone());
-    let mut phase_obs = Observer::new(live.clone());
-    let mut run_obs = Observer::new(live.clone());
+    let mut meter = Meter::new(&live, cfg.interval);
     let snapshot = |r: &Arc<std::sync::Mutex<ControllerReport>>| {
         r.lock().unwrap_or_else(|p| p.into_inner()).clone()
     };
     let start_report = snapshot(&report);
-    let tick = cfg.interval / 4;
-    let started = Instant::now();
-    let mut ticks = 0u32;
     let mut windows = Vec::new();
     let mut phases = Vec::new();
     for (i, ph) in scenario.phases.iter().enumerate() {
         sim.set_phase(i);
         phase_now.store(i, Ordering::Relaxed);
-        if let Driver::Schedule(s) = driver {
-            if let Some(k) = s.get(i) {
-                if *k != live.load().knobs {
-                    live.swap(k.clone())
-                        .context("swapping in the oracle's knobs")?;
-                }
-            }
-        }
+        driver.enter_phase(i, &live)?;
         let phase_report = snapshot(&report);
         let phase_offered = offered.load(Ordering::Relaxed);
         let first_window = windows.len();
         for _ in 0..cfg.windows_of(scenario, i) {
-            for s in 0..4 {
-                ticks += 1;
-                tokio::time::sleep_until(started + tick * ticks).await;
-                if s < 3 {
-                    window_obs.sample();
-                    phase_obs.sample();
-                    run_obs.sample();
-                }
-            }
-            let o = window_obs.observe();
+            let o = meter.window().await;
             windows.push(Window {
-                t_s: started.elapsed().as_secs_f64() * cfg.time_scale,
+                t_s: meter.started.elapsed().as_secs_f64() * cfg.time_scale,
                 phase: i,
                 goodput: o.goodput,
                 error_rate: o.error_rate,
@@ -551,7 +514,7 @@ pub async fn run_scenario(
                 knobs: KnobView::of(&live.load().knobs),
             });
         }
-        let o = phase_obs.observe();
+        let o = meter.phase.observe();
         let mut f = Figures::from_observation(
             &ph.name,
             &o,
@@ -566,7 +529,7 @@ pub async fn run_scenario(
             .map(|w| w as f64 * cfg.window_scenario_s());
         phases.push(f);
     }
-    let run = run_obs.observe();
+    let run = meter.run.observe();
     let end_report = snapshot(&report);
     let overall = Figures::from_observation(
         "all",
@@ -592,24 +555,7 @@ pub async fn run_scenario(
     retire_dir(data_dir, 2);
 
     let guard_violations = guard_violations(&records, &initial, &cfg.guard, cfg.time_scale);
-    let start_ms = records.first().map(|r| r.time_ms).unwrap_or(0);
-    let changes = records
-        .iter()
-        .filter(|r| matches!(r.kind, EventKind::Applied | EventKind::RolledBack))
-        .map(|r| {
-            let diff = r.event.diff_summary();
-            format!(
-                "{:.0} s {}: {diff} ({})",
-                r.time_ms.saturating_sub(start_ms) as f64 / 1e3 * cfg.time_scale,
-                if r.kind == EventKind::Applied {
-                    "applied"
-                } else {
-                    "rolled back"
-                },
-                r.event.detail
-            )
-        })
-        .collect();
+    let changes = change_lines(&records, cfg.time_scale);
     Ok(RunResult {
         scenario: scenario.name.clone(),
         policy,
@@ -622,6 +568,127 @@ pub async fn run_scenario(
         urls_wrapped: tasks.wrapped(),
         wall_s: wall.elapsed().as_secs_f64(),
     })
+}
+
+impl Driver {
+    /// At the start of phase `i`: the oracle's schedule swaps in its knobs
+    /// for the phase (if they differ); a policy changes nothing here.
+    fn enter_phase(&self, i: usize, live: &crate::live::LiveConfig) -> Result<()> {
+        if let Driver::Schedule(s) = self {
+            if let Some(k) = s.get(i) {
+                if *k != live.load().knobs {
+                    live.swap(k.clone())
+                        .context("swapping in the oracle's knobs")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Observers over one run's windows, its current phase and the whole run,
+/// sampled together on one clock: four ticks a window, gauges sampled on
+/// the first three, the window closed on the fourth.
+struct Meter {
+    window: Observer,
+    phase: Observer,
+    run: Observer,
+    started: Instant,
+    tick: std::time::Duration,
+    ticks: u32,
+}
+
+impl Meter {
+    fn new(live: &Arc<crate::live::LiveConfig>, interval: std::time::Duration) -> Meter {
+        Meter {
+            window: Observer::new(live.clone()),
+            phase: Observer::new(live.clone()),
+            run: Observer::new(live.clone()),
+            started: Instant::now(),
+            tick: interval / 4,
+            ticks: 0,
+        }
+    }
+
+    /// Waits out the next window and returns its observation.
+    async fn window(&mut self) -> crate::control::observe::Observation {
+        for s in 0..4 {
+            self.ticks += 1;
+            tokio::time::sleep_until(self.started + self.tick * self.ticks).await;
+            if s < 3 {
+                self.window.sample();
+                self.phase.sample();
+                self.run.sample();
+            }
+        }
+        self.window.observe()
+    }
+}
+
+/// The controller of one run: `driver`'s policy (the oracle's schedule runs
+/// under a static policy) over the run's pipeline, in auto mode. Returns
+/// its report, the stop signal and the task.
+#[allow(clippy::type_complexity)]
+fn start_controller(
+    runtime: &Runtime,
+    driver: &Driver,
+    cfg: &RunConfig,
+) -> (
+    Arc<std::sync::Mutex<ControllerReport>>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let policy: Arc<dyn Policy> = match driver {
+        Driver::Policy(p) => p.clone(),
+        Driver::Schedule(_) => Arc::new(Static),
+    };
+    let control = Arc::new(
+        ControlState::new(
+            runtime.live.clone(),
+            cfg.guard.clone(),
+            None,
+            runtime.control.audit.clone(),
+        )
+        .with_time_scale(cfg.time_scale),
+    );
+    let controller = Controller::new(
+        control,
+        policy,
+        ControllerOptions {
+            mode: ControllerMode::Auto,
+            interval: cfg.interval,
+            samples: 4,
+            history: 12,
+        },
+    );
+    let report = controller.report();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    (report, stop, task)
+}
+
+/// One line per applied or rolled-back change, at its scenario time.
+fn change_lines(records: &[Record], time_scale: f64) -> Vec<String> {
+    let start_ms = records.first().map(|r| r.time_ms).unwrap_or(0);
+    records
+        .iter()
+        .filter(|r| matches!(r.kind, EventKind::Applied | EventKind::RolledBack))
+        .map(|r| {
+            let diff = r.event.diff_summary();
+            format!(
+                "{:.0} s {}: {diff} ({})",
+                r.time_ms.saturating_sub(start_ms) as f64 / 1e3 * time_scale,
+                if r.kind == EventKind::Applied {
+                    "applied"
+                } else {
+                    "rolled back"
+                },
+                r.event.detail
+            )
+        })
+        .collect()
 }
 
 /// Share of the steady level a window's goodput must be within to count as

@@ -8,7 +8,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
 
 use crate::dataplane::pipeline::{Counters, Task};
 use crate::service::Runtime;
@@ -22,8 +25,8 @@ pub struct BenchOptions {
     pub rate: f64,
     /// How long tasks are offered.
     pub duration: Duration,
-    /// `document` or `url`.
-    pub kind: String,
+    /// Documents or URLs.
+    pub kind: BenchKind,
     /// Scenario for URL runs.
     pub scenario: Option<std::path::PathBuf>,
     /// Words per generated document.
@@ -61,7 +64,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let mut settings = base.clone();
     settings.service.data_dir = dir.clone();
     settings.embed.backend = EmbedBackend::Hash;
-    let sim = if opts.kind == "url" {
+    let sim = if opts.kind == BenchKind::Url {
         let scenario = match &opts.scenario {
             Some(p) => Scenario::load(p).with_context(|| format!("loading {}", p.display()))?,
             None => Scenario::steady_default(),
@@ -85,7 +88,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let mut next = tokio::time::Instant::now();
     let mut i = 0u64;
     while started.elapsed() < opts.duration {
-        let task = if opts.kind == "url" {
+        let task = if opts.kind == BenchKind::Url {
             Task::Url {
                 url: urls[i as usize % urls.len()].clone(),
                 ts_ms: None,
@@ -107,7 +110,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let total_secs = started.elapsed().as_secs_f64();
     let q = |p| counters_after.freshness_quantile(p).unwrap_or(f64::NAN) * 1e3;
     let row = BenchRow {
-        kind: opts.kind.clone(),
+        kind: opts.kind.as_str().to_string(),
         offered_per_s: i as f64 / offered_secs,
         finished_per_s: tracker.counts().finished as f64 / total_secs,
         chunks_per_s: Counters::get(&counters_after.chunks_indexed) as f64 / total_secs,
@@ -363,10 +366,11 @@ pub struct ScenariosArgs {
     /// Policies to compare, in table order.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "static,aimd,heuristic,llm-scripted,oracle"
     )]
-    pub policies: Vec<String>,
+    pub policies: Vec<crate::bench::run::PolicyName>,
     /// Where summary.json, scenarios.md and charts/ go.
     #[arg(long, default_value = "bench-results")]
     pub out: std::path::PathBuf,
@@ -398,7 +402,7 @@ pub struct ScenariosArgs {
 
 /// The suite options `args` ask for.
 pub fn suite_options(base: &Settings, args: &ScenariosArgs) -> Result<crate::bench::SuiteOptions> {
-    use crate::bench::run::{PolicyName, RunConfig};
+    use crate::bench::run::RunConfig;
     let files = if args.scenarios.is_empty() {
         crate::bench::scenario_files(std::path::Path::new("scenarios"))
             .context("run from the repository root, or name scenario files with --scenario FILE")?
@@ -410,8 +414,7 @@ pub fn suite_options(base: &Settings, args: &ScenariosArgs) -> Result<crate::ben
         scenarios.push((f.display().to_string(), Scenario::load(&f)?));
     }
     let mut policies = Vec::new();
-    for p in &args.policies {
-        let p = PolicyName::parse(p).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
+    for &p in &args.policies {
         if !policies.contains(&p) {
             policies.push(p);
         }
@@ -513,4 +516,175 @@ pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
         summary.wall_s
     );
     Ok(())
+}
+
+/// What the pipeline bench offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchKind {
+    /// Document tasks (no network).
+    Document,
+    /// URL tasks, through the simulator.
+    Url,
+}
+
+impl BenchKind {
+    /// The name on the command line and in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchKind::Document => "document",
+            BenchKind::Url => "url",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchCommand {
+    /// Fixed-rate load through the whole pipeline: throughput and freshness.
+    Pipeline {
+        /// Tasks offered per second (several values: one row each).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rate: Vec<f64>,
+        /// How long each rate is offered.
+        #[arg(long, default_value = "20s", value_parser = super::parse_duration)]
+        duration: Duration,
+        /// `document` (no network) or `url` (through the simulator).
+        #[arg(long, value_enum, default_value = "document")]
+        kind: BenchKind,
+        /// Scenario for `--kind url`.
+        #[arg(long)]
+        scenario: Option<std::path::PathBuf>,
+        /// Words per generated document.
+        #[arg(long, default_value_t = 400)]
+        words: usize,
+    },
+    /// Kafka -> index: the sustained rate on a backlog, then freshness
+    /// (task `ts_ms` to upsert ack) at fixed rates (a fresh topic per run).
+    Kafka {
+        /// Bootstrap brokers (or FRESHET_KAFKA_BROKERS).
+        #[arg(long, env = "FRESHET_KAFKA_BROKERS")]
+        brokers: String,
+        /// Documents in the backlog run (0: skip it).
+        #[arg(long, default_value_t = 20_000)]
+        backlog: u64,
+        /// Rates offered (documents/s; one row each, lightest first);
+        /// `50%`/`90%` are shares of the backlog run's rate.
+        #[arg(long, value_delimiter = ',', default_value = "50%,90%,1000")]
+        rate: Vec<String>,
+        /// How long each rate is offered.
+        #[arg(long, default_value = "20s", value_parser = super::parse_duration)]
+        duration: Duration,
+        /// Partitions of the bench topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Words per generated document.
+        #[arg(long, default_value_t = 400)]
+        words: usize,
+    },
+    /// How well freshet tunes itself: every scenario under every policy
+    /// (static, aimd, heuristic, llm-scripted, oracle), per-phase figures, summary.json,
+    /// Markdown tables and SVG charts.
+    Scenarios(ScenariosArgs),
+}
+
+/// Runs `freshet bench …`.
+pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<ExitCode> {
+    let s = super::settings(cli)?;
+    super::init_logging(s.service.log_format, "error");
+    match cmd {
+        BenchCommand::Pipeline {
+            rate,
+            duration,
+            kind,
+            scenario,
+            words,
+        } => {
+            let mut rows = Vec::new();
+            for r in rate {
+                let opts = BenchOptions {
+                    rate: *r,
+                    duration: *duration,
+                    kind: *kind,
+                    scenario: scenario.clone(),
+                    words: *words,
+                };
+                let row = run(&s, &opts).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+            super::print_out(&table(&rows))?;
+        }
+        BenchCommand::Kafka {
+            brokers,
+            backlog,
+            rate,
+            duration,
+            partitions,
+            words,
+        } => {
+            let opts = KafkaBenchOptions {
+                brokers: brokers.clone(),
+                partitions: *partitions,
+                words: *words,
+            };
+            kafka_command(&s, &opts, *backlog, rate, *duration).await?;
+        }
+        BenchCommand::Scenarios(args) => scenarios(&s, args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `freshet bench kafka`: the backlog run (unless `backlog` is 0), then
+/// one row per rate, lightest first; prints the table.
+async fn kafka_command(
+    s: &Settings,
+    opts: &KafkaBenchOptions,
+    backlog: u64,
+    rate: &[String],
+    duration: Duration,
+) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut sustained = None;
+    if backlog > 0 {
+        let row = run_kafka(s, opts, None, backlog, duration).await?;
+        eprintln!("{}", serde_json::to_string(&row)?);
+        sustained = Some(row.finished_per_s);
+        rows.push(row);
+    }
+    let mut values = kafka_rates(rate, sustained)?;
+    // Lightest load first: a row past what the machine sustains
+    // leaves a broker (tansu's memory storage at least) slower for
+    // the rows after it, which would charge them for its overload.
+    values.sort_by(f64::total_cmp);
+    for value in values {
+        let row = run_kafka(s, opts, Some(value), 0, duration).await?;
+        eprintln!("{}", serde_json::to_string(&row)?);
+        rows.push(row);
+    }
+    super::print_out(&table(&rows))?;
+    Ok(())
+}
+
+/// The `--rate` values of `freshet bench kafka` in documents/s: a number,
+/// or a percentage of the backlog run's `sustained` rate.
+fn kafka_rates(rate: &[String], sustained: Option<f64>) -> Result<Vec<f64>> {
+    let mut values = Vec::with_capacity(rate.len());
+    for r in rate {
+        let value: f64 = match r.strip_suffix('%') {
+            Some(share) => {
+                let share: f64 = share
+                    .parse()
+                    .with_context(|| format!("--rate {r}: not a percentage"))?;
+                sustained.context("a --rate in % needs the backlog run (--backlog > 0)")? * share
+                    / 100.0
+            }
+            None => r
+                .parse()
+                .with_context(|| format!("--rate {r}: not a number"))?,
+        };
+        if !(value.is_finite() && value > 0.0) {
+            anyhow::bail!("--rate {r}: must be a positive number of documents/s");
+        }
+        values.push(value);
+    }
+    Ok(values)
 }

@@ -2,9 +2,11 @@
 //! embedded defaults, with live progress and a closing summary.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 
 use crate::dataplane::pipeline::{Counters, Task};
 use crate::service::Runtime;
@@ -370,4 +372,106 @@ pub fn render_summary(s: &DemoSummary, data_dir: &std::path::Path) -> String {
         data_dir.display()
     ));
     out
+}
+
+/// Where the demo's embeddings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum DemoEmbed {
+    /// The simulator's OpenAI-compatible endpoint.
+    Sim,
+    /// The in-process hash embedder.
+    Hash,
+}
+
+/// The demo's controller policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum DemoPolicy {
+    /// The built-in rules.
+    Heuristic,
+    /// The chat model of `[controller.llm]`.
+    Llm,
+    /// No controller.
+    Off,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct DemoArgs {
+    /// How long to feed tasks (e.g. 60s, 2m) before draining.
+    #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
+    duration: Duration,
+    /// Scenario of the simulated web.
+    #[arg(long, default_value = "scenarios/steady.toml")]
+    scenario: PathBuf,
+    /// Where the index and dead letters go.
+    #[arg(long, default_value = "./freshet-data")]
+    data_dir: PathBuf,
+    /// Tasks per second of the built-in stream.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seed of the simulated web and the stream.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Embeddings: `sim` (the simulator's OpenAI-compatible endpoint) or `hash` (in-process).
+    #[arg(long, value_enum, default_value = "sim")]
+    embed: DemoEmbed,
+    /// Controller policy: `heuristic`, `llm` (needs `[controller.llm]` in
+    /// the settings) or `off`.
+    #[arg(long, value_enum, default_value = "heuristic")]
+    policy: DemoPolicy,
+    /// Length of one control window.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
+    control_interval: Duration,
+}
+
+/// Runs `freshet demo`: checks the arguments, runs the demo, prints the
+/// summary; fails when the pipeline did not drain.
+pub(super) async fn command(cli: &super::Cli, args: &DemoArgs) -> Result<ExitCode> {
+    let mut s = super::settings(cli)?;
+    match args.policy {
+        DemoPolicy::Off => s.controller.mode = crate::settings::ControllerMode::Off,
+        DemoPolicy::Heuristic => s.controller.policy = crate::settings::PolicyKind::Heuristic,
+        DemoPolicy::Llm => {
+            if s.controller.llm.base_url.is_empty() {
+                bail!("--policy llm needs [controller.llm] base_url and model in the settings (or FRESHET_CONTROLLER__LLM__BASE_URL / __MODEL)");
+            }
+            s.controller.policy = crate::settings::PolicyKind::Llm;
+        }
+    }
+    if args.control_interval.as_millis() < 100 {
+        bail!("--control-interval must be at least 100ms");
+    }
+    super::init_logging(s.service.log_format, "error");
+    let rate = args.rate;
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("--rate must be a positive number of tasks per second");
+    }
+    let scenario = if args.scenario.exists() {
+        Some(args.scenario.clone())
+    } else if args.scenario == std::path::Path::new("scenarios/steady.toml") {
+        None // run from anywhere: the built-in copy of the steady scenario
+    } else {
+        bail!("scenario file {} does not exist", args.scenario.display());
+    };
+    crate::metrics::install();
+    let opts = DemoOptions {
+        duration: args.duration,
+        scenario,
+        data_dir: args.data_dir.clone(),
+        rate,
+        seed: args.seed,
+        sim_embeddings: args.embed == DemoEmbed::Sim,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        control_interval: args.control_interval,
+    };
+    eprintln!(
+        "freshet demo: simulated web + pipeline for {:.0} s at {rate} tasks/s (Ctrl-C stops early)",
+        args.duration.as_secs_f64()
+    );
+    let summary = run(&s, opts).await?;
+    super::print_out(&render_summary(&summary, &args.data_dir))?;
+    Ok(if summary.drained {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

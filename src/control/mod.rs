@@ -39,7 +39,7 @@ use crate::control::policy::heuristic::Heuristic;
 use crate::control::policy::{Context, Decision, Outcome, Policy, PolicyEvent, Proposal};
 use crate::control::rollout::{Bake, Figures, Judgement};
 use crate::knobs::{Change, KnobDiff, RenderMode};
-use crate::live::LiveConfig;
+use crate::live::{LiveConfig, Snapshot};
 use crate::metrics;
 use crate::settings::ControllerMode;
 
@@ -531,46 +531,10 @@ impl Controller {
 
     async fn propose(&mut self, obs: &Observation) {
         let guard = self.state.guard();
-        let snapshot = self.state.live.load();
-        let recent: Vec<Observation> = self.recent.iter().cloned().collect();
-        let decisions: Vec<Decision> = self.decisions.iter().cloned().collect();
-        let ctx = Context {
-            observation: obs,
-            recent: &recent,
-            knobs: &snapshot.knobs,
-            version: snapshot.version,
-            guard: &guard,
-            decisions: &decisions,
-        };
-        let mut actor = self.policy.actor();
-        let proposal = match self.policy.propose(&ctx).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.audit(
-                    EventKind::PolicyError,
-                    Event {
-                        from_version: Some(snapshot.version),
-                        actor: actor.clone(),
-                        observation: obs.summary(),
-                        detail: format!("{e}; the heuristic decides this window"),
-                        ..Default::default()
-                    },
-                );
-                self.count(self.policy.name(), "policy_error");
-                self.report
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .policy_errors += 1;
-                actor = json!({"policy": self.fallback.name(), "fallback_for": actor});
-                self.fallback
-                    .propose(&ctx)
-                    .await
-                    .unwrap_or_else(|_| Proposal::none("fallback failed"))
-            }
-        };
+        let (actor, proposal) = self.ask_policy(obs, &guard).await;
         if proposal.changes.is_empty() {
             tracing::debug!(
-                version = snapshot.version,
+                version = self.state.live.version(),
                 observation = %obs.summary(),
                 rationale = %proposal.rationale,
                 "controller: no change this window"
@@ -589,82 +553,15 @@ impl Controller {
         let state = self.state.clone();
         let _serial = state.change_lock.lock().await;
         let current = self.state.live.load();
-        let mut verdicts =
-            guard.check(&proposal.changes, &current.knobs, self.state.since_change());
-        let unix_secs = obs.at_ms / 1000;
-        if let Some(w) = guard.frozen_at(unix_secs) {
-            for v in verdicts.iter_mut() {
-                if let Some(change) = v.change() {
-                    *v = Verdict::Rejected {
-                        knob: change.knob.clone(),
-                        proposed: change.value.clone(),
-                        reason: format!(
-                            "freeze window {}-{} UTC: the controller changes nothing now",
-                            w.start, w.end
-                        ),
-                    };
-                }
-            }
-        }
-        let budget = guard.global().credits_budget_per_minute;
-        if obs.credits_per_min > budget {
-            for v in verdicts.iter_mut() {
-                if let Some(change) = v.change() {
-                    if raises_spend(&change, &current.knobs) {
-                        *v = Verdict::Rejected {
-                            knob: change.knob.clone(),
-                            proposed: change.value.clone(),
-                            reason: format!(
-                                "credits {:.0}/min are over the budget of {budget:.0}/min: changes that raise spend are refused",
-                                obs.credits_per_min
-                            ),
-                        };
-                    }
-                }
-            }
-        }
-        let interventions = verdicts
-            .iter()
-            .filter(|v| !matches!(v, Verdict::Accepted { .. }))
-            .count() as u64;
-        let verdict_json = serde_json::to_value(&verdicts).unwrap_or(Value::Null);
-        let proposed = serde_json::to_value(&proposal.changes).unwrap_or(Value::Null);
-        let seq = self.audit(
-            EventKind::Proposal,
-            Event {
-                from_version: Some(current.version),
-                actor: actor.clone(),
-                observation: obs.summary(),
-                verdict: json!({"changes": proposed, "verdicts": verdict_json, "expected_gain": proposal.expected_gain}),
-                detail: proposal.rationale.clone(),
-                ..Default::default()
-            },
+        let verdicts = screen(
+            &guard,
+            obs,
+            &proposal.changes,
+            &current.knobs,
+            self.state.since_change(),
         );
+        let seq = self.record_verdicts(obs, &actor, &proposal, current.version, &verdicts);
         let accepted: Vec<Change> = verdicts.iter().filter_map(Verdict::change).collect();
-        let rejected: Vec<&Verdict> = verdicts
-            .iter()
-            .filter(|v| matches!(v, Verdict::Rejected { .. }))
-            .collect();
-        self.report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .guard_interventions += interventions;
-        if !rejected.is_empty() {
-            self.audit(
-                EventKind::Rejected,
-                Event {
-                    from_version: Some(current.version),
-                    actor: actor.clone(),
-                    verdict: serde_json::to_value(&rejected).unwrap_or(Value::Null),
-                    detail: format!(
-                        "the guard refused {} of {} proposed changes",
-                        rejected.len(),
-                        verdicts.len()
-                    ),
-                    ..Default::default()
-                },
-            );
-        }
         let decision = |seq: u64, changes: Vec<Change>, outcome: Outcome| Decision {
             seq,
             at_ms: obs.at_ms,
@@ -694,7 +591,135 @@ impl Controller {
             self.remember(d);
             return;
         }
-        let knobs = match current.knobs.apply_patch(&accepted) {
+        let verdict_json = serde_json::to_value(&verdicts).unwrap_or(Value::Null);
+        if let Some(seq) = self.apply_accepted(
+            obs,
+            &actor,
+            &policy_name,
+            &proposal,
+            &current,
+            &accepted,
+            verdict_json,
+        ) {
+            let d = decision(seq, accepted, Outcome::Baking);
+            self.remember(d);
+        }
+    }
+
+    /// Asks the policy for a proposal; when it fails, records why and asks
+    /// the heuristic. Returns the actor that answered and its proposal.
+    async fn ask_policy(&self, obs: &Observation, guard: &Guard) -> (Value, Proposal) {
+        let snapshot = self.state.live.load();
+        let recent: Vec<Observation> = self.recent.iter().cloned().collect();
+        let decisions: Vec<Decision> = self.decisions.iter().cloned().collect();
+        let ctx = Context {
+            observation: obs,
+            recent: &recent,
+            knobs: &snapshot.knobs,
+            version: snapshot.version,
+            guard,
+            decisions: &decisions,
+        };
+        let actor = self.policy.actor();
+        match self.policy.propose(&ctx).await {
+            Ok(p) => (actor, p),
+            Err(e) => {
+                self.audit(
+                    EventKind::PolicyError,
+                    Event {
+                        from_version: Some(snapshot.version),
+                        actor: actor.clone(),
+                        observation: obs.summary(),
+                        detail: format!("{e}; the heuristic decides this window"),
+                        ..Default::default()
+                    },
+                );
+                self.count(self.policy.name(), "policy_error");
+                self.report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .policy_errors += 1;
+                let actor = json!({"policy": self.fallback.name(), "fallback_for": actor});
+                let proposal = self
+                    .fallback
+                    .propose(&ctx)
+                    .await
+                    .unwrap_or_else(|_| Proposal::none("fallback failed"));
+                (actor, proposal)
+            }
+        }
+    }
+
+    /// Records the proposal with its verdicts (and the refusals, if any)
+    /// and counts the guard's interventions; returns the proposal's
+    /// audit sequence number.
+    fn record_verdicts(
+        &self,
+        obs: &Observation,
+        actor: &Value,
+        proposal: &Proposal,
+        version: u64,
+        verdicts: &[Verdict],
+    ) -> Option<u64> {
+        let interventions = verdicts
+            .iter()
+            .filter(|v| !matches!(v, Verdict::Accepted { .. }))
+            .count() as u64;
+        let verdict_json = serde_json::to_value(verdicts).unwrap_or(Value::Null);
+        let proposed = serde_json::to_value(&proposal.changes).unwrap_or(Value::Null);
+        let seq = self.audit(
+            EventKind::Proposal,
+            Event {
+                from_version: Some(version),
+                actor: actor.clone(),
+                observation: obs.summary(),
+                verdict: json!({"changes": proposed, "verdicts": verdict_json, "expected_gain": proposal.expected_gain}),
+                detail: proposal.rationale.clone(),
+                ..Default::default()
+            },
+        );
+        let rejected: Vec<&Verdict> = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Rejected { .. }))
+            .collect();
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guard_interventions += interventions;
+        if !rejected.is_empty() {
+            self.audit(
+                EventKind::Rejected,
+                Event {
+                    from_version: Some(version),
+                    actor: actor.clone(),
+                    verdict: serde_json::to_value(&rejected).unwrap_or(Value::Null),
+                    detail: format!(
+                        "the guard refused {} of {} proposed changes",
+                        rejected.len(),
+                        verdicts.len()
+                    ),
+                    ..Default::default()
+                },
+            );
+        }
+        seq
+    }
+
+    /// Applies the accepted changes (audit first, then swap) and starts
+    /// their bake; returns the applied record's sequence number (None when
+    /// nothing was applied).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_accepted(
+        &mut self,
+        obs: &Observation,
+        actor: &Value,
+        policy_name: &str,
+        proposal: &Proposal,
+        current: &Arc<Snapshot>,
+        accepted: &[Change],
+        verdict_json: Value,
+    ) -> Option<u64> {
+        let knobs = match current.knobs.apply_patch(accepted) {
             Ok(k) => k,
             Err(e) => {
                 self.audit(
@@ -706,14 +731,14 @@ impl Controller {
                         ..Default::default()
                     },
                 );
-                return;
+                return None;
             }
         };
-        let protective = rollout::protective(&accepted, &current.knobs);
+        let protective = rollout::protective(accepted, &current.knobs);
         let result = rollout::apply(
             &self.state.live,
             &self.state.audit,
-            &current,
+            current,
             knobs,
             EventKind::Applied,
             Event {
@@ -727,7 +752,7 @@ impl Controller {
         match result {
             Ok((record, swapped)) => {
                 self.state.note_changed(&swapped.diff);
-                self.count(&policy_name, "applied");
+                self.count(policy_name, "applied");
                 self.report
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -739,22 +764,68 @@ impl Controller {
                     seq: record.seq,
                     before: current.clone(),
                     version: swapped.new.version,
-                    changes: accepted.clone(),
-                    policy: policy_name.clone(),
+                    changes: accepted.to_vec(),
+                    policy: policy_name.to_string(),
                     baseline: Figures::mean(&windows),
                     expected_gain: proposal.expected_gain,
                     protective,
                     windows: Vec::new(),
                 });
-                let d = decision(record.seq, accepted, Outcome::Baking);
-                self.remember(d);
                 tracing::info!(version = swapped.new.version, policy = %policy_name, rationale = %proposal.rationale, "controller applied a change");
+                Some(record.seq)
             }
             Err(e) => {
                 metrics::record_error("controller", "apply", &e);
+                None
             }
         }
     }
+}
+
+/// The guard's verdicts on `changes`, with the freeze window and the
+/// credits budget applied on top: in a freeze window every change is
+/// refused; over budget, every change that raises spend is.
+fn screen(
+    guard: &Guard,
+    obs: &Observation,
+    changes: &[Change],
+    knobs: &crate::knobs::Knobs,
+    since_change: impl Fn(&str) -> Option<u64>,
+) -> Vec<Verdict> {
+    let mut verdicts = guard.check(changes, knobs, since_change);
+    let unix_secs = obs.at_ms / 1000;
+    if let Some(w) = guard.frozen_at(unix_secs) {
+        for v in verdicts.iter_mut() {
+            if let Some(change) = v.change() {
+                *v = Verdict::Rejected {
+                    knob: change.knob.clone(),
+                    proposed: change.value.clone(),
+                    reason: format!(
+                        "freeze window {}-{} UTC: the controller changes nothing now",
+                        w.start, w.end
+                    ),
+                };
+            }
+        }
+    }
+    let budget = guard.global().credits_budget_per_minute;
+    if obs.credits_per_min > budget {
+        for v in verdicts.iter_mut() {
+            if let Some(change) = v.change() {
+                if raises_spend(&change, knobs) {
+                    *v = Verdict::Rejected {
+                        knob: change.knob.clone(),
+                        proposed: change.value.clone(),
+                        reason: format!(
+                            "credits {:.0}/min are over the budget of {budget:.0}/min: changes that raise spend are refused",
+                            obs.credits_per_min
+                        ),
+                    };
+                }
+            }
+        }
+    }
+    verdicts
 }
 
 /// Whether `change` spends more provider credits than the knobs in force:

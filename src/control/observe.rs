@@ -21,14 +21,22 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::dataplane::retry::ErrorClass;
+use crate::dataplane::Stage;
 use crate::live::LiveConfig;
 use crate::metrics::{self, HistogramData, Labels, Tap, TapSnapshot};
 
 /// The stages the observer reports on, in pipeline order.
-pub const STAGES: [&str; 5] = ["search", "extract", "transform", "embed", "index"];
+pub const STAGES: [Stage; 5] = [
+    Stage::Search,
+    Stage::Extract,
+    Stage::Transform,
+    Stage::Embed,
+    Stage::Index,
+];
 
 /// Stages whose concurrency is a `<stage>.slots` knob.
-pub const SLOTTED: [&str; 4] = ["search", "extract", "embed", "index"];
+pub const SLOTTED: [Stage; 4] = [Stage::Search, Stage::Extract, Stage::Embed, Stage::Index];
 
 /// Most domains listed in [`Quality::domains`].
 pub const MAX_DOMAINS: usize = 32;
@@ -37,13 +45,13 @@ pub const MAX_DOMAINS: usize = 32;
 /// as opposed to the *content* (a JavaScript shell, a PDF, a 404). Only these
 /// count towards [`StageStats::error_rate`]; the rest are
 /// [`StageStats::content_failure_rate`].
-pub const OPERATIONAL_CLASSES: [&str; 6] = [
-    "timeout",
-    "rate_limited",
-    "upstream",
-    "connect",
-    "reset",
-    "auth",
+pub const OPERATIONAL_CLASSES: [ErrorClass; 6] = [
+    ErrorClass::Timeout,
+    ErrorClass::RateLimited,
+    ErrorClass::Upstream,
+    ErrorClass::Connect,
+    ErrorClass::Reset,
+    ErrorClass::Auth,
 ];
 
 /// One stage over one window.
@@ -156,7 +164,8 @@ pub struct Observation {
 
 impl StageStats {
     /// Failed plus retried units of error `class` in the window.
-    pub fn class_count(&self, class: &str) -> u64 {
+    pub fn class_count(&self, class: ErrorClass) -> u64 {
+        let class = class.as_str();
         self.errors.get(class).copied().unwrap_or(0) + self.retries.get(class).copied().unwrap_or(0)
     }
 
@@ -345,101 +354,95 @@ fn quality_of(h: &HistogramData, min_quality: f64) -> QualityStats {
     }
 }
 
-fn build(
-    start: &TapSnapshot,
-    end: &TapSnapshot,
+/// The per-stage metric rows of one window.
+struct StageRows {
+    errors: Vec<(Labels, u64)>,
+    retries: Vec<(Labels, u64)>,
+    backpressure: Vec<(Labels, u64)>,
+    latency: Vec<(Labels, HistogramData)>,
+}
+
+impl StageRows {
+    fn between(start: &TapSnapshot, end: &TapSnapshot) -> StageRows {
+        StageRows {
+            errors: counter_delta(start, end, metrics::STAGE_ERRORS_TOTAL),
+            retries: counter_delta(start, end, metrics::STAGE_RETRIES_TOTAL),
+            backpressure: counter_delta(start, end, metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL),
+            latency: histogram_delta(start, end, metrics::STAGE_LATENCY_SECONDS),
+        }
+    }
+}
+
+/// One stage's figures over the window, with its operational failures and
+/// finished units (for the network stages' overall error rate).
+fn stage_stats(
+    stage: Stage,
+    rows: &StageRows,
     gauges: &GaugeSums,
     window_s: f64,
     knobs: &crate::knobs::Knobs,
-    version: u64,
-) -> Observation {
-    let errors = counter_delta(start, end, metrics::STAGE_ERRORS_TOTAL);
-    let retries = counter_delta(start, end, metrics::STAGE_RETRIES_TOTAL);
-    let backpressure = counter_delta(start, end, metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL);
-    let latency = histogram_delta(start, end, metrics::STAGE_LATENCY_SECONDS);
+) -> (StageStats, u64, u64) {
+    let name = stage.as_str();
     let samples = gauges.samples.max(1) as f64;
-    let mut stages = BTreeMap::new();
-    let (mut op_errors, mut finished_net) = (0u64, 0u64);
-    for stage in STAGES {
-        let mut lat = HistogramData::default();
-        for (l, h) in &latency {
-            if l.get("stage").map(String::as_str) == Some(stage) {
-                lat.merge(h);
-            }
+    let mut lat = HistogramData::default();
+    for (l, h) in &rows.latency {
+        if l.get("stage").map(String::as_str) == Some(name) {
+            lat.merge(h);
         }
-        let by_class = |rows: &[(Labels, u64)]| -> BTreeMap<String, u64> {
-            rows.iter()
-                .filter(|(l, v)| l.get("stage").map(String::as_str) == Some(stage) && *v > 0)
-                .map(|(l, v)| (l.get("error_type").cloned().unwrap_or_default(), *v))
-                .fold(BTreeMap::new(), |mut m, (k, v)| {
-                    *m.entry(k).or_default() += v;
-                    m
-                })
-        };
-        let errs = by_class(&errors);
-        let tries = by_class(&retries);
-        let finished = lat.count;
-        let op: u64 = errs
-            .iter()
-            .filter(|(c, _)| OPERATIONAL_CLASSES.contains(&c.as_str()))
-            .map(|(_, v)| v)
-            .sum();
-        let content: u64 = errs.values().sum::<u64>() - op;
-        let per = |n: u64| {
-            if finished == 0 {
-                0.0
-            } else {
-                n as f64 / finished as f64
-            }
-        };
-        let slots = knobs
-            .stage_limits(stage)
-            .map_or(0.0, |(slots, _)| slots as f64);
-        let in_flight = gauges.in_flight.get(stage).copied().unwrap_or(0.0) / samples;
-        if stage != "transform" {
-            op_errors += op;
-            finished_net += finished;
+    }
+    let by_class = |rows: &[(Labels, u64)]| -> BTreeMap<String, u64> {
+        rows.iter()
+            .filter(|(l, v)| l.get("stage").map(String::as_str) == Some(name) && *v > 0)
+            .map(|(l, v)| (l.get("error_type").cloned().unwrap_or_default(), *v))
+            .fold(BTreeMap::new(), |mut m, (k, v)| {
+                *m.entry(k).or_default() += v;
+                m
+            })
+    };
+    let errs = by_class(&rows.errors);
+    let tries = by_class(&rows.retries);
+    let finished = lat.count;
+    let op: u64 = errs
+        .iter()
+        .filter(|(c, _)| OPERATIONAL_CLASSES.iter().any(|o| o.as_str() == c.as_str()))
+        .map(|(_, v)| v)
+        .sum();
+    let content: u64 = errs.values().sum::<u64>() - op;
+    let per = |n: u64| {
+        if finished == 0 {
+            0.0
+        } else {
+            n as f64 / finished as f64
         }
-        stages.insert(
-            stage.to_string(),
-            StageStats {
-                throughput: finished as f64 / window_s,
-                error_rate: per(op).min(1.0),
-                content_failure_rate: per(content).min(1.0),
-                retry_rate: per(tries.values().sum()),
-                errors: errs,
-                retries: tries,
-                latency_p50_s: lat.quantile(0.5),
-                latency_p95_s: lat.quantile(0.95),
-                latency_p99_s: lat.quantile(0.99),
-                latency_mean_s: lat.mean(),
-                latency_sd_s: lat.std_dev(),
-                slots,
-                in_flight,
-                saturation: if slots > 0.0 { in_flight / slots } else { 0.0 },
-                queue_depth: gauges.queue.get(stage).copied().unwrap_or(0.0) / samples,
-                backpressure: (sum_where(&backpressure, "stage", stage) as f64 / 1e6 / window_s)
-                    .min(1.0),
-            },
-        );
-    }
-    let total =
-        |name: &str| -> u64 { counter_delta(start, end, name).iter().map(|(_, v)| v).sum() };
-    let chunks = total(metrics::CHUNKS_INDEXED_TOTAL);
-    let credits = total(metrics::CREDITS_TOTAL);
-    let docs = counter_delta(start, end, metrics::DOCS_TOTAL)
-        .into_iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(l, v)| (l.get("outcome").cloned().unwrap_or_default(), v))
-        .fold(BTreeMap::new(), |mut m: BTreeMap<String, u64>, (k, v)| {
-            *m.entry(k).or_default() += v;
-            m
-        });
-    let mut fresh = HistogramData::default();
-    for (_, h) in histogram_delta(start, end, metrics::FRESHNESS_SECONDS) {
-        fresh.merge(&h);
-    }
-    let min_q = knobs.transform.min_quality;
+    };
+    let slots = knobs
+        .stage_limits(stage)
+        .map_or(0.0, |(slots, _)| slots as f64);
+    let in_flight = gauges.in_flight.get(name).copied().unwrap_or(0.0) / samples;
+    let stats = StageStats {
+        throughput: finished as f64 / window_s,
+        error_rate: per(op).min(1.0),
+        content_failure_rate: per(content).min(1.0),
+        retry_rate: per(tries.values().sum()),
+        errors: errs,
+        retries: tries,
+        latency_p50_s: lat.quantile(0.5),
+        latency_p95_s: lat.quantile(0.95),
+        latency_p99_s: lat.quantile(0.99),
+        latency_mean_s: lat.mean(),
+        latency_sd_s: lat.std_dev(),
+        slots,
+        in_flight,
+        saturation: if slots > 0.0 { in_flight / slots } else { 0.0 },
+        queue_depth: gauges.queue.get(name).copied().unwrap_or(0.0) / samples,
+        backpressure: (sum_where(&rows.backpressure, "stage", name) as f64 / 1e6 / window_s)
+            .min(1.0),
+    };
+    (stats, op, finished)
+}
+
+/// Extraction quality over the window: overall, by mode, by domain.
+fn quality(start: &TapSnapshot, end: &TapSnapshot, min_q: f64) -> Quality {
     let mut overall = HistogramData::default();
     let mut by_mode = BTreeMap::new();
     for (l, h) in histogram_delta(start, end, metrics::EXTRACT_QUALITY) {
@@ -467,6 +470,52 @@ fn build(
             .then_with(|| a.domain.cmp(&b.domain))
     });
     domains.truncate(MAX_DOMAINS);
+    Quality {
+        overall: quality_of(&overall, min_q),
+        by_mode: by_mode
+            .iter()
+            .map(|(m, h)| (m.clone(), quality_of(h, min_q)))
+            .collect(),
+        domains,
+    }
+}
+
+fn build(
+    start: &TapSnapshot,
+    end: &TapSnapshot,
+    gauges: &GaugeSums,
+    window_s: f64,
+    knobs: &crate::knobs::Knobs,
+    version: u64,
+) -> Observation {
+    let rows = StageRows::between(start, end);
+    let samples = gauges.samples.max(1) as f64;
+    let mut stages = BTreeMap::new();
+    let (mut op_errors, mut finished_net) = (0u64, 0u64);
+    for stage in STAGES {
+        let (stats, op, finished) = stage_stats(stage, &rows, gauges, window_s, knobs);
+        if stage != Stage::Transform {
+            op_errors += op;
+            finished_net += finished;
+        }
+        stages.insert(stage.as_str().to_string(), stats);
+    }
+    let total =
+        |name: &str| -> u64 { counter_delta(start, end, name).iter().map(|(_, v)| v).sum() };
+    let chunks = total(metrics::CHUNKS_INDEXED_TOTAL);
+    let credits = total(metrics::CREDITS_TOTAL);
+    let docs = counter_delta(start, end, metrics::DOCS_TOTAL)
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(l, v)| (l.get("outcome").cloned().unwrap_or_default(), v))
+        .fold(BTreeMap::new(), |mut m: BTreeMap<String, u64>, (k, v)| {
+            *m.entry(k).or_default() += v;
+            m
+        });
+    let mut fresh = HistogramData::default();
+    for (_, h) in histogram_delta(start, end, metrics::FRESHNESS_SECONDS) {
+        fresh.merge(&h);
+    }
     Observation {
         at_ms: crate::dataplane::pipeline::now_ms(),
         window_s,
@@ -486,14 +535,7 @@ fn build(
         freshness_p99_s: fresh.quantile(0.99),
         credits_per_min: credits as f64 * 60.0 / window_s,
         credits_per_chunk: (chunks > 0).then(|| credits as f64 / chunks as f64),
-        quality: Quality {
-            overall: quality_of(&overall, min_q),
-            by_mode: by_mode
-                .iter()
-                .map(|(m, h)| (m.clone(), quality_of(h, min_q)))
-                .collect(),
-            domains,
-        },
+        quality: quality(start, end, knobs.transform.min_quality),
         source_lag: gauges.lag.map(|l| l / samples),
     }
 }

@@ -130,7 +130,9 @@ pub const IDLE_BACKPRESSURE: f64 = 0.05;
 /// handing work on. Its goodput then measures the load, not the knobs.
 pub fn demand_limited(o: &Observation) -> bool {
     o.stages.iter().all(|(name, s)| {
-        let slotted = crate::control::observe::SLOTTED.contains(&name.as_str());
+        let slotted = crate::control::observe::SLOTTED
+            .iter()
+            .any(|stage| stage.as_str() == name.as_str());
         (!slotted || s.saturation < BUSY_SATURATION)
             && s.queue_depth < 1.0
             && s.backpressure <= IDLE_BACKPRESSURE

@@ -511,7 +511,7 @@ pub fn rule_answer(user: &Value) -> Result<Value, String> {
     let mut cuts = Vec::new();
     let mut growth = Vec::new();
     for stage in SLOTTED {
-        let s = obs.stage(stage);
+        let s = obs.stage(stage.as_str());
         let knob = format!("{stage}.slots");
         let slots = num(&knob);
         if s.throughput > 0.0 && s.error_rate > 0.02 && slots > 1.0 {

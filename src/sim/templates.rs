@@ -753,6 +753,15 @@ fn docs_sidebar(o: &mut String, ctx: &mut PageCtx) {
     o.push_str("</nav>");
 }
 
+/// The escaped page metadata and body class every template writes.
+struct Meta {
+    bc: &'static str,
+    title: String,
+    site: String,
+    author: String,
+    date: String,
+}
+
 /// Draw a complete article page with the template `ctx.template`.
 pub fn render(mut ctx: PageCtx) -> String {
     let ctx = &mut ctx;
@@ -761,214 +770,19 @@ pub fn render(mut ctx: PageCtx) -> String {
     let w = &mut w;
     let mut o = String::with_capacity(64 * 1024);
     let bc = BODY_CLASSES[(text::hash_str(0, ctx.domain) % BODY_CLASSES.len() as u64) as usize];
-    let (title, site, author, date) = (
-        esc(ctx.title),
-        esc(ctx.site),
-        esc(ctx.author),
-        esc(ctx.date),
-    );
-    let n_comments = look.comments;
+    let meta = Meta {
+        bc,
+        title: esc(ctx.title),
+        site: esc(ctx.site),
+        author: esc(ctx.author),
+        date: esc(ctx.date),
+    };
     match ctx.template % NUM_TEMPLATES {
-        0 => {
-            o.push_str("<body class=\"article-page\">");
-            cookie_banner(&mut o, ctx);
-            let _ = write!(
-                o,
-                r##"<header class="site-header"><a class="logo" href="/">{site}</a>"##
-            );
-            nav(&mut o, ctx);
-            o.push_str("</header><main id=\"main\">");
-            breadcrumb(&mut o, ctx);
-            let _ = write!(
-                o,
-                r##"<article class="story"><header class="story-header"><h1>{title}</h1><p class="byline">By <a rel="author" href="/authors/x">{author}</a> · <time datetime="{date}">{date}</time> · 6 min read</p></header>"##
-            );
-            share(&mut o);
-            let open = format!(r##"<div class="{bc}" itemprop="articleBody">"##);
-            body_blocks(&mut o, ctx, &look, &open, w);
-            o.push_str("<footer class=\"story-footer\">");
-            share(&mut o);
-            if !look.bio_in_body {
-                author_bio(&mut o, ctx);
-            }
-            o.push_str("</footer>");
-            if look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str("</article>");
-            newsletter(&mut o, ctx);
-            if look.teasers {
-                teasers(&mut o, ctx, w);
-            } else {
-                related(&mut o, ctx, "Related stories");
-            }
-            trending(&mut o, ctx);
-            if !look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str("</main>");
-            footer(&mut o, ctx);
-        }
-        1 => {
-            o.push_str("<body><div id=\"wrapper\"><div class=\"top-bar\">");
-            nav(&mut o, ctx);
-            o.push_str("</div>");
-            cookie_banner(&mut o, ctx);
-            o.push_str(
-                r##"<div class="container"><div class="row"><div class="col-md-8 col-content">"##,
-            );
-            let _ = write!(
-                o,
-                r##"<div class="post"><div class="post-header"><div class="post-title h1">{title}</div><div class="post-meta"><span class="author">{author}</span><span class="sep">|</span><span class="date">{date}</span><span class="cat">Filed under: {}</span></div></div>"##,
-                esc(ctx.topic.name)
-            );
-            let open = format!(r##"<div class="{bc} clearfix">"##);
-            body_blocks(&mut o, ctx, &look, &open, w);
-            o.push_str("<div class=\"post-tags\">Tags: <a href=\"/tag/a\">analysis</a> <a href=\"/tag/b\">features</a></div>");
-            share(&mut o);
-            if !look.bio_in_body {
-                author_bio(&mut o, ctx);
-            }
-            if look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str("</div>");
-            if look.teasers {
-                teasers(&mut o, ctx, w);
-            } else {
-                related(&mut o, ctx, "You may also like");
-            }
-            if !look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str(r##"</div><div class="col-md-4 sidebar-col">"##);
-            newsletter(&mut o, ctx);
-            trending(&mut o, ctx);
-            o.push_str("</div></div></div>");
-            footer(&mut o, ctx);
-            o.push_str("</div>");
-        }
-        2 => {
-            o.push_str(r##"<body bgcolor="#ffffff"><center><table width="980" border="0" cellpadding="0" cellspacing="0"><tr><td colspan="3" class="masthead">"##);
-            let _ = write!(
-                o,
-                r##"<font size="6" face="Georgia"><b>{site}</b></font><br>"##
-            );
-            nav(&mut o, ctx);
-            o.push_str(r##"</td></tr><tr><td width="180" valign="top" class="leftnav">"##);
-            for (u, t, _) in ctx.related.iter() {
-                let _ = write!(
-                    o,
-                    r##"<a href="{}"><font size="2">{}</font></a><br><br>"##,
-                    esc(u),
-                    esc(t)
-                );
-            }
-            o.push_str(r##"</td><td width="600" valign="top" class="content">"##);
-            cookie_banner(&mut o, ctx);
-            let _ = write!(
-                o,
-                r##"<font size="5"><b>{title}</b></font><br><font size="2" color="#666666">Posted by {author} on {date}</font><hr>"##
-            );
-            body_blocks(&mut o, ctx, &look, r##"<div class="articletext">"##, w);
-            if look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str("<hr>");
-            share(&mut o);
-            if look.teasers {
-                teasers(&mut o, ctx, w);
-            } else {
-                related(&mut o, ctx, "More from this section");
-            }
-            if !look.comments_nested && n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str(r##"</td><td width="200" valign="top" class="rightcol">"##);
-            trending(&mut o, ctx);
-            newsletter(&mut o, ctx);
-            o.push_str(r##"</td></tr><tr><td colspan="3">"##);
-            footer(&mut o, ctx);
-            o.push_str("</td></tr></table></center>");
-        }
-        3 => {
-            o.push_str(r##"<body class="docs"><div class="docs-header">"##);
-            let _ = write!(
-                o,
-                r##"<a class="brand" href="/">{site} Docs</a><span class="version">v3.{} </span>"##,
-                ctx.rng.range(0, 12)
-            );
-            nav(&mut o, ctx);
-            o.push_str(r##"</div><div class="docs-layout">"##);
-            docs_sidebar(&mut o, ctx);
-            o.push_str(r##"<div class="docs-content" role="main">"##);
-            breadcrumb(&mut o, ctx);
-            let _ = write!(
-                o,
-                r##"<h1 class="page-title">{title}</h1><div class="page-meta">Last updated {date} · Edit this page on GitHub</div>"##
-            );
-            let open = format!(r##"<div class="markdown-body {bc}">"##);
-            body_blocks(&mut o, ctx, &look, &open, w);
-            o.push_str(r##"<div class="page-nav"><a class="prev" href="/docs/prev">← Previous: Installation</a><a class="next" href="/docs/next">Next: Configuration →</a></div><div class="feedback-widget"><p>Was this page helpful?</p><button>Yes</button><button>No</button><p>Help us improve the documentation by telling us what was missing or confusing on this page. Your feedback goes straight to the docs team.</p></div>"##);
-            if n_comments > 0 {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str(r##"</div><div class="toc-col"><h5>On this page</h5><ul>"##);
-            for b in ctx.blocks {
-                if let Block::H2(h) = b {
-                    let _ = write!(
-                        o,
-                        r##"<li><a href="#{}">{}</a></li>"##,
-                        text::slugify(h),
-                        esc(h)
-                    );
-                }
-            }
-            o.push_str("</ul></div></div>");
-            cookie_banner(&mut o, ctx);
-            related(&mut o, ctx, "See also");
-            footer(&mut o, ctx);
-        }
-        _ => {
-            o.push_str(
-                r##"<body class="single-post"><div class="site"><header class="masthead">"##,
-            );
-            let _ = write!(
-                o,
-                r##"<h2 class="site-title"><a href="/">{site}</a></h2><p class="site-description">Notes, essays and occasional rants</p>"##
-            );
-            nav(&mut o, ctx);
-            o.push_str(r##"</header><div class="content-area"><div class="entry hentry">"##);
-            let _ = write!(
-                o,
-                r##"<h1 class="entry-title">{title}</h1><div class="entry-meta">Posted on <span class="published">{date}</span> by <span class="author vcard">{author}</span> — {n_comments} Comments</div>"##
-            );
-            let open = format!(r##"<div class="{bc}">"##);
-            body_blocks(&mut o, ctx, &look, &open, w);
-            share(&mut o);
-            if !look.bio_in_body {
-                author_bio(&mut o, ctx);
-            }
-            if look.comments_nested {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str("</div>");
-            if look.teasers {
-                teasers(&mut o, ctx, w);
-            } else {
-                related(&mut o, ctx, "Related posts");
-            }
-            if !look.comments_nested {
-                comments(&mut o, ctx, w, n_comments);
-            }
-            o.push_str(r##"</div><div class="widget-area">"##);
-            newsletter(&mut o, ctx);
-            trending(&mut o, ctx);
-            o.push_str("</div>");
-            footer(&mut o, ctx);
-            cookie_banner(&mut o, ctx);
-            o.push_str("</div>");
-        }
+        0 => template_news(&mut o, ctx, &look, w, &meta),
+        1 => template_bootstrap(&mut o, ctx, &look, w, &meta),
+        2 => template_table_layout(&mut o, ctx, &look, w, &meta),
+        3 => template_docs(&mut o, ctx, &look, w, &meta),
+        _ => template_blog(&mut o, ctx, &look, w, &meta),
     }
     // Real article pages weigh 50-150 KB, mostly CSS and JS: size the
     // stylesheet and script bundle so the whole page lands in that range.
@@ -982,6 +796,251 @@ pub fn render(mut ctx: PageCtx) -> String {
     tail_scripts(&mut page, ctx, script);
     page.push_str("</body></html>");
     page
+}
+/// A news site: header, story, share bar, bio, comments, teasers, trending.
+fn template_news(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer, m: &Meta) {
+    let Meta {
+        bc,
+        title,
+        site,
+        author,
+        date,
+    } = m;
+    let n_comments = look.comments;
+    o.push_str("<body class=\"article-page\">");
+    cookie_banner(o, ctx);
+    let _ = write!(
+        o,
+        r##"<header class="site-header"><a class="logo" href="/">{site}</a>"##
+    );
+    nav(o, ctx);
+    o.push_str("</header><main id=\"main\">");
+    breadcrumb(o, ctx);
+    let _ = write!(
+        o,
+        r##"<article class="story"><header class="story-header"><h1>{title}</h1><p class="byline">By <a rel="author" href="/authors/x">{author}</a> · <time datetime="{date}">{date}</time> · 6 min read</p></header>"##
+    );
+    share(o);
+    let open = format!(r##"<div class="{bc}" itemprop="articleBody">"##);
+    body_blocks(o, ctx, look, &open, w);
+    o.push_str("<footer class=\"story-footer\">");
+    share(o);
+    if !look.bio_in_body {
+        author_bio(o, ctx);
+    }
+    o.push_str("</footer>");
+    if look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str("</article>");
+    newsletter(o, ctx);
+    if look.teasers {
+        teasers(o, ctx, w);
+    } else {
+        related(o, ctx, "Related stories");
+    }
+    trending(o, ctx);
+    if !look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str("</main>");
+    footer(o, ctx);
+}
+
+/// A Bootstrap-style page: top bar, content column, sidebar.
+fn template_bootstrap(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer, m: &Meta) {
+    let Meta {
+        bc,
+        title,
+        author,
+        date,
+        ..
+    } = m;
+    let n_comments = look.comments;
+    o.push_str("<body><div id=\"wrapper\"><div class=\"top-bar\">");
+    nav(o, ctx);
+    o.push_str("</div>");
+    cookie_banner(o, ctx);
+    o.push_str(r##"<div class="container"><div class="row"><div class="col-md-8 col-content">"##);
+    let _ = write!(
+        o,
+        r##"<div class="post"><div class="post-header"><div class="post-title h1">{title}</div><div class="post-meta"><span class="author">{author}</span><span class="sep">|</span><span class="date">{date}</span><span class="cat">Filed under: {}</span></div></div>"##,
+        esc(ctx.topic.name)
+    );
+    let open = format!(r##"<div class="{bc} clearfix">"##);
+    body_blocks(o, ctx, look, &open, w);
+    o.push_str("<div class=\"post-tags\">Tags: <a href=\"/tag/a\">analysis</a> <a href=\"/tag/b\">features</a></div>");
+    share(o);
+    if !look.bio_in_body {
+        author_bio(o, ctx);
+    }
+    if look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str("</div>");
+    if look.teasers {
+        teasers(o, ctx, w);
+    } else {
+        related(o, ctx, "You may also like");
+    }
+    if !look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str(r##"</div><div class="col-md-4 sidebar-col">"##);
+    newsletter(o, ctx);
+    trending(o, ctx);
+    o.push_str("</div></div></div>");
+    footer(o, ctx);
+    o.push_str("</div>");
+}
+
+/// A table-layout page of the early web: masthead, left nav, content, right column.
+fn template_table_layout(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer, m: &Meta) {
+    let Meta {
+        title,
+        site,
+        author,
+        date,
+        ..
+    } = m;
+    let n_comments = look.comments;
+    o.push_str(r##"<body bgcolor="#ffffff"><center><table width="980" border="0" cellpadding="0" cellspacing="0"><tr><td colspan="3" class="masthead">"##);
+    let _ = write!(
+        o,
+        r##"<font size="6" face="Georgia"><b>{site}</b></font><br>"##
+    );
+    nav(o, ctx);
+    o.push_str(r##"</td></tr><tr><td width="180" valign="top" class="leftnav">"##);
+    for (u, t, _) in ctx.related.iter() {
+        let _ = write!(
+            o,
+            r##"<a href="{}"><font size="2">{}</font></a><br><br>"##,
+            esc(u),
+            esc(t)
+        );
+    }
+    o.push_str(r##"</td><td width="600" valign="top" class="content">"##);
+    cookie_banner(o, ctx);
+    let _ = write!(
+        o,
+        r##"<font size="5"><b>{title}</b></font><br><font size="2" color="#666666">Posted by {author} on {date}</font><hr>"##
+    );
+    body_blocks(o, ctx, look, r##"<div class="articletext">"##, w);
+    if look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str("<hr>");
+    share(o);
+    if look.teasers {
+        teasers(o, ctx, w);
+    } else {
+        related(o, ctx, "More from this section");
+    }
+    if !look.comments_nested && n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str(r##"</td><td width="200" valign="top" class="rightcol">"##);
+    trending(o, ctx);
+    newsletter(o, ctx);
+    o.push_str(r##"</td></tr><tr><td colspan="3">"##);
+    footer(o, ctx);
+    o.push_str("</td></tr></table></center>");
+}
+
+/// A documentation page: sidebar, breadcrumb, content, table of contents.
+fn template_docs(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer, m: &Meta) {
+    let Meta {
+        bc,
+        title,
+        site,
+        date,
+        ..
+    } = m;
+    let n_comments = look.comments;
+    o.push_str(r##"<body class="docs"><div class="docs-header">"##);
+    let _ = write!(
+        o,
+        r##"<a class="brand" href="/">{site} Docs</a><span class="version">v3.{} </span>"##,
+        ctx.rng.range(0, 12)
+    );
+    nav(o, ctx);
+    o.push_str(r##"</div><div class="docs-layout">"##);
+    docs_sidebar(o, ctx);
+    o.push_str(r##"<div class="docs-content" role="main">"##);
+    breadcrumb(o, ctx);
+    let _ = write!(
+        o,
+        r##"<h1 class="page-title">{title}</h1><div class="page-meta">Last updated {date} · Edit this page on GitHub</div>"##
+    );
+    let open = format!(r##"<div class="markdown-body {bc}">"##);
+    body_blocks(o, ctx, look, &open, w);
+    o.push_str(r##"<div class="page-nav"><a class="prev" href="/docs/prev">← Previous: Installation</a><a class="next" href="/docs/next">Next: Configuration →</a></div><div class="feedback-widget"><p>Was this page helpful?</p><button>Yes</button><button>No</button><p>Help us improve the documentation by telling us what was missing or confusing on this page. Your feedback goes straight to the docs team.</p></div>"##);
+    if n_comments > 0 {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str(r##"</div><div class="toc-col"><h5>On this page</h5><ul>"##);
+    for b in ctx.blocks {
+        if let Block::H2(h) = b {
+            let _ = write!(
+                o,
+                r##"<li><a href="#{}">{}</a></li>"##,
+                text::slugify(h),
+                esc(h)
+            );
+        }
+    }
+    o.push_str("</ul></div></div>");
+    cookie_banner(o, ctx);
+    related(o, ctx, "See also");
+    footer(o, ctx);
+}
+
+/// A blog post: masthead, entry, widget area.
+fn template_blog(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer, m: &Meta) {
+    let Meta {
+        bc,
+        title,
+        site,
+        author,
+        date,
+    } = m;
+    let n_comments = look.comments;
+    o.push_str(r##"<body class="single-post"><div class="site"><header class="masthead">"##);
+    let _ = write!(
+        o,
+        r##"<h2 class="site-title"><a href="/">{site}</a></h2><p class="site-description">Notes, essays and occasional rants</p>"##
+    );
+    nav(o, ctx);
+    o.push_str(r##"</header><div class="content-area"><div class="entry hentry">"##);
+    let _ = write!(
+        o,
+        r##"<h1 class="entry-title">{title}</h1><div class="entry-meta">Posted on <span class="published">{date}</span> by <span class="author vcard">{author}</span> — {n_comments} Comments</div>"##
+    );
+    let open = format!(r##"<div class="{bc}">"##);
+    body_blocks(o, ctx, look, &open, w);
+    share(o);
+    if !look.bio_in_body {
+        author_bio(o, ctx);
+    }
+    if look.comments_nested {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str("</div>");
+    if look.teasers {
+        teasers(o, ctx, w);
+    } else {
+        related(o, ctx, "Related posts");
+    }
+    if !look.comments_nested {
+        comments(o, ctx, w, n_comments);
+    }
+    o.push_str(r##"</div><div class="widget-area">"##);
+    newsletter(o, ctx);
+    trending(o, ctx);
+    o.push_str("</div>");
+    footer(o, ctx);
+    cookie_banner(o, ctx);
+    o.push_str("</div>");
 }
 
 /// A JavaScript-only application shell: no article text in the markup.

@@ -1235,7 +1235,29 @@ impl<'t> Writer<'t> {
     /// One sentence about the writer's topic.
     pub fn sentence(&mut self) -> String {
         let (lq, rq) = self.open_quote();
-        let s = match self.rng.range(0, 21) {
+        let form = self.rng.range(0, 21);
+        let s = if form < 12 {
+            self.sentence_forms_a(form, lq, rq)
+        } else {
+            self.sentence_forms_b(form, lq, rq)
+        };
+        let s = cap(&s);
+        if self.fancy && self.rng.chance(0.12) {
+            let acc = *self.rng.pick(ACCENTED);
+            let s2 = s.trim_end_matches('.');
+            if s2.len() + 1 == s.len() && !s2.contains('“') {
+                return match self.rng.range(0, 1) {
+                    0 => format!("{s2} – or so says {acc}."),
+                    _ => format!("{s2}, as {acc} discovered."),
+                };
+            }
+        }
+        s
+    }
+
+    /// Sentence forms 0-11 of [`Writer::sentence`] (11 is the catch-all).
+    fn sentence_forms_a(&mut self, form: usize, lq: &str, rq: &str) -> String {
+        match form {
             0 | 1 => {
                 let o = self.fresh(OPENERS);
                 let n = self.noun();
@@ -1315,7 +1337,13 @@ impl<'t> Writer<'t> {
                     self.fresh(OBJECTS)
                 )
             }
-            11 => self.fresh(SHORT_SENTENCES).to_string(),
+            _ => self.fresh(SHORT_SENTENCES).to_string(),
+        }
+    }
+
+    /// Sentence forms 12-20 of [`Writer::sentence`].
+    fn sentence_forms_b(&mut self, form: usize, lq: &str, rq: &str) -> String {
+        match form {
             12 => {
                 let who = self.source();
                 format!(
@@ -1422,19 +1450,7 @@ impl<'t> Writer<'t> {
                     self.fresh(OBJECTS)
                 )
             }
-        };
-        let s = cap(&s);
-        if self.fancy && self.rng.chance(0.12) {
-            let acc = *self.rng.pick(ACCENTED);
-            let s2 = s.trim_end_matches('.');
-            if s2.len() + 1 == s.len() && !s2.contains('“') {
-                return match self.rng.range(0, 1) {
-                    0 => format!("{s2} – or so says {acc}."),
-                    _ => format!("{s2}, as {acc} discovered."),
-                };
-            }
         }
-        s
     }
 
     /// A paragraph of `lo..=hi` sentences.

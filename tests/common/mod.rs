@@ -61,4 +61,67 @@ pub fn freshet(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Test settings, built as a TOML table so each test states only what it
+/// changes. Starts from `[embed] backend = "hash"` with 64 dimensions; the
+/// other defaults are freshet's own.
+pub struct TestSettings(toml::Table);
+
+impl TestSettings {
+    /// Settings writing the index, dead letters and audit log to `data_dir`.
+    pub fn new(data_dir: &std::path::Path) -> TestSettings {
+        TestSettings(toml::Table::new())
+            .set("service.data_dir", data_dir.display().to_string())
+            .set("embed.backend", "hash")
+            .set("embed.dimensions", 64)
+    }
+
+    /// Sets the value at a dotted path (`section.key`; no quoted parts).
+    pub fn set(mut self, path: &str, value: impl Into<toml::Value>) -> TestSettings {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let key = parts.pop().expect("a non-empty path");
+        let mut table = &mut self.0;
+        for part in parts {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("a table on the path");
+        }
+        table.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Points search and rendering at the simulator at `base_url` (its key
+    /// `sim-key`) and resolves its `*.sim.test` hosts to loopback.
+    pub fn sim(self, base_url: &str) -> TestSettings {
+        self.set("provider.base_url", base_url)
+            .set("provider.api_key", "sim-key")
+            .merge("[extract.resolve]\n\"sim.test\" = \"127.0.0.1\"\n")
+    }
+
+    /// Merges a TOML fragment in (tables merge key by key, the fragment wins).
+    pub fn merge(mut self, fragment: &str) -> TestSettings {
+        fn merge_into(into: &mut toml::Table, from: toml::Table) {
+            for (k, v) in from {
+                match (into.get_mut(&k), v) {
+                    (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_into(a, b),
+                    (_, v) => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        let fragment: toml::Table = fragment.parse().expect("a valid TOML fragment");
+        merge_into(&mut self.0, fragment);
+        self
+    }
+
+    /// The settings, as freshet parses and validates them.
+    pub fn build(&self) -> freshet::settings::Settings {
+        let text = toml::to_string(&self.0).expect("the table renders");
+        freshet::settings::Settings::from_toml(&text, "test", std::iter::empty())
+            .expect("test settings")
+    }
+}
+
 pub mod kafka;

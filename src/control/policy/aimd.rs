@@ -27,6 +27,8 @@ use serde_json::json;
 
 use super::{Context, Policy, PolicyError, Proposal};
 use crate::control::observe::{Observation, StageStats, SLOTTED};
+use crate::dataplane::retry::ErrorClass;
+use crate::dataplane::Stage;
 use crate::knobs::Change;
 
 /// Mean in-flight over slots at which the limit counts as used.
@@ -58,20 +60,26 @@ impl Policy for Aimd {
 /// Units pushed back (failed or retried as rate limited, timed out, 5xx,
 /// reset or refused) per finished unit.
 fn pushed_back(s: &StageStats, window_s: f64) -> f64 {
-    let n: u64 = ["rate_limited", "timeout", "upstream", "reset", "connect"]
-        .iter()
-        .map(|c| s.class_count(c))
-        .sum();
+    let n: u64 = [
+        ErrorClass::RateLimited,
+        ErrorClass::Timeout,
+        ErrorClass::Upstream,
+        ErrorClass::Reset,
+        ErrorClass::Connect,
+    ]
+    .into_iter()
+    .map(|c| s.class_count(c))
+    .sum();
     s.per_finished(n, window_s)
 }
 
 /// Mean round-trip time of `stage` over the recent windows (None with fewer than three).
-fn rtt_mean(stage: &str, recent: &[Observation]) -> Option<f64> {
+fn rtt_mean(stage: Stage, recent: &[Observation]) -> Option<f64> {
     let h: Vec<f64> = recent
         .iter()
         .rev()
         .take(RTT_HISTORY)
-        .filter_map(|o| o.stages.get(stage).and_then(|s| s.latency_mean_s))
+        .filter_map(|o| o.stages.get(stage.as_str()).and_then(|s| s.latency_mean_s))
         .collect();
     (h.len() >= 3).then(|| h.iter().sum::<f64>() / h.len() as f64)
 }
@@ -82,7 +90,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     let window = obs.window_s.max(1e-3);
     let mut changes = Vec::new();
     for stage in SLOTTED {
-        let s = obs.stage(stage);
+        let s = obs.stage(stage.as_str());
         let slots = s.slots.round().max(1.0) as u64;
         if s.throughput <= 0.0 && s.in_flight <= 0.0 {
             continue; // idle: nothing to learn from

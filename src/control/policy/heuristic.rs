@@ -58,6 +58,8 @@ use serde_json::{json, Value};
 
 use super::{Context, Outcome, Policy, PolicyError, Proposal};
 use crate::control::observe::{Observation, QualityStats, StageStats, SLOTTED};
+use crate::dataplane::retry::ErrorClass;
+use crate::dataplane::Stage;
 use crate::knobs::{Change, Knobs, RenderMode};
 
 /// Share of a stage's units refused or timed out that triggers a backoff.
@@ -105,32 +107,34 @@ impl Policy for Heuristic {
     }
 }
 
-/// Whether `stage` had fewer slots in one of the last
-/// [`SELF_INFLICTED_WINDOWS`] windows than it has now: a latency rise since
-/// may be the stage's own doing.
-fn timeout_of(knobs: &Knobs, stage: &str) -> u64 {
+/// `<stage>.timeout_ms` (0 for a stage without slots).
+fn timeout_of(knobs: &Knobs, stage: Stage) -> u64 {
     knobs.stage_limits(stage).map_or(0, |(_, timeout)| timeout)
 }
 
-fn slots_of(knobs: &Knobs, stage: &str) -> u64 {
+/// `<stage>.slots` (0 for a stage without slots).
+fn slots_of(knobs: &Knobs, stage: Stage) -> u64 {
     knobs
         .stage_limits(stage)
         .map_or(0, |(slots, _)| slots as u64)
 }
 
-fn grew_recently(stage: &str, slots: u64, recent: &[Observation]) -> bool {
+/// Whether `stage` had fewer slots in one of the last
+/// [`SELF_INFLICTED_WINDOWS`] windows than it has now: a latency rise since
+/// may be the stage's own doing.
+fn grew_recently(stage: Stage, slots: u64, recent: &[Observation]) -> bool {
     recent
         .iter()
         .rev()
         .take(SELF_INFLICTED_WINDOWS)
-        .filter_map(|o| o.stages.get(stage))
+        .filter_map(|o| o.stages.get(stage.as_str()))
         .any(|s| s.slots > 0.0 && (s.slots as u64) < slots)
 }
 
 /// Whether the stage's timeouts are lost requests rather than slow answers:
 /// its median unit finishes in under 1/[`HANG_RATIO`] of `timeout_ms`.
 fn hanging(s: &StageStats, timeout_ms: u64) -> bool {
-    s.class_count("timeout") > 0
+    s.class_count(ErrorClass::Timeout) > 0
         && s.latency_p50_s
             .is_some_and(|p50| p50 * 1e3 * HANG_RATIO < timeout_ms as f64)
 }
@@ -139,20 +143,20 @@ fn hanging(s: &StageStats, timeout_ms: u64) -> bool {
 /// timeouts of a hanging upstream (see [`hanging`]) are not refusals: they
 /// say nothing about how much load the upstream takes.
 fn pressure(s: &StageStats, window_s: f64, timeout_ms: u64) -> f64 {
-    let mut refused = s.class_count("rate_limited");
+    let mut refused = s.class_count(ErrorClass::RateLimited);
     if !hanging(s, timeout_ms) {
-        refused += s.class_count("timeout");
+        refused += s.class_count(ErrorClass::Timeout);
     }
     s.per_finished(refused, window_s)
 }
 
 /// Median latency is "jumping" when beyond mean + k·sd of the recent medians.
-fn latency_jump(stage: &str, now: &StageStats, recent: &[Observation]) -> bool {
+fn latency_jump(stage: Stage, now: &StageStats, recent: &[Observation]) -> bool {
     let history: Vec<f64> = recent
         .iter()
         .rev()
         .take(6)
-        .filter_map(|o| o.stages.get(stage).and_then(|s| s.latency_p50_s))
+        .filter_map(|o| o.stages.get(stage.as_str()).and_then(|s| s.latency_p50_s))
         .collect();
     let (Some(p50), true) = (now.latency_p50_s, history.len() >= 3) else {
         return false;
@@ -164,12 +168,12 @@ fn latency_jump(stage: &str, now: &StageStats, recent: &[Observation]) -> bool {
 }
 
 /// Latency is "rising" when the median is 25 % above the recent median's mean.
-fn latency_rising(stage: &str, now: &StageStats, recent: &[Observation]) -> bool {
+fn latency_rising(stage: Stage, now: &StageStats, recent: &[Observation]) -> bool {
     let history: Vec<f64> = recent
         .iter()
         .rev()
         .take(3)
-        .filter_map(|o| o.stages.get(stage).and_then(|s| s.latency_p50_s))
+        .filter_map(|o| o.stages.get(stage.as_str()).and_then(|s| s.latency_p50_s))
         .collect();
     match (now.latency_p50_s, history.is_empty()) {
         (Some(p50), false) => p50 > 1.25 * history.iter().sum::<f64>() / history.len() as f64,
@@ -197,18 +201,53 @@ fn last_decision<'a>(
         })
 }
 
-/// The heuristic's decision for one window.
+/// A decision being drafted: the changes so far (most urgent first), the
+/// gain they are expected to bring, and notes on what was considered but
+/// not done (the rationale when nothing changes).
+#[derive(Default)]
+struct Draft {
+    changes: Vec<Change>,
+    gain: f64,
+    notes: Vec<String>,
+}
+
+impl Draft {
+    /// Adds a change and notes its reason.
+    fn change(&mut self, knob: String, value: Value, why: String) {
+        self.notes.push(why.clone());
+        self.changes.push(Change {
+            knob,
+            value,
+            reason: why,
+        });
+    }
+
+    /// Whether a change to `knob` is already drafted.
+    fn touches(&self, knob: &str) -> bool {
+        self.changes.iter().any(|c| c.knob == knob)
+    }
+}
+
+/// The heuristic's decision for one window: the rules of the module docs,
+/// in their order.
 pub fn decide(ctx: &Context<'_>) -> Proposal {
+    let mut draft = Draft::default();
+    back_off(ctx, &mut draft);
+    escalate_render(ctx, &mut draft);
+    retries_and_timeouts(ctx, &mut draft);
+    grow(ctx, &mut draft);
+    embed_batch(ctx, &mut draft);
+    finish(ctx, draft)
+}
+
+/// Rule 1: back off a slotted stage whose work is refused, or whose
+/// latency jumped while saturated right after its slots grew.
+fn back_off(ctx: &Context<'_>, draft: &mut Draft) {
     let obs = ctx.observation;
     let window = obs.window_s.max(1e-3);
     let knobs = ctx.knobs;
-    let mut changes: Vec<Change> = Vec::new();
-    let mut gain = 0.0f64;
-    let mut notes = Vec::new();
-
-    // 1. Back off.
     for stage in SLOTTED {
-        let s = obs.stage(stage);
+        let s = obs.stage(stage.as_str());
         let slots = slots_of(knobs, stage);
         let p = pressure(&s, window, timeout_of(knobs, stage));
         let jump = s.saturation >= SATURATED
@@ -230,16 +269,16 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
                     s.latency_p50_s.unwrap_or(0.0) * 1e3
                 )
             };
-            notes.push(why.clone());
-            changes.push(Change {
-                knob: format!("{stage}.slots"),
-                value: json!(target),
-                reason: why,
-            });
+            draft.change(format!("{stage}.slots"), json!(target), why);
         }
     }
+}
 
-    // 2. Render escalation by domain quality, within the credits budget.
+/// Rule 2: render escalation by domain quality, within the credits budget;
+/// over budget, the override serving the fewest pages goes back to `http`.
+fn escalate_render(ctx: &Context<'_>, draft: &mut Draft) {
+    let obs = ctx.observation;
+    let knobs = ctx.knobs;
     let budget = ctx.guard.global().credits_budget_per_minute;
     let overrides = &knobs.extract.render_overrides;
     let mut new_overrides = overrides.clone();
@@ -257,7 +296,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         }
         let extra = d.pages_per_s * 60.0 * RENDER_CREDITS;
         if projected + extra > budget {
-            notes.push(format!(
+            draft.notes.push(format!(
                 "{} needs rendering ({:.0} % of its pages are below the quality bar) but {:.0} more credits/min would pass the budget of {budget:.0}",
                 d.domain,
                 d.stats.low_share * 100.0,
@@ -273,7 +312,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             d.stats.low_share * 100.0,
             d.stats.pages
         ));
-        gain += d.stats.low_share * d.pages_per_s * obs.window_s
+        draft.gain += d.stats.low_share * d.pages_per_s * obs.window_s
             / obs.quality.overall.pages.max(1) as f64;
     }
     if obs.credits_per_min > budget && escalated.is_empty() {
@@ -293,7 +332,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             .min_by_key(|d| pages(d))
         {
             new_overrides.remove(&domain);
-            notes.push(format!(
+            draft.notes.push(format!(
                 "credits {:.0}/min are over the budget of {budget:.0}: {domain} back to http",
                 obs.credits_per_min
             ));
@@ -301,86 +340,96 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     }
     if &new_overrides != overrides {
         let reason = if escalated.is_empty() {
-            notes.last().cloned().unwrap_or_default()
+            draft.notes.last().cloned().unwrap_or_default()
         } else {
             format!("render remotely: {}", escalated.join(", "))
         };
-        changes.push(Change {
+        draft.changes.push(Change {
             knob: "extract.render_overrides".into(),
             value: overrides_json(&new_overrides),
             reason,
         });
     }
+}
 
-    // 3. Retry budget and timeouts from the error mix.
+/// Rule 3: retry budgets and timeouts of the network stages from their
+/// error mix.
+fn retries_and_timeouts(ctx: &Context<'_>, draft: &mut Draft) {
+    let knobs = ctx.knobs;
     for (stage, attempts) in [
-        ("search", knobs.search.retry.max_attempts),
-        ("extract", knobs.extract.retry.max_attempts),
+        (Stage::Search, knobs.search.retry.max_attempts),
+        (Stage::Extract, knobs.extract.retry.max_attempts),
     ] {
-        let s = obs.stage(stage);
-        let timeout = timeout_of(knobs, stage);
-        let finished_units = (s.throughput * obs.window_s).max(1.0);
-        if hanging(&s, timeout) && s.class_count("timeout") as f64 / finished_units > BACKOFF_SHARE
-        {
-            let p50_ms = s.latency_p50_s.unwrap_or(0.0) * 1e3;
-            let target =
-                ((HANG_TIMEOUT_P50S * p50_ms / 100.0).ceil() as u64 * 100).max(MIN_TIMEOUT_MS);
-            if target < timeout {
-                let why = format!(
-                    "{:.1} % of {stage} requests hang until the {timeout} ms timeout while the median takes {p50_ms:.0} ms: each hang holds a slot; timeout {timeout} -> {target} ms",
-                    s.class_count("timeout") as f64 / finished_units * 100.0
-                );
-                notes.push(why.clone());
-                changes.push(Change {
-                    knob: format!("{stage}.timeout_ms"),
-                    value: json!(target),
-                    reason: why,
-                });
-            }
-        }
-        let transient: u64 = ["upstream", "reset", "connect"]
-            .iter()
-            .map(|c| s.errors.get(*c).copied().unwrap_or(0))
-            .sum();
-        let finished = (s.throughput * obs.window_s).max(1.0);
-        let knob = format!("{stage}.retry.max_attempts");
-        let refused = pressure(&s, window, timeout);
-        if transient as f64 / finished > BACKOFF_SHARE && refused <= BACKOFF_SHARE {
-            if attempts < 6 {
-                let why = format!(
-                    "{:.1} % of {stage} work still fails on transient upstream errors after {attempts} attempts: allow {}",
-                    transient as f64 / finished * 100.0,
-                    attempts + 1
-                );
-                notes.push(why.clone());
-                changes.push(Change {
-                    knob,
-                    value: json!(attempts + 1),
-                    reason: why,
-                });
-            }
-        } else if refused > 4.0 * BACKOFF_SHARE && attempts > 2 {
+        hang_timeout(ctx, stage, draft);
+        retry_budget(ctx, stage, attempts, draft);
+    }
+}
+
+/// Rule 3, timeouts: a stage whose requests hang (see [`hanging`]) gets a
+/// timeout of [`HANG_TIMEOUT_P50S`] medians.
+fn hang_timeout(ctx: &Context<'_>, stage: Stage, draft: &mut Draft) {
+    let obs = ctx.observation;
+    let s = obs.stage(stage.as_str());
+    let timeout = timeout_of(ctx.knobs, stage);
+    let finished_units = (s.throughput * obs.window_s).max(1.0);
+    let timeouts = s.class_count(ErrorClass::Timeout) as f64;
+    if hanging(&s, timeout) && timeouts / finished_units > BACKOFF_SHARE {
+        let p50_ms = s.latency_p50_s.unwrap_or(0.0) * 1e3;
+        let target = ((HANG_TIMEOUT_P50S * p50_ms / 100.0).ceil() as u64 * 100).max(MIN_TIMEOUT_MS);
+        if target < timeout {
             let why = format!(
-                "{stage} is rate limited: retries add load; attempts {attempts} -> {}",
-                attempts - 1
+                "{:.1} % of {stage} requests hang until the {timeout} ms timeout while the median takes {p50_ms:.0} ms: each hang holds a slot; timeout {timeout} -> {target} ms",
+                timeouts / finished_units * 100.0
             );
-            notes.push(why.clone());
-            changes.push(Change {
-                knob,
-                value: json!(attempts - 1),
-                reason: why,
-            });
+            draft.change(format!("{stage}.timeout_ms"), json!(target), why);
         }
     }
+}
 
-    // 4. Grow saturated stages.
-    let backing_off: Vec<String> = changes.iter().map(|c| c.knob.clone()).collect();
+/// Rule 3, retries: one more attempt for transient upstream failures that
+/// outlast the retries; one fewer when rate limiting dominates.
+fn retry_budget(ctx: &Context<'_>, stage: Stage, attempts: u32, draft: &mut Draft) {
+    let obs = ctx.observation;
+    let window = obs.window_s.max(1e-3);
+    let s = obs.stage(stage.as_str());
+    let timeout = timeout_of(ctx.knobs, stage);
+    let transient: u64 = [ErrorClass::Upstream, ErrorClass::Reset, ErrorClass::Connect]
+        .iter()
+        .map(|c| s.errors.get(c.as_str()).copied().unwrap_or(0))
+        .sum();
+    let finished = (s.throughput * obs.window_s).max(1.0);
+    let knob = format!("{stage}.retry.max_attempts");
+    let refused = pressure(&s, window, timeout);
+    if transient as f64 / finished > BACKOFF_SHARE && refused <= BACKOFF_SHARE {
+        if attempts < 6 {
+            let why = format!(
+                "{:.1} % of {stage} work still fails on transient upstream errors after {attempts} attempts: allow {}",
+                transient as f64 / finished * 100.0,
+                attempts + 1
+            );
+            draft.change(knob, json!(attempts + 1), why);
+        }
+    } else if refused > 4.0 * BACKOFF_SHARE && attempts > 2 {
+        let why = format!(
+            "{stage} is rate limited: retries add load; attempts {attempts} -> {}",
+            attempts - 1
+        );
+        draft.change(knob, json!(attempts - 1), why);
+    }
+}
+
+/// Rule 4: grow saturated stages with work waiting, stepping with the
+/// backlog, unless paused by a recent increase that did not pay.
+fn grow(ctx: &Context<'_>, draft: &mut Draft) {
+    let obs = ctx.observation;
+    let window = obs.window_s.max(1e-3);
+    let knobs = ctx.knobs;
     for stage in SLOTTED {
         let knob = format!("{stage}.slots");
-        if backing_off.contains(&knob) {
+        if draft.touches(&knob) {
             continue;
         }
-        let s = obs.stage(stage);
+        let s = obs.stage(stage.as_str());
         let slots = slots_of(knobs, stage);
         let waiting = s.queue_depth >= 1.0 || s.backpressure > 0.05 || upstream_blocked(obs, stage);
         // Transient upstream errors (5xx, resets) are left to the retry
@@ -403,29 +452,11 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         let prev_queue = ctx
             .recent
             .last()
-            .map(|o| o.stage(stage).queue_depth)
+            .map(|o| o.stage(stage.as_str()).queue_depth)
             .unwrap_or(f64::INFINITY);
         let growing = s.queue_depth >= 1.0 && s.queue_depth > prev_queue + 1.0;
-        // After an increase that hurt (rolled back) or was refused, wait.
-        // After one that merely did not pay, wait too, unless the load has
-        // changed since: goodput well above what that change's bake saw,
-        // with a backlog as long as the slots or a growing queue (the
-        // morning ramp: a step judged ineffective while demand was flat
-        // must not hold the stage back once demand rises). A backlog alone
-        // is no news: behind a rate limit it is what an ineffective
-        // increase leaves, and growing again would only meet the limit.
-        if last_decision(ctx, &knob, &[Outcome::RolledBack, Outcome::Rejected])
-            .is_some_and(|(w, _)| w < GROW_PAUSE)
-        {
+        if grow_paused(ctx, &knob, slots, backlog, growing) {
             continue;
-        }
-        if let Some((w, d)) = last_decision(ctx, &knob, &[Outcome::Ineffective]) {
-            let then = d.goodput_after.unwrap_or(d.goodput_before);
-            let load_changed =
-                (backlog >= slots as f64 || growing) && obs.goodput > DEMAND_ROSE * then;
-            if w < GROW_PAUSE && !load_changed {
-                continue;
-            }
         }
         let step = if backlog >= 2.0 * slots as f64 {
             slots
@@ -440,18 +471,42 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             s.saturation * 100.0,
             s.queue_depth
         );
-        notes.push(why.clone());
-        gain = gain.max(step as f64 / slots as f64 * 0.5);
-        changes.push(Change {
-            knob,
-            value: json!(target),
-            reason: why,
-        });
+        draft.gain = draft.gain.max(step as f64 / slots as f64 * 0.5);
+        draft.change(knob, json!(target), why);
     }
+}
 
-    // 5. Embedding batch size.
-    let e = obs.stage("embed");
-    let batch = knobs.embed.batch_size as u64;
+/// Rule 4, the pause: after an increase of `knob` that hurt (rolled back)
+/// or was refused, wait [`GROW_PAUSE`] windows. After one that merely did
+/// not pay, wait too, unless the load has changed since: goodput well above
+/// what that change's bake saw, with a backlog as long as the slots or a
+/// growing queue (the morning ramp: a step judged ineffective while demand
+/// was flat must not hold the stage back once demand rises). A backlog
+/// alone is no news: behind a rate limit it is what an ineffective increase
+/// leaves, and growing again would only meet the limit.
+fn grow_paused(ctx: &Context<'_>, knob: &str, slots: u64, backlog: f64, growing: bool) -> bool {
+    if last_decision(ctx, knob, &[Outcome::RolledBack, Outcome::Rejected])
+        .is_some_and(|(w, _)| w < GROW_PAUSE)
+    {
+        return true;
+    }
+    if let Some((w, d)) = last_decision(ctx, knob, &[Outcome::Ineffective]) {
+        let then = d.goodput_after.unwrap_or(d.goodput_before);
+        let load_changed =
+            (backlog >= slots as f64 || growing) && ctx.observation.goodput > DEMAND_ROSE * then;
+        if w < GROW_PAUSE && !load_changed {
+            return true;
+        }
+    }
+    false
+}
+
+/// Rule 5: the embedding batch halves when calls are slow and doubles when
+/// the stage is saturated with full batches.
+fn embed_batch(ctx: &Context<'_>, draft: &mut Draft) {
+    let obs = ctx.observation;
+    let e = obs.stage(Stage::Embed.as_str());
+    let batch = ctx.knobs.embed.batch_size as u64;
     let items_per_call = if e.throughput > 0.0 {
         obs.goodput / e.throughput
     } else {
@@ -463,7 +518,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             e.latency_p99_s.unwrap_or(0.0),
             batch / 2
         );
-        changes.push(Change {
+        draft.changes.push(Change {
             knob: "embed.batch_size".into(),
             value: json!(batch / 2),
             reason: why,
@@ -478,14 +533,23 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             "embed is saturated with full batches of {batch}: per-call overhead dominates, batch {batch} -> {}",
             batch * 2
         );
-        gain = gain.max(0.2);
-        changes.push(Change {
+        draft.gain = draft.gain.max(0.2);
+        draft.changes.push(Change {
             knob: "embed.batch_size".into(),
             value: json!(batch * 2),
             reason: why,
         });
     }
+}
 
+/// The proposal: at most the guard's `max_changes_per_decision` changes,
+/// the rationale, and the expected gain when every change grows something.
+fn finish(ctx: &Context<'_>, draft: Draft) -> Proposal {
+    let Draft {
+        mut changes,
+        gain,
+        notes,
+    } = draft;
     let max = ctx.guard.global().max_changes_per_decision.max(1);
     changes.truncate(max);
     let rationale = if changes.is_empty() {
@@ -504,7 +568,7 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
     let grows = changes.iter().all(|c| {
         c.value
             .as_f64()
-            .zip(knobs.get(&c.knob).ok().and_then(|v| v.as_f64()))
+            .zip(ctx.knobs.get(&c.knob).ok().and_then(|v| v.as_f64()))
             .is_some_and(|(new, old)| new > old)
             || c.knob == "extract.render_overrides"
     });
@@ -514,7 +578,6 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
         rationale,
     }
 }
-
 /// The lower bound of the 95 % Wilson score interval of a share `p`
 /// observed over `n` pages. A domain is escalated only when even this bound
 /// passes [`ESCALATE_LOW_SHARE`]: with 24 domains judged every window, a
@@ -581,14 +644,14 @@ fn domain_quality(obs: &Observation, recent: &[Observation]) -> Vec<PooledQualit
 }
 
 /// Work is waiting for `stage` when the stage before it is blocked handing over.
-fn upstream_blocked(obs: &Observation, stage: &str) -> bool {
+fn upstream_blocked(obs: &Observation, stage: Stage) -> bool {
     let before = match stage {
-        "extract" => "search",
-        "embed" => "transform",
-        "index" => "embed",
+        Stage::Extract => Stage::Search,
+        Stage::Embed => Stage::Transform,
+        Stage::Index => Stage::Embed,
         _ => return false,
     };
-    obs.stage(before).backpressure > 0.05
+    obs.stage(before.as_str()).backpressure > 0.05
 }
 
 fn overrides_json(map: &BTreeMap<String, RenderMode>) -> Value {
