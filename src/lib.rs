@@ -27,10 +27,10 @@
 //!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
 //! kafka/       shared Kafka client code: client config + log context, admin (ensure/delete topic),
-//!              assign_all, source refs, KafkaError; cluster (control topic: shared knob versions,
-//!              audit mirror, controller leadership)
+//!              assign_all, source refs, KafkaError; control_topic (producer, reader, leader group member)
 //! service/     Runtime (settings -> running pipeline, one list of sources), http (health, metrics, ingest),
-//!              admin API, shutdown, cluster (re-exports kafka::cluster)
+//!              admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
+//!              controller leadership)
 //! bench/       the scenario bench: workload streams, runs, oracle search, report, SVG charts
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //!              and their workloads; llm: a scripted OpenAI-compatible chat endpoint

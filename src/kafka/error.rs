@@ -72,4 +72,13 @@ pub enum KafkaError {
     /// A client's thread could not be started (or its start-up work died).
     #[error("cannot start the kafka thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A record could not be produced.
+    #[error("producing to `{topic}`: {source}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// librdkafka's reason.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }

@@ -8,15 +8,17 @@
 //!   the input topics;
 //! - the Kafka dead-letter sink (`dataplane::dlq::kafka`): writing, listing
 //!   and replaying the dead-letter topic;
-//! - [`cluster`]: the control topic (shared knob versions, audit mirror,
-//!   controller leadership);
+//! - [`control_topic`]: the control topic's topic, producer, reader and
+//!   group member (`service::cluster` gives the records their meaning:
+//!   shared knob versions, audit mirror, controller leadership);
 //! - `freshet bench kafka` (`cli::bench`).
 //!
 //! Nothing else in the crate names `rdkafka`; in particular `service/` does
-//! not (generic modules use the `Source` and `DeadLetterSink` traits).
+//! not, and this module imports nothing of the data plane, the control plane
+//! or the service (generic modules use the `Source` and `DeadLetterSink` traits).
 
 pub mod admin;
-pub mod cluster;
+pub mod control_topic;
 mod error;
 mod partitions;
 mod source_ref;

@@ -293,7 +293,8 @@ impl Runtime {
         let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());
         let controller_leader = Arc::new(AtomicBool::new(true));
         let mut cluster = None;
-        let mut sources: Vec<Arc<dyn Source>> = vec![source.queue()];
+        let embedded: Arc<dyn Source> = source.queue();
+        let mut sources = vec![embedded];
         if kafka_mode && intake {
             if !settings.kafka.control_topic.is_empty() {
                 cluster = Some(
