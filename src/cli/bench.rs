@@ -264,11 +264,11 @@ pub async fn run_kafka(
     // One record per batch: tansu 0.6 mishandles reads inside multi-record batches.
     let producer: rdkafka::producer::FutureProducer<crate::kafka::LogContext> =
         crate::kafka::client_config(&settings.kafka, "freshet-bench-producer")
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .set("queue.buffering.max.messages", "1000000")
-        .create_with_context(crate::kafka::LogContext)
-        .context("bench producer")?;
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("queue.buffering.max.messages", "1000000")
+            .create_with_context(crate::kafka::LogContext)
+            .context("bench producer")?;
     if rate.is_none() {
         // The backlog: all of it in the topic before freshet starts.
         produce_documents(&producer, &topic, 0, count, None, opts.words).await?;

@@ -200,8 +200,13 @@ impl DeadLetterSink for KafkaSink {
         let started_ms = now_ms();
         let topic_name = topic.to_string();
         let consumer = tokio::task::spawn_blocking(move || {
-            assign_all(&consumer, &topic_name, Offset::Stored, IfNoPartitions::AssignNone)
-                .map(|_| consumer)
+            assign_all(
+                &consumer,
+                &topic_name,
+                Offset::Stored,
+                IfNoPartitions::AssignNone,
+            )
+            .map(|_| consumer)
         })
         .await
         .map_err(|e| self.topic_error("reading", e))?
@@ -226,7 +231,8 @@ impl DeadLetterSink for KafkaSink {
             .await
             .map_err(|e| self.topic_error("reading", e))?;
             let Some(polled) = polled else { continue };
-            let (partition, offset, payload) = polled.map_err(|e| self.topic_error("reading", e))?;
+            let (partition, offset, payload) =
+                polled.map_err(|e| self.topic_error("reading", e))?;
             last_message = tokio::time::Instant::now();
             let letter: Option<DeadLetter> = payload.and_then(|p| serde_json::from_slice(&p).ok());
             if stopped_at.contains_key(&partition)
@@ -329,8 +335,13 @@ pub fn read_topic(k: &KafkaSettings, topic: &str) -> std::io::Result<Vec<TopicRe
         .create_with_context(LogContext)
         .map_err(|e| err("consumer", &e))?;
     let mut out = Vec::new();
-    let assigned = assign_all(&consumer, topic, Offset::Beginning, IfNoPartitions::AssignNone)
-        .map_err(|e| err("assign", &e))?;
+    let assigned = assign_all(
+        &consumer,
+        topic,
+        Offset::Beginning,
+        IfNoPartitions::AssignNone,
+    )
+    .map_err(|e| err("assign", &e))?;
     if assigned == 0 {
         return Ok(out);
     }
