@@ -11,7 +11,7 @@
 //! dataplane/
 //!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
-//!   source/    embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
+//!   source/    Source trait; embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
 //!              group, ack-watermark commits, pause/resume); cdc (Debezium events -> tasks)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
 //!   extract/   fetch (limits, charsets), render (modes), content (main content), quality
@@ -19,15 +19,18 @@
 //!   embed/     Embedder trait; openai (async-openai), hash (lexical, tests)
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt
-//!   dlq        dead letters (fsynced JSONL, or a Kafka topic with headers) and replay
+//!   dlq/       DeadLetterSink trait and the Dlq front; file (fsynced JSONL), kafka (a topic with headers); replay
 //! control/     the controller loop (mod.rs) and ControlState shared with the admin API
 //!   observe    metrics tap snapshots -> windowed Observation
 //!   policy/    Policy trait; static, aimd (concurrency baseline), heuristic (built in), llm/ (OpenAI-compatible chat: prompt, transport, answer)
 //!   guard      policies/*.toml -> Guard; accept / clamp / reject with reasons
 //!   rollout    apply (audit, fsync, then swap), bake, commit or roll back
 //!   audit      append-only hash-chained change-audit log; verify, torn-line repair
-//! service/     Runtime (settings -> running pipeline), http (health, metrics, ingest), admin API, shutdown,
-//!              cluster (control topic: shared knob versions, audit mirror, controller leadership)
+//! kafka/       shared Kafka client code: client config + log context, admin (ensure/delete topic),
+//!              assign_all, source refs, KafkaError; control_topic (producer, reader, leader group member)
+//! service/     Runtime (settings -> running pipeline, one list of sources), http (health, metrics, ingest),
+//!              admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
+//!              controller leadership)
 //! bench/       the scenario bench: workload streams, runs, oracle search, report, SVG charts
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios
 //!              and their workloads; llm: a scripted OpenAI-compatible chat endpoint
@@ -37,6 +40,7 @@ pub mod bench;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+pub mod kafka;
 pub mod knobs;
 pub mod live;
 pub mod metrics;

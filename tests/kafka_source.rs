@@ -426,7 +426,7 @@ async fn tasks_and_change_events_end_in_the_index_or_the_dlq() {
             .await,
         "a lone instance becomes the controller leader"
     );
-    let kafka_source = runtime.kafka.clone().expect("kafka source");
+    let kafka_source = runtime.find_source("kafka").expect("kafka source");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let c = kafka_source.tracker().counts();
@@ -566,7 +566,7 @@ async fn tasks_and_change_events_end_in_the_index_or_the_dlq() {
     with_provider.provider.api_key = freshet::settings::Secret::new("sim-key");
     with_provider.resolve = vec![("sim.test".into(), std::net::IpAddr::from([127, 0, 0, 1]))];
     let runtime = Runtime::build_without_intake(&with_provider).await.unwrap();
-    assert!(runtime.kafka.is_none() && runtime.cluster.is_none());
+    assert!(runtime.find_source("kafka").is_none() && runtime.cluster.is_none());
     let (replayed, kept) = runtime.replay_dlq().await.unwrap();
     assert_eq!((replayed, kept), (2, expected_bad.len()));
     let (drained, counters, _) = runtime.drain().await;

@@ -163,7 +163,7 @@ pub struct KafkaBenchOptions {
 /// `ts_ms` and keyed by its id; returns how many were produced and the
 /// seconds it took.
 async fn produce_documents(
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &rdkafka::producer::FutureProducer<crate::kafka::LogContext>,
     topic: &str,
     first: u64,
     count: u64,
@@ -247,7 +247,6 @@ pub async fn run_kafka(
     count: u64,
     duration: Duration,
 ) -> Result<BenchRow> {
-    use rdkafka::config::ClientConfig;
     let stamp = crate::dataplane::pipeline::now_ms();
     let topic = format!("freshet-bench-{}-{stamp}", std::process::id());
     let dir = std::env::temp_dir().join(format!(
@@ -264,24 +263,23 @@ pub async fn run_kafka(
     settings.kafka.tables.clear();
     settings.kafka.control_topic = String::new();
     settings.kafka.dlq_topic = String::new();
-    crate::dataplane::source::kafka::ensure_topic(&settings.kafka, &topic, opts.partitions, false)
-        .await?;
+    crate::kafka::ensure_topic(&settings.kafka, &topic, opts.partitions, false).await?;
     // One record per batch: tansu 0.6 mishandles reads inside multi-record batches.
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .context("bench producer")?;
+    let producer: rdkafka::producer::FutureProducer<crate::kafka::LogContext> =
+        crate::kafka::client_config(&settings.kafka, "freshet-bench-producer")
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("queue.buffering.max.messages", "1000000")
+            .create_with_context(crate::kafka::LogContext)
+            .context("bench producer")?;
     if rate.is_none() {
         // The backlog: all of it in the topic before freshet starts.
         produce_documents(&producer, &topic, 0, count, None, opts.words).await?;
     }
     let runtime = Runtime::build(&settings).await?;
-    let kafka = runtime.kafka.clone().context("kafka source")?;
+    let kafka = runtime.find_source("kafka").context("kafka source")?;
     // Event time starts when the group has settled, not during the join.
-    wait_assigned(&kafka, opts.partitions).await?;
+    wait_assigned(kafka.as_ref(), opts.partitions).await?;
     let started = Instant::now();
     let (produced, offered_secs) = match rate {
         None => (count, None),
@@ -292,7 +290,7 @@ pub async fn run_kafka(
             (produced, Some(secs))
         }
     };
-    wait_finished(&kafka, produced, Duration::from_secs(600)).await?;
+    wait_finished(kafka.as_ref(), produced, Duration::from_secs(600)).await?;
     let secs = started.elapsed().as_secs_f64();
     let (_, counters, _) = runtime.drain().await;
     let (kind, offered) = match offered_secs {
@@ -304,7 +302,7 @@ pub async fn run_kafka(
     // Each row leaves nothing behind, so later rows do not run against a
     // broker holding earlier rows' data (tansu's memory storage slows down
     // as it fills).
-    if let Err(e) = crate::dataplane::source::kafka::delete_topic(&settings.kafka, &topic).await {
+    if let Err(e) = crate::kafka::delete_topic(&settings.kafka, &topic).await {
         tracing::warn!(topic, error = %e, "could not delete the bench topic");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -312,7 +310,7 @@ pub async fn run_kafka(
 }
 
 async fn wait_assigned(
-    kafka: &crate::dataplane::source::kafka::KafkaSource,
+    kafka: &dyn crate::dataplane::source::Source,
     partitions: i32,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -326,7 +324,7 @@ async fn wait_assigned(
 }
 
 async fn wait_finished(
-    kafka: &crate::dataplane::source::kafka::KafkaSource,
+    kafka: &dyn crate::dataplane::source::Source,
     count: u64,
     limit: Duration,
 ) -> Result<()> {

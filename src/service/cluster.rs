@@ -37,29 +37,26 @@
 //! partition moves, and a stopping instance leaves the group at once, so a
 //! survivor takes over within a rebalance (a crashed one: within the
 //! session timeout).
+//!
+//! The Kafka side (topic, producer, reader, group member) is
+//! [`crate::kafka::control_topic`]; this module decides what the records
+//! mean.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::control::audit::{AuditLog, Event, EventKind, Record};
-use crate::dataplane::source::kafka::{
-    client_config, ensure_topic, log_error, log_line, LogContext,
-};
+use crate::kafka::control_topic::{ControlPublisher, ControlRunning, ControlTopic};
 use crate::knobs::Knobs;
 use crate::live::LiveConfig;
-use crate::metrics;
 use crate::settings::KafkaSettings;
 
 /// How long a starting instance reads the control topic before it gives up
@@ -226,55 +223,12 @@ struct CatchUp {
     best: Option<SnapshotRecord>,
 }
 
-struct LeaderCtx {
-    leader: Arc<AtomicBool>,
-}
-
-impl ClientContext for LeaderCtx {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line(level, fac, message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        log_error(&error, reason);
-    }
-}
-
-fn set_leader(flag: &AtomicBool, on: bool) {
-    let was = flag.swap(on, Ordering::AcqRel);
-    metrics::gauge!(metrics::CONTROLLER_LEADER).set(if on { 1.0 } else { 0.0 });
-    if was != on {
-        tracing::info!(leader = on, "controller leadership changed");
-    }
-}
-
-impl ConsumerContext for LeaderCtx {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) if tpl.elements().iter().any(|e| e.partition() == 0) => {
-                set_leader(&self.leader, false)
-            }
-            Rebalance::Error(_) => set_leader(&self.leader, false),
-            _ => {}
-        }
-    }
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            // Membership is all this consumer is for: read nothing.
-            let _ = consumer.pause(tpl);
-            if tpl.elements().iter().any(|e| e.partition() == 0) {
-                set_leader(&self.leader, true);
-            }
-        }
-    }
-}
-
 /// The running scale-out link of one instance.
 pub struct Cluster {
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    publisher: tokio::task::JoinHandle<()>,
-    producer: FutureProducer<LogContext>,
+    running: ControlRunning,
+    publisher: ControlPublisher,
+    snapshots: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -282,16 +236,6 @@ impl std::fmt::Debug for Cluster {
         f.debug_struct("Cluster")
             .field("instance", &self.state.instance)
             .finish_non_exhaustive()
-    }
-}
-
-fn publish(producer: &FutureProducer<LogContext>, topic: &str, key: &str, value: Option<&[u8]>) {
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
-    if let Some(v) = value {
-        record = record.payload(v);
-    }
-    if let Err((e, _)) = producer.send_result(record) {
-        tracing::warn!(error = %e, key, "cannot publish to the control topic");
     }
 }
 
@@ -308,32 +252,22 @@ impl Cluster {
         data_dir: &Path,
         leader: Arc<AtomicBool>,
     ) -> Result<Cluster> {
-        let topic = k.control_topic.clone();
-        ensure_topic(k, &topic, 1, true).await?;
+        let topic = ControlTopic::open(k, instance, leader.clone()).await?;
         let cluster_audit_path = data_dir.join("cluster-audit.jsonl");
         let seen = read_seen(&cluster_audit_path)?;
-        set_leader(&leader, false);
         let state = Arc::new(State {
             instance: instance.to_string(),
             live: live.clone(),
             audit: audit.clone(),
             adopted: Mutex::new(None),
             cluster_audit: Mutex::new((cluster_audit_path, seen)),
-            leader: leader.clone(),
+            leader,
         });
-        let producer: FutureProducer<LogContext> = client_config(k, &format!("{instance}-control"))
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            // Few records; one per batch keeps tansu 0.6 (which mishandles
-            // reads that start inside a multi-record batch) reading them all.
-            .set("batch.num.messages", "1")
-            .create_with_context(LogContext)
-            .context("control topic producer")?;
+        let publisher = topic.publisher();
 
         // Audit records go to the topic from now on.
         {
-            let producer = producer.clone();
-            let topic = topic.clone();
+            let publisher = publisher.clone();
             let instance = instance.to_string();
             audit.set_mirror(move |record| {
                 let line = ClusterAuditLine {
@@ -342,80 +276,42 @@ impl Cluster {
                 };
                 if let Ok(bytes) = serde_json::to_vec(&line) {
                     let key = format!("audit/{instance}/{:020}", record.seq);
-                    publish(&producer, &topic, &key, Some(&bytes));
+                    publisher.publish(&key, Some(&bytes));
                 }
             });
         }
 
-        let mut reader_config = client_config(k, &format!("{instance}-control-reader"));
-        reader_config
-            .set("group.id", format!("{}.control-reader", k.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "50");
-        let reader: BaseConsumer<LogContext> = reader_config
-            .create_with_context(LogContext)
-            .context("control topic reader")?;
-        let mut leader_config = client_config(k, &format!("{instance}-control-member"));
-        leader_config
-            .set("group.id", format!("{}.control", k.group_id))
-            .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", k.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (k.session_timeout_ms / 3).max(100).to_string(),
-            );
-        if k.static_membership {
-            // Static membership, as for the input topics: a restarted
-            // instance takes its place (and its leadership) back at once.
-            leader_config.set("group.instance.id", format!("{}.control", k.instance_id));
-        }
-        let member: BaseConsumer<LeaderCtx> = leader_config
-            .create_with_context(LeaderCtx {
-                leader: leader.clone(),
-            })
-            .context("control group member")?;
-
         // Catch up: read from the beginning until our own marker comes back.
         let marker_key = format!("hello/{instance}");
-        let (reader, catch_up) = {
+        let marker = json!({"instance": instance, "time_ms": crate::dataplane::pipeline::now_ms()})
+            .to_string()
+            .into_bytes();
+        let catch_up = Arc::new(Mutex::new(CatchUp::default()));
+        let (topic, marker_seen) = {
             let state = state.clone();
-            let topic = topic.clone();
-            let producer = producer.clone();
-            let marker_key = marker_key.clone();
-            let instance = instance.to_string();
-            tokio::task::spawn_blocking(move || -> Result<(BaseConsumer<LogContext>, CatchUp)> {
-                let metadata = reader
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .with_context(|| format!("reading the metadata of control topic `{topic}`"))?;
-                let mut tpl = TopicPartitionList::new();
-                for t in metadata.topics() {
-                    for p in t.partitions() {
-                        tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-                    }
-                }
-                if tpl.count() == 0 {
-                    tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
-                }
-                reader.assign(&tpl).context("assigning the control topic")?;
-                let marker = json!({"instance": instance, "time_ms": crate::dataplane::pipeline::now_ms()}).to_string();
-                publish(&producer, &topic, &marker_key, Some(marker.as_bytes()));
-                let mut catch_up = CatchUp::default();
-                let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-                while !catch_up.marker_seen && Instant::now() < deadline {
-                    if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-                        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                        state.handle(&key, m.payload(), &mut catch_up);
-                    }
-                }
-                if !catch_up.marker_seen {
-                    tracing::warn!(topic, "did not read this instance's start marker back from the control topic in time; running with what was read");
-                }
-                Ok((reader, catch_up))
-            })
-            .await??
+            let catch_up = catch_up.clone();
+            topic
+                .catch_up(
+                    (marker_key.clone(), marker),
+                    CATCH_UP_TIMEOUT,
+                    move |key, value| {
+                        let mut c = catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                        state.handle(key, value, &mut c);
+                        c.marker_seen
+                    },
+                )
+                .await
+                .context("reading the control topic from its beginning")?
         };
-        match &catch_up.best {
+        if !marker_seen {
+            tracing::warn!(topic = %k.control_topic, "did not read this instance's start marker back from the control topic in time; running with what was read");
+        }
+        let best = catch_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .best
+            .take();
+        match &best {
             Some(best) => state.consider(best, true),
             None => {
                 let snapshot = live.load();
@@ -426,74 +322,32 @@ impl Cluster {
                     time_ms: crate::dataplane::pipeline::now_ms(),
                 };
                 if let Ok(bytes) = serde_json::to_vec(&rec) {
-                    publish(&producer, &topic, "knobs", Some(&bytes));
+                    publisher.publish("knobs", Some(&bytes));
                 }
             }
         }
         // The marker has done its job: let compaction remove it.
-        publish(&producer, &topic, &marker_key, None);
+        publisher.publish(&marker_key, None);
 
-        member
-            .subscribe(&[&topic])
-            .context("joining the control group")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let running = {
             let state = state.clone();
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("freshet-control".into())
-                .spawn(move || control_loop(reader, member, state, stop))
-                .context("starting the control thread")?
+            let mut caught_up = CatchUp {
+                done: true,
+                ..Default::default()
+            };
+            topic
+                .run(move |key, value| state.handle(key, value, &mut caught_up))
+                .context("joining the control group")?
         };
-        let publisher = {
-            let state = state.clone();
-            let producer = producer.clone();
-            let mut changes = live.subscribe();
-            changes.borrow_and_update();
-            tokio::spawn(async move {
-                while changes.changed().await.is_ok() {
-                    let snapshot = changes.borrow_and_update().clone();
-                    let from_topic = matches!(
-                        &*state.adopted.lock().unwrap_or_else(|p| p.into_inner()),
-                        Some((v, k, _)) if *v == snapshot.version && *k == snapshot.knobs
-                    );
-                    if from_topic {
-                        continue;
-                    }
-                    let rec = SnapshotRecord {
-                        version: snapshot.version,
-                        knobs: snapshot.knobs.clone(),
-                        instance: state.instance.clone(),
-                        time_ms: crate::dataplane::pipeline::now_ms(),
-                    };
-                    let Ok(bytes) = serde_json::to_vec(&rec) else {
-                        continue;
-                    };
-                    // Retry until it is out, unless a newer snapshot replaces it.
-                    loop {
-                        let record: FutureRecord<'_, str, [u8]> =
-                            FutureRecord::to(&topic).key("knobs").payload(&bytes);
-                        match producer.send(record, Duration::from_secs(5)).await {
-                            Ok(_) => break,
-                            Err((e, _)) => {
-                                tracing::warn!(error = %e, version = rec.version, "publishing a knob snapshot failed; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                if changes.has_changed().unwrap_or(true) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let mut changes = live.subscribe();
+        changes.borrow_and_update();
+        let snapshots = tokio::spawn(publish_swaps(state.clone(), publisher.clone(), changes));
         tracing::info!(instance, topic = %k.control_topic, version = live.version(), "joined the cluster");
         Ok(Cluster {
             state,
-            stop,
-            thread: Some(thread),
+            running,
             publisher,
-            producer,
+            snapshots,
         })
     }
 
@@ -508,55 +362,44 @@ impl Cluster {
     }
 
     /// Leaves the control group (leadership moves at once) and stops.
-    pub async fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        self.publisher.abort();
-        let producer = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            producer.flush(Duration::from_secs(5))
-        })
-        .await;
+    pub async fn stop(self) {
+        self.running.stop().await;
+        self.snapshots.abort();
+        self.publisher.flush().await;
     }
 }
 
-fn control_loop(
-    reader: BaseConsumer<LogContext>,
-    member: BaseConsumer<LeaderCtx>,
+/// Publishes every knob snapshot swapped in locally (not those adopted
+/// from the topic), retrying until it is out unless a newer one replaces it.
+async fn publish_swaps(
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
+    publisher: ControlPublisher,
+    mut changes: tokio::sync::watch::Receiver<Arc<crate::live::Snapshot>>,
 ) {
-    let mut catch_up = CatchUp {
-        done: true,
-        ..Default::default()
-    };
-    while !stop.load(Ordering::Acquire) {
-        // Group membership: serves the rebalance callbacks.
-        let _ = member.poll(Duration::ZERO);
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let key = m
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                state.handle(&key, m.payload(), &mut catch_up);
-            }
-            Some(Err(e)) => {
-                metrics::record_error("source", "upstream", &format_args!("control topic: {e}"))
-            }
-            None => {}
+    while changes.changed().await.is_ok() {
+        let snapshot = changes.borrow_and_update().clone();
+        let from_topic = matches!(
+            &*state.adopted.lock().unwrap_or_else(|p| p.into_inner()),
+            Some((v, k, _)) if *v == snapshot.version && *k == snapshot.knobs
+        );
+        if from_topic {
+            continue;
         }
-    }
-    set_leader(&state.leader, false);
-    member.unsubscribe();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        let _ = member.poll(Duration::from_millis(50));
-        if member.assignment().map(|a| a.count() == 0).unwrap_or(true) {
-            break;
+        let rec = SnapshotRecord {
+            version: snapshot.version,
+            knobs: snapshot.knobs.clone(),
+            instance: state.instance.clone(),
+            time_ms: crate::dataplane::pipeline::now_ms(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&rec) else {
+            continue;
+        };
+        while let Err(e) = publisher.send("knobs", &bytes).await {
+            tracing::warn!(error = %e, version = rec.version, "publishing a knob snapshot failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if changes.has_changed().unwrap_or(true) {
+                break;
+            }
         }
     }
 }

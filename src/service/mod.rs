@@ -19,13 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{ControlState, Controller, ControllerOptions, ControllerReport};
 use crate::dataplane::ack::AckTracker;
-use crate::dataplane::dlq::Dlq;
+use crate::dataplane::dlq::{Dlq, KafkaSink, ReplayTarget};
 use crate::dataplane::embed::{hash::HashEmbedder, openai::OpenAiEmbedder, Embedder};
 use crate::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
 use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex};
 use crate::dataplane::search::{serppost::SerpPost, SearchStage};
 use crate::dataplane::source::embedded::EmbeddedSource;
 use crate::dataplane::source::kafka::KafkaSource;
+use crate::dataplane::source::Source;
 use crate::dataplane::{Deps, Pipeline};
 use crate::knobs::Knobs;
 use crate::live::LiveConfig;
@@ -163,8 +164,13 @@ pub struct Runtime {
     pub live: Arc<LiveConfig>,
     /// The running pipeline.
     pub pipeline: Pipeline,
-    /// The embedded source in front of it.
+    /// The embedded source's handle: pushes, files, stdin, `POST
+    /// /v1/ingest`. Its state is also the first entry of
+    /// [`sources`](Self::sources).
     pub source: EmbeddedSource,
+    /// Every running source, the embedded one first (then Kafka with
+    /// `[source] kind = "kafka"`); drained together.
+    pub sources: Vec<Arc<dyn Source>>,
     /// The index.
     pub index: Arc<dyn VectorIndex>,
     /// Dead letters.
@@ -182,13 +188,10 @@ pub struct Runtime {
     /// embedded source; with Kafka, only while it holds partition 0 of the
     /// control topic's group (see [`cluster`]).
     pub controller_leader: Arc<AtomicBool>,
-    /// The Kafka source (`[source] kind = "kafka"`).
-    pub kafka: Option<Arc<KafkaSource>>,
     /// The scale-out link through the control topic (Kafka with `control_topic`).
     pub cluster: Option<cluster::Cluster>,
     /// This instance's id (Kafka client id, control topic records).
     pub instance_id: String,
-    kafka_settings: crate::settings::KafkaSettings,
     controller: Option<(
         tokio::task::JoinHandle<()>,
         tokio::sync::oneshot::Sender<()>,
@@ -235,11 +238,11 @@ impl Runtime {
         let index = open_index(settings).await?;
         let dlq = if kafka_mode && !settings.kafka.dlq_topic.is_empty() {
             let topic = &settings.kafka.dlq_topic;
-            crate::dataplane::source::kafka::ensure_topic(&settings.kafka, topic, 1, false).await?;
-            Arc::new(
-                Dlq::open_kafka(data_dir, &settings.kafka, topic, &instance_id)
+            Arc::new(Dlq::new(
+                KafkaSink::open(&settings.kafka, topic, &instance_id)
+                    .await
                     .with_context(|| format!("opening the dead-letter topic `{topic}`"))?,
-            )
+            ))
         } else {
             Arc::new(Dlq::open(data_dir).with_context(|| {
                 format!("opening the dead-letter file in {}", data_dir.display())
@@ -290,7 +293,8 @@ impl Runtime {
         let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());
         let controller_leader = Arc::new(AtomicBool::new(true));
         let mut cluster = None;
-        let mut kafka = None;
+        let embedded: Arc<dyn Source> = source.queue();
+        let mut sources = vec![embedded];
         if kafka_mode && intake {
             if !settings.kafka.control_topic.is_empty() {
                 cluster = Some(
@@ -306,7 +310,7 @@ impl Runtime {
                     .context("joining the cluster through the control topic")?,
                 );
             }
-            kafka = Some(Arc::new(
+            sources.push(Arc::new(
                 KafkaSource::start(
                     &settings.kafka,
                     &instance_id,
@@ -328,10 +332,9 @@ impl Runtime {
             admin,
             control,
             controller_leader,
-            kafka,
+            sources,
             cluster,
             instance_id,
-            kafka_settings: settings.kafka.clone(),
             controller: None,
         })
     }
@@ -370,169 +373,25 @@ impl Runtime {
         Ok(Some(report))
     }
 
-    /// Moves every dead letter out of the DLQ and re-submits its task.
-    /// Records whose task does not parse (raw input that was never a task)
-    /// are written back unchanged. Returns (replayed, kept).
-    pub async fn replay_dlq(&self) -> Result<(usize, usize)> {
-        if let Some(topic) = self.dlq.kafka_topic() {
-            return self.replay_kafka_dlq(topic).await;
-        }
-        let letters = self.dlq.take_all()?;
-        let mut replayed = 0;
-        let mut kept = Vec::new();
-        for letter in letters {
-            match serde_json::from_value::<crate::dataplane::Task>(letter.task.clone()) {
-                Ok(task) => {
-                    if !self.source.push(task, "dlq-replay").await {
-                        bail!("the pipeline closed during replay");
-                    }
-                    replayed += 1;
-                }
-                Err(_) => kept.push(letter),
-            }
-        }
-        for letter in &kept {
-            self.dlq.write(letter)?;
-        }
-        Ok((replayed, kept.len()))
+    /// The running source named `name` (`embedded`, `kafka`), if any.
+    pub fn find_source(&self, name: &str) -> Option<Arc<dyn Source>> {
+        self.sources.iter().find(|s| s.name() == name).cloned()
     }
 
-    /// Replays the dead-letter topic: reads it in the group
-    /// `<group_id>.dlq-replay` from where the last replay stopped until two
-    /// seconds pass without a record, re-submits the task of every record
-    /// written before the replay started (records that fail again are new
-    /// records, left for the next replay), and commits the replay group's
-    /// offsets over the records whose task finished. Records whose task does
-    /// not parse are published again (kept) with the replay's time. The end
-    /// is not taken from the high watermark: some Kafka-compatible brokers
-    /// (tansu) report one that counts record batches.
-    async fn replay_kafka_dlq(&self, topic: &str) -> Result<(usize, usize)> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::message::Message;
-        use rdkafka::{Offset, TopicPartitionList};
-        let k = &self.kafka_settings;
-        let group = format!("{}.dlq-replay", k.group_id);
-        let mut config = crate::dataplane::source::kafka::client_config(
-            k,
-            &format!("{}-dlq-replay", self.instance_id),
-        );
-        config
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<crate::dataplane::source::kafka::LogContext> = config
-            .create_with_context(crate::dataplane::source::kafka::LogContext)
-            .context("dead-letter replay consumer")?;
-        let topic_name = topic.to_string();
-        let started_ms = crate::dataplane::pipeline::now_ms();
-        let consumer = tokio::task::spawn_blocking(move || -> Result<_> {
-            let metadata = consumer
-                .fetch_metadata(Some(&topic_name), Duration::from_secs(10))
-                .with_context(|| format!("reading the metadata of `{topic_name}`"))?;
-            let mut tpl = TopicPartitionList::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition_offset(&topic_name, p.id(), Offset::Stored)?;
-                }
-            }
-            consumer.assign(&tpl)?;
-            Ok(consumer)
-        })
-        .await??;
-        let tracker = AckTracker::new(&self.live);
-        let sender = self.pipeline.sender();
-        let mut replayed = 0;
-        let mut kept = Vec::new();
-        let mut last_message = tokio::time::Instant::now();
-        let consumer = Arc::new(consumer);
-        let mut stopped_at: std::collections::BTreeMap<i32, i64> = Default::default();
-        loop {
-            if last_message.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-            let c = consumer.clone();
-            let polled = tokio::task::spawn_blocking(move || {
-                c.poll(Duration::from_millis(200)).map(|r| {
-                    r.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))
-                })
-            })
-            .await?;
-            let Some(polled) = polled else { continue };
-            let (partition, offset, payload) =
-                polled.with_context(|| format!("reading `{topic}`"))?;
-            last_message = tokio::time::Instant::now();
-            let letter: Option<crate::dataplane::dlq::DeadLetter> =
-                payload.and_then(|p| serde_json::from_slice(&p).ok());
-            if stopped_at.contains_key(&partition)
-                || letter.as_ref().is_some_and(|l| l.time_ms >= started_ms)
-            {
-                // Written since the replay started (failed again, or kept):
-                // this partition's replay ends here; the rest is for next time.
-                stopped_at.entry(partition).or_insert(offset);
-                continue;
-            }
-            let ack = tracker
-                .register(crate::dataplane::ack::Position { partition, offset })
-                .await;
-            let task = letter.as_ref().and_then(|l| {
-                serde_json::from_value::<crate::dataplane::Task>(l.task.clone()).ok()
-            });
-            match (letter, task) {
-                (Some(letter), Some(task)) => {
-                    let envelope = crate::dataplane::Envelope {
-                        task,
-                        ack,
-                        received_ms: crate::dataplane::pipeline::now_ms(),
-                        source: format!("dlq-replay:{}", letter.source),
-                    };
-                    if sender.send(envelope).await.is_err() {
-                        bail!("the pipeline closed during replay");
-                    }
-                    replayed += 1;
-                }
-                (letter, _) => {
-                    let mut letter = letter.unwrap_or_else(|| {
-                        crate::dataplane::dlq::DeadLetter::new(
-                            "source",
-                            "parse",
-                            format!("a record of `{topic}` at {partition}:{offset} is not a dead letter"),
-                            serde_json::Value::Null,
-                            format!("kafka:{topic}:{partition}:{offset}"),
-                        )
-                    });
-                    letter.time_ms = started_ms;
-                    let dlq = self.dlq.clone();
-                    let again = letter.clone();
-                    tokio::task::spawn_blocking(move || dlq.write(&again))
-                        .await?
-                        .with_context(|| format!("keeping a record of `{topic}`"))?;
-                    kept.push(letter);
-                    ack.done();
-                }
-            }
-        }
-        drop(sender);
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        if !tracker.drained(deadline).await {
-            tracing::warn!(
-                "not every replayed task finished in time; the rest is replayed next time"
-            );
-        }
-        let mut commit = TopicPartitionList::new();
-        for (partition, offset) in tracker.commit_offsets() {
-            commit.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        }
-        if commit.count() > 0 {
-            let c = consumer.clone();
-            tokio::task::spawn_blocking(move || {
-                c.commit(&commit, rdkafka::consumer::CommitMode::Sync)
-            })
-            .await?
-            .with_context(|| format!("committing the replay of `{topic}`"))?;
-        }
-        Ok((replayed, kept.len()))
+    /// Re-submits the task of every dead letter (see
+    /// [`DeadLetterSink::replay`](crate::dataplane::dlq::DeadLetterSink::replay)):
+    /// from the file through the embedded source, from a topic in its own
+    /// replay group. Records whose task does not parse (raw input that was
+    /// never a task) stay. Returns (replayed, kept).
+    pub async fn replay_dlq(&self) -> Result<(usize, usize)> {
+        let target = ReplayTarget {
+            embedded: Arc::new(self.source.clone()),
+            pipeline: self.pipeline.sender(),
+            live: self.live.clone(),
+            drain_timeout: self.drain_timeout,
+        };
+        let done = self.dlq.replay(&target).await?;
+        Ok((done.replayed, done.kept))
     }
 
     /// Stops taking input, drains, and reports whether everything finished
@@ -543,25 +402,23 @@ impl Runtime {
             let _ = stop.send(());
             let _ = task.await;
         }
-        if let Some(kafka) = &self.kafka {
-            kafka.stop_intake();
+        for source in &self.sources {
+            source.stop_intake();
         }
         let tracker = self.source.tracker().clone();
         let counters = self.pipeline.counters();
         drop(self.source);
         let drained = self.pipeline.finish(self.drain_timeout).await;
-        if let Some(kafka) = &self.kafka {
-            kafka.finish().await;
-            let c = kafka.tracker().counts();
+        for source in &self.sources {
+            source.finish().await;
+            let c = source.tracker().counts();
             tracing::info!(
+                source = source.name(),
                 registered = c.registered,
                 finished = c.finished,
                 abandoned = c.abandoned,
-                dead_lettered = kafka
-                    .stats()
-                    .dead_lettered
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                "kafka source drained"
+                dead_lettered = source.dead_lettered(),
+                "source drained"
             );
         }
         if let Some(cluster) = self.cluster.take() {

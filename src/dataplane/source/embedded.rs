@@ -9,14 +9,15 @@
 //! drain deadline is counted (`abandoned`) and logged, but only a durable
 //! source (Kafka) can deliver it again.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
+use super::Source;
 use crate::dataplane::ack::{AckTracker, Position};
-use crate::dataplane::dlq::{DeadLetter, Dlq};
+use crate::dataplane::dlq::{DeadLetter, Dlq, Resubmit};
 use crate::dataplane::pipeline::{now_ms, Envelope, Task};
 
 /// Longest input line accepted (bigger lines are dead-lettered unread).
@@ -31,16 +32,28 @@ pub struct FeedReport {
     pub rejected: u64,
 }
 
-/// The in-process queue in front of a pipeline.
+/// The in-process queue in front of a pipeline: a cheap handle to clone
+/// (each clone holds a sender of the pipeline's input, so the input closes
+/// once every handle is dropped).
 #[derive(Debug, Clone)]
 pub struct EmbeddedSource {
     tx: mpsc::Sender<Envelope>,
+    queue: Arc<EmbeddedQueue>,
+}
+
+/// What every handle of one embedded source shares: its tracker, the next
+/// partition and offset, and its dead letters. It holds no sender, so it is
+/// what the runtime's source list keeps ([`EmbeddedSource::queue`]).
+#[derive(Debug)]
+pub struct EmbeddedQueue {
     tracker: AckTracker,
     dlq: Arc<Dlq>,
-    next_partition: Arc<AtomicI32>,
+    next_partition: AtomicI32,
     /// Next offset of partition 0 (single pushes); the lock keeps offsets
     /// registered in increasing order.
-    push_offset: Arc<tokio::sync::Mutex<i64>>,
+    push_offset: tokio::sync::Mutex<i64>,
+    /// Lines dead-lettered as malformed.
+    rejected: AtomicU64,
 }
 
 impl EmbeddedSource {
@@ -48,25 +61,33 @@ impl EmbeddedSource {
     pub fn new(tx: mpsc::Sender<Envelope>, tracker: AckTracker, dlq: Arc<Dlq>) -> EmbeddedSource {
         EmbeddedSource {
             tx,
-            tracker,
-            dlq,
-            next_partition: Arc::new(AtomicI32::new(1)),
-            push_offset: Arc::new(tokio::sync::Mutex::new(0)),
+            queue: Arc::new(EmbeddedQueue {
+                tracker,
+                dlq,
+                next_partition: AtomicI32::new(1),
+                push_offset: tokio::sync::Mutex::new(0),
+                rejected: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// The shared state, as a [`Source`] that holds no sender.
+    pub fn queue(&self) -> Arc<EmbeddedQueue> {
+        self.queue.clone()
     }
 
     /// The tracker (commit offsets, counts, drain).
     pub fn tracker(&self) -> &AckTracker {
-        &self.tracker
+        &self.queue.tracker
     }
 
     /// Enqueues one task on partition 0. Returns false when the pipeline is closed.
     pub async fn push(&self, task: Task, source: &str) -> bool {
         let (offset, ack) = {
-            let mut next = self.push_offset.lock().await;
+            let mut next = self.queue.push_offset.lock().await;
             let offset = *next;
             let ack = self
-                .tracker
+                .tracker()
                 .register(Position {
                     partition: 0,
                     offset,
@@ -91,7 +112,7 @@ impl EmbeddedSource {
         mut reader: R,
         name: &str,
     ) -> std::io::Result<FeedReport> {
-        let partition = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let partition = self.queue.next_partition.fetch_add(1, Ordering::Relaxed);
         let mut report = FeedReport::default();
         let mut line = Vec::new();
         let mut number: i64 = 0;
@@ -108,7 +129,7 @@ impl EmbeddedSource {
                 continue;
             }
             let ack = self
-                .tracker
+                .tracker()
                 .register(Position {
                     partition,
                     offset: number,
@@ -142,11 +163,12 @@ impl EmbeddedSource {
                         serde_json::Value::String(snippet),
                         source,
                     );
-                    let dlq = self.dlq.clone();
+                    let dlq = self.queue.dlq.clone();
                     match tokio::task::spawn_blocking(move || dlq.write(&letter)).await {
                         Ok(Ok(())) => {
                             ack.done();
                             report.rejected += 1;
+                            self.queue.rejected.fetch_add(1, Ordering::Relaxed);
                         }
                         _ => {
                             tracing::error!(
@@ -160,6 +182,34 @@ impl EmbeddedSource {
             }
         }
         Ok(report)
+    }
+}
+
+#[async_trait::async_trait]
+impl Resubmit for EmbeddedSource {
+    async fn resubmit(&self, task: Task, source: &str) -> bool {
+        self.push(task, source).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for EmbeddedQueue {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn tracker(&self) -> &AckTracker {
+        &self.tracker
+    }
+
+    fn stop_intake(&self) {
+        // Intake stops when the handles (and their senders) are dropped.
+    }
+
+    async fn finish(&self) {}
+
+    fn dead_lettered(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 }
 

@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
@@ -64,9 +64,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::cdc::CdcTable;
+use super::Source;
 use crate::dataplane::ack::{AckTracker, Position};
 use crate::dataplane::dlq::{DeadLetter, Dlq};
 use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::kafka::{client_config, log_error, log_line, source_ref, KafkaError};
 use crate::metrics;
 use crate::settings::KafkaSettings;
 
@@ -85,146 +87,6 @@ pub const THROTTLED_POLL: Duration = Duration::from_millis(100);
 
 /// Largest raw message kept in a dead letter.
 const MAX_RAW_BYTES: usize = 64 * 1024;
-
-/// The `source` string of a message: `kafka:<topic>:<partition>:<offset>`
-/// (topic names cannot hold `:`).
-pub fn source_ref(topic: &str, partition: i32, offset: i64) -> String {
-    format!("kafka:{topic}:{partition}:{offset}")
-}
-
-/// Topic, partition and offset of a [`source_ref`] string.
-pub fn parse_source_ref(source: &str) -> Option<(String, i32, i64)> {
-    let rest = source.strip_prefix("kafka:")?;
-    let mut parts = rest.rsplitn(3, ':');
-    let offset = parts.next()?.parse().ok()?;
-    let partition = parts.next()?.parse().ok()?;
-    let topic = parts.next()?;
-    (!topic.is_empty()).then(|| (topic.to_string(), partition, offset))
-}
-
-/// The client settings every freshet Kafka client shares: brokers, client
-/// id and the operator's extra properties.
-pub fn client_config(k: &KafkaSettings, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", k.brokers.trim())
-        .set("client.id", client_id)
-        .set_log_level(RDKafkaLogLevel::Warning);
-    for (key, value) in &k.properties {
-        config.set(key, value);
-    }
-    config
-}
-
-/// Routes librdkafka's log lines and errors to `tracing`.
-#[derive(Debug, Clone, Default)]
-pub struct LogContext;
-
-impl ClientContext for LogContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line(level, fac, message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        log_error(&error, reason);
-    }
-}
-
-impl ConsumerContext for LogContext {}
-
-pub(crate) fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg
-        | RDKafkaLogLevel::Alert
-        | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-            tracing::info!(target: "librdkafka", fac, "{message}")
-        }
-        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
-    }
-}
-
-pub(crate) fn log_error(error: &rdkafka::error::KafkaError, reason: &str) {
-    metrics::record_error(
-        "source",
-        "connect",
-        &format_args!("kafka: {error}: {reason}"),
-    );
-}
-
-/// An admin client for the configured brokers.
-fn admin_client(k: &KafkaSettings) -> anyhow::Result<rdkafka::admin::AdminClient<LogContext>> {
-    client_config(k, "freshet-admin")
-        .create_with_context(LogContext)
-        .map_err(|e| anyhow::anyhow!("kafka admin client for {}: {e}", k.brokers))
-}
-
-/// Deletes `topic` (used by `freshet bench kafka` to clean up after itself).
-pub async fn delete_topic(k: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::AdminOptions;
-    let admin = admin_client(k)?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = tokio::time::timeout(
-        Duration::from_secs(20),
-        admin.delete_topics(&[topic], &options),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "deleting topic `{topic}`: no answer from {} in 20 s",
-            k.brokers
-        )
-    })?
-    .map_err(|e| anyhow::anyhow!("deleting topic `{topic}` on {}: {e}", k.brokers))?;
-    for result in results {
-        if let Err((_, code)) = result {
-            anyhow::bail!("deleting topic `{topic}` on {}: {code}", k.brokers);
-        }
-    }
-    Ok(())
-}
-
-/// Creates `topic` if it does not exist (freshet's own topics: DLQ, control).
-pub async fn ensure_topic(
-    k: &KafkaSettings,
-    topic: &str,
-    partitions: i32,
-    compacted: bool,
-) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::types::RDKafkaErrorCode;
-    let admin = admin_client(k)?;
-    let mut new = NewTopic::new(
-        topic,
-        partitions,
-        TopicReplication::Fixed(k.replication_factor),
-    );
-    if compacted {
-        new = new.set("cleanup.policy", "compact");
-    }
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = tokio::time::timeout(
-        Duration::from_secs(20),
-        admin.create_topics(&[new], &options),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "creating topic `{topic}`: no answer from {} in 20 s (are the brokers up?)",
-            k.brokers
-        )
-    })?
-    .map_err(|e| anyhow::anyhow!("creating topic `{topic}` on {}: {e}", k.brokers))?;
-    for result in results {
-        match result {
-            Ok(_) => tracing::info!(topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => anyhow::bail!("creating topic `{topic}` on {}: {code}", k.brokers),
-        }
-    }
-    Ok(())
-}
 
 const RUN: u8 = 0;
 const DRAIN: u8 = 1;
@@ -700,7 +562,7 @@ impl KafkaSource {
         tracker: AckTracker,
         dlq: Arc<Dlq>,
         tx: mpsc::Sender<Envelope>,
-    ) -> anyhow::Result<KafkaSource> {
+    ) -> Result<KafkaSource, KafkaError> {
         let mut decoders = HashMap::new();
         for t in &k.task_topics {
             decoders.insert(t.clone(), Decoder::Tasks);
@@ -757,12 +619,17 @@ impl KafkaSource {
             .create_with_context(Ctx {
                 shared: shared.clone(),
             })
-            .map_err(|e| anyhow::anyhow!("kafka consumer for {}: {e}", k.brokers))?;
+            .map_err(|source| KafkaError::Client {
+                what: "consumer",
+                brokers: k.brokers.clone(),
+                source,
+            })?;
         let topics = k.input_topics();
-        let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<BaseConsumer<Ctx>> {
+        let brokers = k.brokers.clone();
+        let consumer = tokio::task::spawn_blocking(move || -> Result<BaseConsumer<Ctx>, KafkaError> {
             let metadata = consumer
                 .fetch_metadata(None, Duration::from_secs(10))
-                .map_err(|e| anyhow::anyhow!("cannot reach the kafka brokers: {e} (check [kafka] brokers / FRESHET_KAFKA_BROKERS)"))?;
+                .map_err(|source| KafkaError::Unreachable { brokers, source })?;
             for t in &topics {
                 let present = metadata
                     .topics()
@@ -775,15 +642,19 @@ impl KafkaSource {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             consumer
                 .subscribe(&names)
-                .map_err(|e| anyhow::anyhow!("subscribing to {names:?}: {e}"))?;
+                .map_err(|source| KafkaError::Subscribe {
+                    topics: format!("{names:?}"),
+                    source,
+                })?;
             Ok(consumer)
         })
-        .await??;
+        .await
+        .map_err(|e| KafkaError::Thread(std::io::Error::other(e)))??;
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("freshet-kafka".into())
             .spawn(move || poll_loop(consumer, thread_shared, tx))
-            .map_err(|e| anyhow::anyhow!("cannot start the kafka thread: {e}"))?;
+            .map_err(KafkaError::Thread)?;
         tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.input_topics(), "kafka source started");
         Ok(KafkaSource {
             shared,
@@ -842,6 +713,37 @@ impl KafkaSource {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for KafkaSource {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn tracker(&self) -> &AckTracker {
+        KafkaSource::tracker(self)
+    }
+
+    fn stop_intake(&self) {
+        KafkaSource::stop_intake(self)
+    }
+
+    async fn finish(&self) {
+        KafkaSource::finish(self).await
+    }
+
+    fn assignment(&self) -> Vec<(String, i32)> {
+        KafkaSource::assignment(self)
+    }
+
+    fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        KafkaSource::lag(self)
+    }
+
+    fn dead_lettered(&self) -> u64 {
+        self.stats().dead_lettered.load(Ordering::Relaxed)
     }
 }
 
@@ -937,19 +839,6 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_refs_round_trip() {
-        let s = source_ref("db.public.articles-v2", 3, 1042);
-        assert_eq!(s, "kafka:db.public.articles-v2:3:1042");
-        assert_eq!(
-            parse_source_ref(&s),
-            Some(("db.public.articles-v2".to_string(), 3, 1042))
-        );
-        assert_eq!(parse_source_ref("embedded:0:17"), None);
-        assert_eq!(parse_source_ref("kafka::1:2"), None);
-        assert_eq!(parse_source_ref("kafka:t:x:2"), None);
-    }
 
     #[test]
     fn lag_does_not_trust_a_high_watermark_below_what_was_seen() {
