@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::dataplane::ack::{AckTracker, Position};
 use crate::dataplane::dlq::{DeadLetter, Dlq};
-use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::dataplane::task::{now_ms, Envelope, Task};
 
 /// Longest input line accepted (bigger lines are dead-lettered unread).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;

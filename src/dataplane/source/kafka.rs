@@ -66,7 +66,7 @@ use tokio::sync::mpsc;
 use super::cdc::CdcTable;
 use crate::dataplane::ack::{AckTracker, Position};
 use crate::dataplane::dlq::{DeadLetter, Dlq};
-use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::dataplane::task::{now_ms, Envelope, Task};
 use crate::metrics;
 use crate::settings::KafkaSettings;
 
