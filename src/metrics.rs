@@ -30,6 +30,9 @@ pub const STAGE_REQUESTS_TOTAL: &str = "freshet_stage_requests_total";
 pub const STAGE_LATENCY_SECONDS: &str = "freshet_stage_latency_seconds";
 /// Labels: `stage`, `error_type` (see [`crate::dataplane::retry::ErrorClass`]).
 pub const STAGE_ERRORS_TOTAL: &str = "freshet_stage_errors_total";
+/// Labels: `stage`, `error_type` (`panic`). Workers of a stage that
+/// panicked; the stage kept serving and dead-lettered what they held.
+pub const STAGE_PANICS_TOTAL: &str = "freshet_stage_panics_total";
 /// Labels: `stage`, `error_type`.
 pub const STAGE_RETRIES_TOTAL: &str = "freshet_stage_retries_total";
 /// Labels: `stage`.
@@ -517,6 +520,10 @@ pub fn describe() {
         STAGE_RETRIES_TOTAL,
         "Retried attempts. stage: search|extract|embed|index; error_type as for freshet_stage_errors_total"
     );
+    describe_counter!(
+        STAGE_PANICS_TOTAL,
+        "Stage workers that panicked (the stage keeps serving; their items are dead-lettered). stage: search|extract|embed|index; error_type: panic"
+    );
     describe_gauge!(
         STAGE_IN_FLIGHT,
         "Units of work running now. stage: search|extract|…"
@@ -604,7 +611,9 @@ pub fn record_error(
     }
 }
 
-fn log_allowed(stage: &'static str, error_type: &'static str) -> bool {
+/// Whether a log line for (`stage`, `error_type`) may be written now: at
+/// most one per second per pair.
+pub fn log_allowed(stage: &'static str, error_type: &'static str) -> bool {
     use std::collections::HashMap;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@
 
 pub mod hash;
 pub mod openai;
+pub(crate) mod stage;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 
 pub mod edge;
 pub mod qdrant;
+pub(crate) mod stage;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

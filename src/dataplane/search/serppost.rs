@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ProviderError, SearchHit, SearchProvider};
+use crate::dataplane::events::{CreditsSpent, InternalEvent};
 use crate::dataplane::retry::{parse_retry_after, ErrorClass};
-use crate::metrics;
 use crate::settings::{ProviderSettings, Secret};
 
 /// Credits one search costs.
@@ -178,8 +178,12 @@ impl SerpPost {
 
     fn spend(&self, endpoint: &'static str, credits: u64) {
         self.credits.fetch_add(credits, Ordering::Relaxed);
-        metrics::counter!(metrics::CREDITS_TOTAL, "provider" => "serppost", "endpoint" => endpoint)
-            .increment(credits);
+        CreditsSpent {
+            provider: "serppost",
+            endpoint,
+            credits,
+        }
+        .emit();
     }
 
     /// Renders `url` to markdown with the provider's browser (one attempt).

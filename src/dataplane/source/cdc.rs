@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::dataplane::pipeline::Task;
+use crate::dataplane::task::Task;
 use crate::settings::TableMapping;
 
 /// Why an event could not be turned into a task.

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::Source;
 use crate::dataplane::ack::{AckTracker, Position};
 use crate::dataplane::dlq::{DeadLetter, Dlq, Resubmit};
-use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::dataplane::task::{now_ms, Envelope, Task};
 
 /// Longest input line accepted (bigger lines are dead-lettered unread).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;

@@ -67,7 +67,7 @@ use super::cdc::CdcTable;
 use super::Source;
 use crate::dataplane::ack::{AckTracker, Position};
 use crate::dataplane::dlq::{DeadLetter, Dlq};
-use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::dataplane::task::{now_ms, Envelope, Task};
 use crate::kafka::{client_config, log_error, log_line, source_ref, KafkaError};
 use crate::metrics;
 use crate::settings::KafkaSettings;

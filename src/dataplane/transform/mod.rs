@@ -32,6 +32,8 @@
 //! with [`DocState`](crate::dataplane::index::DocState) lookups after this
 //! step.
 
+pub(crate) mod stage;
+
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
@@ -77,18 +79,7 @@ impl Dropped {
     }
 }
 
-/// One chunk of a document.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    /// UUIDv5 of document id and index.
-    pub id: Uuid,
-    /// Position in the document.
-    pub index: u32,
-    /// The text.
-    pub text: String,
-    /// SHA-256 (hex) of the text.
-    pub content_hash: String,
-}
+pub use crate::dataplane::flow::Chunk;
 
 /// The transform's verdict on one input document, in input order.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,268 @@
+//! The extract stage's runtime: slots, render mode per domain, retries and
+//! telemetry around fetch and main-content extraction, and the pipeline's
+//! URL loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{content, fetch, render, ExtractError, Page, Timings, NO_CONTENT_SCORE};
+use crate::dataplane::dispatch::Dispatch;
+use crate::dataplane::events::{
+    InternalEvent, LetterClass, PageExtracted, PageScored, QueueDepth, SlotsSet, StageCompleted,
+    StageFailed, StageRequested,
+};
+use crate::dataplane::flow::{send_measured, Ctx, DocItem, Origin, TransformIn};
+use crate::dataplane::retry::{self, ErrorClass};
+use crate::dataplane::task::{now_ms, url_doc_id};
+use crate::dataplane::Stage;
+use crate::knobs::RenderMode;
+use crate::live::{LiveConfig, SlotPermit, Slots};
+use crate::metrics;
+
+const STAGE: Stage = Stage::Extract;
+
+/// The extract stage runtime.
+#[derive(Debug)]
+pub struct ExtractStage {
+    fetcher: fetch::Fetcher,
+    renderer: Arc<dyn render::RemoteRenderer>,
+    live: Arc<LiveConfig>,
+    slots: Arc<Slots>,
+    _follow: tokio::task::JoinHandle<()>,
+}
+
+impl ExtractStage {
+    /// A stage whose slot count follows `extract.slots`.
+    pub fn new(
+        fetcher: fetch::Fetcher,
+        renderer: Arc<dyn render::RemoteRenderer>,
+        live: Arc<LiveConfig>,
+    ) -> ExtractStage {
+        let slots = Arc::new(Slots::new(live.load().knobs.extract.slots as usize));
+        let follow = slots.follow(&live, |k| k.extract.slots);
+        ExtractStage {
+            fetcher,
+            renderer,
+            live,
+            slots,
+            _follow: follow,
+        }
+    }
+
+    /// The stage's slot limit (for observation).
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// Extracts one URL with the render mode the live knobs give its domain.
+    pub async fn extract(&self, url: &str) -> Result<Page, ExtractError> {
+        self.extract_permitted(url, None, None).await
+    }
+
+    /// Extracts one URL with the given render mode.
+    pub async fn extract_with(&self, url: &str, mode: RenderMode) -> Result<Page, ExtractError> {
+        self.extract_permitted(url, Some(mode), None).await
+    }
+
+    /// Extracts one URL holding a slot the caller already took (so a
+    /// dispatcher can bound the tasks it spawns); `mode` defaults to the
+    /// knobs' mode for the URL's domain.
+    pub async fn extract_permitted(
+        &self,
+        url: &str,
+        mode: Option<RenderMode>,
+        permit: Option<SlotPermit>,
+    ) -> Result<Page, ExtractError> {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let mode = mode.unwrap_or_else(|| self.live.load().knobs.extract.render_mode_for(&host));
+        let started = Instant::now();
+        let result = self.run(url, mode, started, permit).await;
+        StageCompleted {
+            stage: STAGE,
+            ok: result.is_ok(),
+            elapsed: started.elapsed(),
+        }
+        .emit();
+        let scored = match &result {
+            Ok(page) => Some(page),
+            Err(err) => err.page.as_deref(),
+        };
+        if let Some(page) = scored {
+            PageScored {
+                host: &host,
+                render_mode: mode.as_str(),
+                quality: page.quality.score,
+                method: result.is_ok().then(|| page.method.as_str()),
+            }
+            .emit();
+        }
+        if let Err(err) = &result {
+            StageFailed {
+                stage: STAGE,
+                class: err.class,
+                error: err,
+            }
+            .emit();
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        url: &str,
+        mode: RenderMode,
+        started: Instant,
+        permit: Option<SlotPermit>,
+    ) -> Result<Page, ExtractError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| ExtractError::new(ErrorClass::Invalid, url, format!("not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(ExtractError::new(
+                ErrorClass::Invalid,
+                url,
+                "only http and https URLs with a host can be fetched".into(),
+            ));
+        }
+        let _permit = match permit {
+            Some(p) => p,
+            None => self.slots.acquire().await,
+        };
+        StageRequested { stage: STAGE }.emit();
+        SlotsSet {
+            stage: STAGE,
+            limit: self.slots.limit(),
+        }
+        .emit();
+        let _in_flight = metrics::InFlight::new(STAGE.as_str());
+        let queued = started.elapsed();
+        let fetched_at_ms = now_ms();
+        let fetch_started = Instant::now();
+        let (out, final_url, html_bytes) = match mode {
+            RenderMode::Http => {
+                let fetched = retry::retry(&self.live, STAGE, |_| self.fetcher.fetch(&parsed))
+                    .await
+                    .map_err(|mut e| {
+                        e.url = url.to_string();
+                        e
+                    })?;
+                let final_url = fetched.final_url.to_string();
+                let html_bytes = fetched.body.len();
+                let target = final_url.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    let html =
+                        fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
+                    Ok::<_, ExtractError>(content::extract(&html, Some(&target)))
+                })
+                .await
+                .map_err(|e| {
+                    ExtractError::new(ErrorClass::Invalid, url, format!("extractor crashed: {e}"))
+                })??;
+                (out, final_url, html_bytes)
+            }
+            RenderMode::Remote => {
+                let rendered = retry::retry(&self.live, STAGE, |_| self.renderer.render(url))
+                    .await
+                    .map_err(|mut e| {
+                        e.url = url.to_string();
+                        e
+                    })?;
+                (
+                    content::from_remote(rendered.title, &rendered.markdown),
+                    url.to_string(),
+                    0,
+                )
+            }
+        };
+        let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3 - out.micros as f64 / 1e3;
+        let domain = url::Url::parse(&final_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let page = Page {
+            url: url.to_string(),
+            final_url,
+            domain,
+            title: out.title,
+            markdown: out.markdown,
+            quality: out.quality,
+            render_mode: mode,
+            method: out.method,
+            trafilatura_confidence: out.trafilatura_confidence,
+            fetched_at_ms,
+            html_bytes,
+            timings: Timings {
+                queue_ms: queued.as_secs_f64() * 1e3,
+                fetch_ms: fetch_ms.max(0.0),
+                extract_ms: out.micros as f64 / 1e3,
+                total_ms: started.elapsed().as_secs_f64() * 1e3,
+            },
+        };
+        if page.quality.score < NO_CONTENT_SCORE {
+            let mut err = ExtractError::new(
+                ErrorClass::NoContent,
+                url,
+                format!(
+                    "no main content (quality {:.2}, {} words) with render mode {mode}",
+                    page.quality.score, page.quality.words
+                ),
+            );
+            err.page = Some(Box::new(page));
+            return Err(err);
+        }
+        Ok(page)
+    }
+}
+
+/// The pipeline's extract loop: one worker per URL, each holding an
+/// `extract.slots` slot; a page goes on to the transform, a failure to the
+/// dead letters.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    extract: Arc<ExtractStage>,
+    mut rx: mpsc::Receiver<(String, Origin)>,
+    transform_tx: mpsc::Sender<TransformIn>,
+) {
+    let mut dispatch = Dispatch::new(STAGE, ctx.letters.clone());
+    while let Some((url, origin)) = dispatch.next(&mut rx).await {
+        QueueDepth {
+            stage: STAGE,
+            depth: rx.len(),
+        }
+        .emit();
+        let (ctx, extract, transform_tx) = (ctx.clone(), extract.clone(), transform_tx.clone());
+        let held = vec![origin.letter()];
+        let slots = extract.slots.clone();
+        dispatch
+            .spawn(&slots, held, move |permit| async move {
+                match extract.extract_permitted(&url, None, Some(permit)).await {
+                    Ok(page) => {
+                        ctx.emit(PageExtracted);
+                        let item = DocItem {
+                            doc_id: url_doc_id(&url),
+                            url: page.final_url,
+                            title: page.title,
+                            text: page.markdown,
+                            quality: page.quality.score,
+                            render_mode: page.render_mode.as_str().to_string(),
+                            fetched_at_ms: page.fetched_at_ms,
+                            metadata: BTreeMap::new(),
+                            origin,
+                        };
+                        let _ = send_measured(&transform_tx, TransformIn::Doc(item), STAGE).await;
+                    }
+                    Err(e) => {
+                        let class = LetterClass::Error(e.class);
+                        ctx.dead_letter(STAGE, class, e.to_string(), origin).await;
+                    }
+                }
+            })
+            .await;
+    }
+    dispatch.drain().await;
+}
