@@ -14,7 +14,7 @@ mod common;
 
 fn settings(dir: &std::path::Path) -> Settings {
     let toml = format!(
-        "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
+        "[service]\ndata_dir = {:?}\ningest_token = \"ingest-t0ken\"\n[embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
         dir.display().to_string()
     );
     Settings::from_toml(&toml, "test", std::iter::empty()).unwrap()
@@ -37,7 +37,7 @@ async fn ingest_metrics_and_health_over_http() {
         source: runtime.source.clone(),
         metrics: freshet::metrics::install(),
         ready: Arc::new(AtomicBool::new(true)),
-        admin: None,
+        admin: Some(runtime.admin.clone()),
     };
     let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
         let _ = stop_rx.changed().await;
@@ -72,6 +72,8 @@ async fn ingest_metrics_and_health_over_http() {
     );
     let answer: serde_json::Value = client
         .post(format!("{base}/v1/ingest"))
+        .bearer_auth("ingest-t0ken")
+        .header("content-type", "application/x-ndjson")
         .body(body)
         .send()
         .await
