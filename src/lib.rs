@@ -8,6 +8,7 @@
 //! knobs        the live-tunable knobs, their paths ("extract.slots"), diff and patch
 //! live         LiveConfig: ArcSwap of a versioned knob snapshot + change notifications; Slots
 //! metrics      every metric name and label; the recorder: Prometheus + an in-process tap
+//! netguard     the outbound address guard: every fetch of a URL someone else chose resolves and connects through it
 //! dataplane/
 //!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
@@ -44,6 +45,7 @@ pub mod kafka;
 pub mod knobs;
 pub mod live;
 pub mod metrics;
+pub mod netguard;
 pub mod service;
 pub mod settings;
 pub mod sim;

@@ -52,6 +52,10 @@ pub const EXTRACT_QUALITY: &str = "freshet_extract_quality";
 pub const EXTRACT_PAGES_TOTAL: &str = "freshet_extract_pages_total";
 /// No labels.
 pub const EXTRACT_BYTES_TOTAL: &str = "freshet_extract_bytes_total";
+/// Counter: outbound fetches refused by the address guard; labels `stage`
+/// (extract) and `rule` (loopback, link_local, private, cgnat, unspecified, multicast, broadcast,
+/// reserved, benchmark, documentation, unique_local, site_local, scheme, no_host).
+pub const FETCH_BLOCKED_TOTAL: &str = "freshet_fetch_blocked_total";
 /// Labels: `stage`, `error_type`.
 pub const DLQ_RECORDS_TOTAL: &str = "freshet_dlq_records_total";
 /// Labels: `type` (keyword, url, document, delete, invalid).
@@ -514,7 +518,11 @@ pub fn describe() {
     );
     describe_counter!(
         STAGE_ERRORS_TOTAL,
-        "Failed units of work. stage: search|extract|…; error_type: timeout|rate_limited|upstream|connect|reset|too_large|redirect|decode|not_html|no_content|auth|not_found|client|parse|invalid"
+        "Failed units of work. stage: search|extract|…; error_type: timeout|rate_limited|upstream|connect|reset|too_large|redirect|decode|not_html|no_content|auth|not_found|client|parse|invalid|blocked"
+    );
+    describe_counter!(
+        FETCH_BLOCKED_TOTAL,
+        "Outbound fetches refused by the address guard (each also an error of type blocked). stage: extract; rule: loopback|link_local|private|cgnat|unspecified|multicast|broadcast|reserved|benchmark|documentation|unique_local|site_local|scheme|no_host"
     );
     describe_counter!(
         STAGE_RETRIES_TOTAL,

@@ -55,6 +55,103 @@ impl Serialize for Secret {
     }
 }
 
+/// Whether a `[kafka.properties]` key names a credential (a password,
+/// secret, token or key): its value is hidden wherever settings are shown.
+pub fn secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// `text` with the user information of every URL in it (`https://user:pass@host`)
+/// replaced by `***`, so credentials in URLs never reach output.
+pub fn scrub_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                matches!(
+                    c,
+                    '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`' | ')' | ']' | ','
+                ) || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with every one of `secrets` (non-empty) replaced by `***` and the
+/// user information of URLs hidden: for error messages of upstreams (the
+/// embedder, the LLM, the provider) that may echo a request.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "***");
+    }
+    scrub_userinfo(&text)
+}
+
+fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&scrub_userinfo(url))
+}
+
+fn serialize_properties<S: serde::Serializer>(
+    props: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(props.len()))?;
+    for (k, v) in props {
+        if secret_property(k) && !v.is_empty() {
+            map.serialize_entry(k, "***")?;
+        } else {
+            map.serialize_entry(k, &scrub_userinfo(v))?;
+        }
+    }
+    map.end()
+}
+
+/// Debug output of settings sections that hold credentials: their
+/// serialized (redacted) form, so `{:?}` in a log line hides them too.
+fn debug_redacted<T: Serialize>(name: &str, value: &T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match serde_json::to_string(value) {
+        Ok(json) => write!(f, "{name} {json}"),
+        Err(_) => write!(f, "{name} {{..}}"),
+    }
+}
+
+macro_rules! redacted_debug {
+    ($($t:ident),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                debug_redacted(stringify!($t), self, f)
+            }
+        }
+    )*};
+}
+
+redacted_debug!(
+    ProviderSettings,
+    EmbedSettings,
+    IndexSettings,
+    KafkaSettings,
+    LlmSettings
+);
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -81,11 +178,28 @@ pub struct ServiceSettings {
     /// How long a graceful stop waits for in-flight work.
     pub drain_timeout_s: u64,
     /// Guardrails file for knob changes (e.g. `policies/guardrails.toml`);
-    /// absent: only the knobs' structural limits and the default global limits.
+    /// absent: the shipped `policies/guardrails.toml`, compiled in. Knobs the
+    /// file does not name are closed to policies (deny by default).
     pub guardrails: Option<PathBuf>,
-    /// Bearer token for every changing admin call; prefer
+    /// Bearer token for every changing admin call (and, when the tokens
+    /// below are not set, for ingest and reads); prefer
     /// `FRESHET_SERVICE__ADMIN_TOKEN`. Empty: changes are refused.
     pub admin_token: Secret,
+    /// Bearer token for `POST /v1/ingest`; empty: `admin_token` serves.
+    /// Prefer `FRESHET_SERVICE__INGEST_TOKEN`.
+    pub ingest_token: Secret,
+    /// Bearer token for the reading `/v1/*` calls (config, audit,
+    /// controller status); empty: `admin_token` serves. Prefer
+    /// `FRESHET_SERVICE__READ_TOKEN`.
+    pub read_token: Secret,
+    /// Accept `POST /v1/ingest` without a token when no ingest or admin
+    /// token is set. Only on a loopback `listen` address: on any other the
+    /// service refuses to start without a token.
+    pub open_ingest: bool,
+    /// Key of the audit log's HMAC chain. Only from the environment
+    /// (`FRESHET_SERVICE__AUDIT_KEY`): a key written in the settings file
+    /// would sit beside the log it protects, so the file may not set it.
+    pub audit_key: Secret,
 }
 
 impl Default for ServiceSettings {
@@ -98,15 +212,20 @@ impl Default for ServiceSettings {
             drain_timeout_s: 30,
             guardrails: None,
             admin_token: Secret::default(),
+            ingest_token: Secret::default(),
+            read_token: Secret::default(),
+            open_ingest: false,
+            audit_key: Secret::default(),
         }
     }
 }
 
 /// `[provider]`: the SERPpost-style API used for search and remote rendering.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderSettings {
     /// Base URL of the API (`POST {base_url}/api/search`, `/api/url`).
+    #[serde(serialize_with = "serialize_url")]
     pub base_url: String,
     /// Bearer key; prefer `FRESHET_PROVIDER__API_KEY` to writing it in a file.
     pub api_key: Secret,
@@ -139,7 +258,16 @@ pub struct ExtractSettings {
     pub user_agent: String,
     /// Host name suffix -> IP address used instead of DNS (the simulator's
     /// `*.sim.test` domains, or a staging mirror). Empty in production.
+    /// The operator wrote these, so the outbound address guard trusts them:
+    /// a host matched here connects to its fixed address even if it is
+    /// loopback or private.
     pub resolve: BTreeMap<String, String>,
+    /// Exceptions to the outbound address guard (`crate::netguard`), which
+    /// otherwise refuses loopback, private, link-local and other internal
+    /// addresses for every page fetch and redirect hop: CIDRs
+    /// (`"10.1.0.0/16"`), single addresses, or host names (the host and its
+    /// subdomains, whatever they resolve to), e.g. `["10.1.0.0/16", "wiki.internal"]`.
+    pub allow_private: Vec<String>,
 }
 
 impl Default for ExtractSettings {
@@ -149,6 +277,7 @@ impl Default for ExtractSettings {
             max_redirects: 5,
             user_agent: concat!("freshet/", env!("CARGO_PKG_VERSION")).to_string(),
             resolve: BTreeMap::new(),
+            allow_private: Vec::new(),
         }
     }
 }
@@ -165,12 +294,13 @@ pub enum EmbedBackend {
 }
 
 /// `[embed]`: the embedding model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedSettings {
     /// `openai` or `hash`.
     pub backend: EmbedBackend,
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    #[serde(serialize_with = "serialize_url")]
     pub base_url: String,
     /// API key; prefer `FRESHET_EMBED__API_KEY`.
     pub api_key: Secret,
@@ -207,12 +337,13 @@ pub enum IndexBackend {
 }
 
 /// `[index]`: the vector store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexSettings {
     /// `edge` or `qdrant`.
     pub backend: IndexBackend,
     /// gRPC URL of the Qdrant server (`qdrant` only).
+    #[serde(serialize_with = "serialize_url")]
     pub url: String,
     /// API key of the Qdrant server; prefer `FRESHET_INDEX__API_KEY`.
     pub api_key: Secret,
@@ -323,7 +454,7 @@ impl TableMapping {
 
 /// `[kafka]`: the Kafka source, its dead-letter topic and the control topic
 /// that several instances share (`[source] kind = "kafka"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// Bootstrap brokers, comma separated (`host:port,host:port`); the
@@ -363,6 +494,9 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// Extra librdkafka properties (security, tuning), e.g.
     /// `"security.protocol" = "ssl"`; the ones freshet owns are refused.
+    /// Values of keys naming a password, secret, token or key are hidden
+    /// wherever settings are shown ([`secret_property`]).
+    #[serde(serialize_with = "serialize_properties")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -435,10 +569,11 @@ pub enum PolicyKind {
 }
 
 /// `[controller.llm]`: the chat endpoint of the `llm` policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmSettings {
     /// Base URL of an OpenAI-compatible API, up to and including `/v1`.
+    #[serde(serialize_with = "serialize_url")]
     pub base_url: String,
     /// Model name.
     pub model: String,
@@ -767,6 +902,15 @@ impl RawSettings {
         }
         if self.extract.max_redirects > 20 {
             return Err(invalid("extract.max_redirects", "at most 20".into()));
+        }
+        if let Err(e) = crate::netguard::Allow::parse(&self.extract.allow_private) {
+            return Err(invalid("extract.allow_private", e.to_string()));
+        }
+        if line_of(text, "service.audit_key").is_some() {
+            return Err(invalid(
+                "service.audit_key",
+                "the audit key may not be written in the settings file (it would sit beside the log it protects); set FRESHET_SERVICE__AUDIT_KEY in the environment".into(),
+            ));
         }
         let mut resolve = Vec::new();
         for (suffix, ip) in &self.extract.resolve {
@@ -1135,6 +1279,52 @@ mod tests {
         assert!(e.contains("one table per topic"), "{e}");
         // An embedded source ignores the [kafka] section's contents.
         assert!(load("[kafka]\nbrokers = \"\"\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn kafka_credentials_and_url_passwords_are_hidden_everywhere() {
+        let s = load(
+            "[provider]\nbase_url = \"https://u:PROVPASS@api.example/x\"\n\
+             [embed]\nbase_url = \"http://e:EMBPASS@10.0.0.1:8000/v1\"\n\
+             [kafka.properties]\n\"sasl.password\" = \"KPASS\"\n\"ssl.key.password\" = \"KEYPASS\"\n\
+             \"sasl.oauthbearer.client.secret\" = \"OSECRET\"\n\"sasl.username\" = \"bob\"\n",
+            &[("FRESHET_SERVICE__AUDIT_KEY", "AUDITKEY")],
+        )
+        .unwrap();
+        assert_eq!(s.kafka.properties["sasl.password"], "KPASS", "kept for use");
+        let shown = format!(
+            "{s:?} {} {}",
+            serde_json::to_string(&s).unwrap(),
+            toml::Table::try_from(&s).unwrap()
+        );
+        for secret in [
+            "PROVPASS", "EMBPASS", "KPASS", "KEYPASS", "OSECRET", "AUDITKEY",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("bob") && shown.contains("***@api.example"),
+            "{shown}"
+        );
+        assert!(secret_property("SASL.PASSWORD") && secret_property("ssl.keystore.key"));
+        assert!(!secret_property("security.protocol"));
+        assert_eq!(
+            scrub(
+                "POST http://a:b@h:1/v1 failed: key sk-123 refused",
+                &["sk-123"]
+            ),
+            "POST http://***@h:1/v1 failed: key *** refused"
+        );
+        assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(
+            scrub_userinfo("(http://x@y/z) and https://p:q@r"),
+            "(http://***@y/z) and https://***@r"
+        );
+        // The audit key belongs in the environment, not the file.
+        let err = load("[service]\naudit_key = \"k\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FRESHET_SERVICE__AUDIT_KEY"), "{err}");
     }
 
     #[test]

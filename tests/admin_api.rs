@@ -67,6 +67,7 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
     assert_eq!(r["version"], 2, "{r}");
     let config: Value = client
         .get(format!("{base}/v1/config"))
+        .bearer_auth("s3cret-token")
         .send()
         .await
         .unwrap()
@@ -169,6 +170,7 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
     assert_eq!(r["changed"], false, "pausing twice records once");
     let status: Value = client
         .get(format!("{base}/v1/controller"))
+        .bearer_auth("s3cret-token")
         .send()
         .await
         .unwrap()
@@ -187,6 +189,7 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
     // The audit log holds every event, in order, and verifies.
     let records: Value = client
         .get(format!("{base}/v1/audit?limit=100"))
+        .bearer_auth("s3cret-token")
         .send()
         .await
         .unwrap()

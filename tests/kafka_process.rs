@@ -114,7 +114,10 @@ impl Instance {
     }
 
     fn config(&self) -> serde_json::Value {
-        reqwest::blocking::get(format!("{}/v1/config", self.base))
+        reqwest::blocking::Client::new()
+            .get(format!("{}/v1/config", self.base))
+            .bearer_auth("secret")
+            .send()
             .unwrap()
             .json()
             .unwrap()

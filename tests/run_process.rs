@@ -31,7 +31,7 @@ fn run_serves_ingest_and_drains_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "[service]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n\
+            "[service]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\ningest_token = \"ingest-t0ken\"\n\
              [embed]\nbackend = \"hash\"\ndimensions = 64\n[source]\nfiles = [{:?}]\n",
             tmp.0.join("data").display().to_string(),
             tasks.display().to_string()
@@ -71,6 +71,8 @@ fn run_serves_ingest_and_drains_on_sigterm() {
     let body = serde_json::json!({"type": "document", "id": "from-http", "text": text}).to_string();
     let answer: serde_json::Value = client
         .post(format!("{base}/v1/ingest"))
+        .bearer_auth("ingest-t0ken")
+        .header("content-type", "application/x-ndjson")
         .body(body)
         .send()
         .unwrap()

@@ -14,6 +14,7 @@ mod common;
 
 fn settings(dir: &std::path::Path) -> Settings {
     common::TestSettings::new(dir)
+        .set("service.ingest_token", "ingest-t0ken")
         .set("knobs.transform.linger_ms", 2)
         .build()
 }
@@ -35,7 +36,7 @@ async fn ingest_metrics_and_health_over_http() {
         source: runtime.source.clone(),
         metrics: freshet::metrics::install(),
         ready: Arc::new(AtomicBool::new(true)),
-        admin: None,
+        admin: Some(runtime.admin.clone()),
     };
     let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
         let _ = stop_rx.changed().await;
@@ -70,6 +71,8 @@ async fn ingest_metrics_and_health_over_http() {
     );
     let answer: serde_json::Value = client
         .post(format!("{base}/v1/ingest"))
+        .bearer_auth("ingest-t0ken")
+        .header("content-type", "application/x-ndjson")
         .body(body)
         .send()
         .await

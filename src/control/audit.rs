@@ -5,13 +5,38 @@
 //! record carries a sequence number, the time, the config versions, the knob
 //! diff, the actor, the observation summary and the guard's verdict, plus
 //! `prev` (the previous record's hash) and `hash`: SHA-256 over the record's
-//! canonical JSON (keys sorted, `hash` left out). So:
+//! canonical JSON ([`canonical_json`]: keys sorted by their bytes, no
+//! whitespace, integers as written, other numbers in the shortest form that
+//! reads back to the same `f64` (ryu), strings escaped as JSON requires and
+//! nothing more; `hash` left out). The form is written out here, not left to
+//! serde_json, so a crate feature (`preserve_order`, say) cannot change what
+//! a hash covers; it is byte for byte what serde_json 1.x wrote for the logs
+//! before it, so those still verify. So:
 //!
 //! - an **edited** record no longer matches its `hash`;
 //! - a **removed** record breaks the `seq` sequence and the next `prev`;
 //! - **reordered** records break both as well;
+//! - **removed newest records** (truncation) leave a valid shorter chain,
+//!   which the **head file** catches: `audit.head` beside the log holds the
+//!   last `seq` and `hash`, replaced atomically (write, fsync, rename, fsync
+//!   the directory) after every append. [`verify`] refuses a log that ends
+//!   before the head's seq or whose record at that seq has another hash. A
+//!   log one record past its head is a crash between the two writes and is
+//!   accepted. A log without a head file (written before heads existed)
+//!   still verifies, and the report says it was not anchored;
+//! - a **rewritten** file with recomputed hashes passes all of the above,
+//!   unless the chain is keyed: with `FRESHET_SERVICE__AUDIT_KEY` set, every
+//!   new record's `hash` is an HMAC-SHA256 under that key (and the record
+//!   says `"keyed": true`), so nobody without the key can forge one. With a
+//!   key set, [`verify`] also refuses a chain whose records after the first
+//!   keyed one are not keyed, or that does not end keyed.
 //!
-//! and [`verify`] names the first record where the chain breaks.
+//! A head file on the same disk does not stop someone who can rewrite both
+//! files and cut the log: [`verify`] prints the head (seq, hash) so an
+//! operator can keep it elsewhere. Mirroring the head to the Kafka control
+//! topic is not built yet (issue 15, item 3).
+//!
+//! [`verify`] names the first record where the chain breaks.
 //!
 //! [`AuditLog::append`] writes the line and `fsync`s before it returns, so a
 //! caller that appends *before* swapping a config never has a swap without
@@ -24,9 +49,94 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// The environment variable holding the key of an HMAC chain.
+pub const AUDIT_KEY_VAR: &str = "FRESHET_SERVICE__AUDIT_KEY";
+
+/// The key of an HMAC chain from [`AUDIT_KEY_VAR`] (unset or empty: none).
+pub fn key_from_env() -> Option<Vec<u8>> {
+    std::env::var(AUDIT_KEY_VAR)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(String::into_bytes)
+}
+
+/// The canonical text of `value` that record hashes cover (module docs).
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push_str(&u.to_string());
+            } else if let Some(i) = n.as_i64() {
+                out.push_str(&i.to_string());
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() => out.push_str(ryu::Buffer::new().format_finite(f)),
+                    _ => out.push_str("null"),
+                }
+            }
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// The hash that the first record's `prev` holds.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -128,21 +238,115 @@ pub struct Record {
     pub event: Event,
     /// `hash` of the previous record ([`GENESIS`] for the first).
     pub prev: String,
-    /// SHA-256 (hex) of this record's canonical JSON without `hash`.
+    /// Whether `hash` is an HMAC under the audit key (absent: false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keyed: bool,
+    /// SHA-256 (hex) of this record's canonical JSON without `hash`, or
+    /// HMAC-SHA256 under the audit key when `keyed`.
     pub hash: String,
 }
 
 impl Record {
-    /// The hash this record should carry.
-    pub fn compute_hash(&self) -> String {
+    /// The text the hash covers: the canonical JSON without `hash`.
+    pub fn canonical(&self) -> String {
         let mut value = serde_json::to_value(self).expect("records serialize");
         if let Value::Object(map) = &mut value {
             map.remove("hash");
         }
-        // serde_json's Map is ordered by key: the text is canonical.
-        let canonical = serde_json::to_string(&value).expect("values serialize");
-        hex(&Sha256::digest(canonical.as_bytes()))
+        canonical_json(&value)
     }
+
+    /// The (unkeyed) hash this record should carry.
+    pub fn compute_hash(&self) -> String {
+        hex(&Sha256::digest(self.canonical().as_bytes()))
+    }
+
+    /// The HMAC-SHA256 under `key` this record should carry when keyed.
+    pub fn compute_mac(&self, key: &[u8]) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(self.canonical().as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Whether `hash` matches the content (in constant time for a MAC).
+    fn hash_matches(&self, key: Option<&[u8]>) -> bool {
+        match (self.keyed, key) {
+            (true, Some(key)) => {
+                let mut mac =
+                    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+                mac.update(self.canonical().as_bytes());
+                unhex(&self.hash).is_some_and(|h| mac.verify_slice(&h).is_ok())
+            }
+            (true, None) => false,
+            (false, _) => self.compute_hash() == self.hash,
+        }
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The head file: the last record's seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Last seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Where the head of the log at `path` is kept (`audit.jsonl` -> `audit.head`).
+pub fn head_path(path: &Path) -> PathBuf {
+    path.with_extension("head")
+}
+
+fn read_head(path: &Path) -> Result<Option<Head>, AuditError> {
+    let hp = head_path(path);
+    match std::fs::read(&hp) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| AuditError::Io {
+                path: hp.display().to_string(),
+                message: format!("not a head file ({e})"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::Io {
+            path: hp.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Replaces the head file atomically: temporary file, fsync, rename, fsync
+/// of the directory.
+fn write_head(path: &Path, head: &Head) -> std::io::Result<()> {
+    let hp = head_path(path);
+    let tmp = hp.with_extension("head.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(head).map_err(std::io::Error::other)?)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &hp)?;
+    if let Some(dir) = hp.parent() {
+        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -184,6 +388,44 @@ pub enum AuditError {
         /// Line.
         line: usize,
     },
+    /// The log ends before the seq its head file names: records were cut off.
+    #[error("audit log was truncated: it ends at seq {last} but {head_file} names seq {head_seq}")]
+    Truncated {
+        /// Last seq in the log.
+        last: u64,
+        /// Seq in the head file.
+        head_seq: u64,
+        /// The head file.
+        head_file: String,
+    },
+    /// The record at the head's seq has another hash, or the head lags.
+    #[error("audit log does not match its head file {head_file}: {message}")]
+    HeadMismatch {
+        /// The head file.
+        head_file: String,
+        /// What differs.
+        message: String,
+    },
+    /// A keyed record, but no key to check it.
+    #[error(
+        "audit record seq {seq} (line {line}) is HMAC-keyed: set {AUDIT_KEY_VAR} to verify it"
+    )]
+    KeyNeeded {
+        /// Sequence number.
+        seq: u64,
+        /// Line.
+        line: usize,
+    },
+    /// With a key set, records are not keyed where they must be.
+    #[error("audit record seq {seq} (line {line}) has no HMAC although the chain is keyed{why}: the file was rewritten without the key")]
+    NotKeyed {
+        /// Sequence number.
+        seq: u64,
+        /// Line.
+        line: usize,
+        /// Context.
+        why: String,
+    },
     /// The chain breaks: a record is missing or out of order.
     #[error("audit chain breaks at line {line}: expected seq {expected_seq} after {after}, found seq {found_seq}{why}")]
     Broken {
@@ -209,6 +451,11 @@ pub struct VerifyReport {
     pub head: String,
     /// Bytes of a torn final line (only reported; [`AuditLog::open`] repairs it).
     pub torn_tail_bytes: u64,
+    /// Whether the last record is HMAC-keyed (checked with the key).
+    pub keyed: bool,
+    /// Whether a head file was there and matched (false: a log from before
+    /// head files, or the head file was removed).
+    pub anchored: bool,
 }
 
 /// The log's bytes; a missing file is an empty log.
@@ -223,16 +470,70 @@ fn read_log(path: &Path) -> Result<Vec<u8>, AuditError> {
     }
 }
 
-/// Reads and checks a whole log; the error names the first bad record.
+/// Reads and checks a whole log with the key of [`AUDIT_KEY_VAR`], if set;
+/// the error names the first bad record.
 pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
+    verify_with_key(path, key_from_env().as_deref())
+}
+
+/// [`verify`] with an explicit key (None: an unkeyed chain).
+pub fn verify_with_key(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
     let bytes = read_log(path)?;
     let (complete, torn) = split_torn(&bytes);
-    let (records, head) = check_chain(complete)?;
+    let chain = check_chain(complete, key, true)?;
+    let anchored = check_head(path, &chain)?;
     Ok(VerifyReport {
-        records,
-        head,
+        records: chain.records,
+        head: chain.last_hash,
         torn_tail_bytes: torn as u64,
+        keyed: chain.last_keyed,
+        anchored,
     })
+}
+
+/// What a chain check found.
+struct Chain {
+    records: u64,
+    last_hash: String,
+    last_keyed: bool,
+    /// Hash per seq (index seq - 1), to check the head against.
+    hashes: Vec<String>,
+}
+
+/// Checks the log against its head file; true when there is one.
+fn check_head(path: &Path, chain: &Chain) -> Result<bool, AuditError> {
+    let Some(head) = read_head(path)? else {
+        return Ok(false);
+    };
+    let head_file = head_path(path).display().to_string();
+    if chain.records < head.seq {
+        return Err(AuditError::Truncated {
+            last: chain.records,
+            head_seq: head.seq,
+            head_file,
+        });
+    }
+    if head.seq > 0 && chain.hashes[(head.seq - 1) as usize] != head.hash {
+        return Err(AuditError::HeadMismatch {
+            head_file,
+            message: format!(
+                "the record at seq {} has hash {}, the head says {}",
+                head.seq,
+                chain.hashes[(head.seq - 1) as usize],
+                head.hash
+            ),
+        });
+    }
+    if chain.records > head.seq + 1 {
+        return Err(AuditError::HeadMismatch {
+            head_file,
+            message: format!(
+                "the head names seq {} but the log runs to seq {}: the head was not updated (or an older copy was put back)",
+                head.seq, chain.records
+            ),
+        });
+    }
+    Ok(true)
 }
 
 /// Splits off a final line without a newline.
@@ -243,11 +544,23 @@ fn split_torn(bytes: &[u8]) -> (&[u8], usize) {
     }
 }
 
-fn check_chain(bytes: &[u8]) -> Result<(u64, String), AuditError> {
+/// Checks every record; `require_keyed_tail`: with a key, the chain must
+/// end in a keyed record (verify), which a log whose key was just set does
+/// not yet do when it is opened.
+fn check_chain(
+    bytes: &[u8],
+    key: Option<&[u8]>,
+    require_keyed_tail: bool,
+) -> Result<Chain, AuditError> {
     let mut prev = GENESIS.to_string();
     let mut expected = 1u64;
+    let mut seen_keyed = false;
+    let mut last_keyed = false;
+    let mut hashes = Vec::new();
+    let mut last_line = 0;
     for (i, line) in bytes.lines().enumerate() {
         let line_no = i + 1;
+        last_line = line_no;
         let line = line.map_err(|e| AuditError::Malformed {
             line: line_no,
             message: e.to_string(),
@@ -256,7 +569,20 @@ fn check_chain(bytes: &[u8]) -> Result<(u64, String), AuditError> {
             line: line_no,
             message: e.to_string(),
         })?;
-        if record.compute_hash() != record.hash {
+        if record.keyed && key.is_none() {
+            return Err(AuditError::KeyNeeded {
+                seq: record.seq,
+                line: line_no,
+            });
+        }
+        if key.is_some() && seen_keyed && !record.keyed {
+            return Err(AuditError::NotKeyed {
+                seq: record.seq,
+                line: line_no,
+                why: " (an earlier record is keyed)".into(),
+            });
+        }
+        if !record.hash_matches(key) {
             return Err(AuditError::Edited {
                 seq: record.seq,
                 line: line_no,
@@ -279,16 +605,34 @@ fn check_chain(bytes: &[u8]) -> Result<(u64, String), AuditError> {
                 },
             });
         }
+        seen_keyed |= record.keyed;
+        last_keyed = record.keyed;
+        hashes.push(record.hash.clone());
         prev = record.hash;
         expected += 1;
     }
-    Ok((expected - 1, prev))
+    if require_keyed_tail && key.is_some() && expected > 1 && !last_keyed {
+        return Err(AuditError::NotKeyed {
+            seq: expected - 1,
+            line: last_line,
+            why: format!(
+                " ({AUDIT_KEY_VAR} is set; if it was set only now, start the service once so that a keyed record ends the chain)"
+            ),
+        });
+    }
+    Ok(Chain {
+        records: expected - 1,
+        last_hash: prev,
+        last_keyed,
+        hashes,
+    })
 }
 
 /// An open, verified log that appends records.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
+    key: Option<Vec<u8>>,
     state: Mutex<(std::fs::File, u64, String)>,
     mirror: std::sync::OnceLock<Mirror>,
 }
@@ -305,10 +649,17 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl AuditLog {
-    /// Opens (creating) `path`, verifies it, and repairs a torn last line by
-    /// cutting it off and recording the repair. A log that fails to verify
-    /// otherwise is an error: appending to a broken chain would hide it.
+    /// Opens (creating) `path`, verifies it (with the key of
+    /// [`AUDIT_KEY_VAR`], if set, which then keys every new record), and
+    /// repairs a torn last line by cutting it off and recording the repair.
+    /// A log that fails to verify otherwise is an error: appending to a
+    /// broken chain would hide it.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with_key(path, key_from_env())
+    }
+
+    /// [`open`](Self::open) with an explicit key (None: unkeyed records).
+    pub fn open_with_key(path: &Path, key: Option<Vec<u8>>) -> Result<AuditLog, AuditError> {
         let io = |e: std::io::Error| AuditError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -318,7 +669,9 @@ impl AuditLog {
         }
         let bytes = read_log(path)?;
         let (complete, torn) = split_torn(&bytes);
-        let (records, head) = check_chain(complete)?;
+        let chain = check_chain(complete, key.as_deref(), false)?;
+        check_head(path, &chain)?;
+        let (records, head) = (chain.records, chain.last_hash);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -332,6 +685,7 @@ impl AuditLog {
         }
         let log = AuditLog {
             path: path.to_path_buf(),
+            key,
             state: Mutex::new((file, records, head)),
             mirror: std::sync::OnceLock::new(),
         };
@@ -373,9 +727,13 @@ impl AuditLog {
             kind,
             event,
             prev: head.clone(),
+            keyed: self.key.is_some(),
             hash: String::new(),
         };
-        record.hash = record.compute_hash();
+        record.hash = match &self.key {
+            Some(key) => record.compute_mac(key),
+            None => record.compute_hash(),
+        };
         let mut line = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
         line.push(b'\n');
         use std::io::Seek;
@@ -386,6 +744,19 @@ impl AuditLog {
         }
         *last_seq = record.seq;
         *head = record.hash.clone();
+        // The record is durable; the head follows it (a crash in between
+        // leaves the log one record past its head, which verifies).
+        write_head(
+            &self.path,
+            &Head {
+                seq: record.seq,
+                hash: record.hash.clone(),
+            },
+        )
+        .map_err(|e| AuditError::Io {
+            path: head_path(&self.path).display().to_string(),
+            message: format!("cannot replace the head file: {e}"),
+        })?;
         if let Some(mirror) = self.mirror.get() {
             (mirror.0)(&record);
         }
@@ -583,13 +954,178 @@ mod tests {
         let mut last_removed = good.clone();
         last_removed.pop();
         write_lines(&path, &last_removed);
-        // Removing the newest record leaves a valid shorter chain; the head
-        // hash changes, which is what an external anchor would catch.
-        assert_eq!(verify(&path).unwrap().records, 5);
+        // Removing the newest record leaves a valid shorter chain: the head
+        // file catches it.
+        let err = verify(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::Truncated {
+                    last: 5,
+                    head_seq: 6,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            AuditLog::open(&path).is_err(),
+            "a truncated log is not appended to"
+        );
+        last_removed.truncate(2);
+        write_lines(&path, &last_removed);
+        assert!(matches!(
+            verify(&path).unwrap_err(),
+            AuditError::Truncated { last: 2, .. }
+        ));
+        // A log from before head files (no head) still verifies, unanchored.
+        write_lines(&path, &good);
+        std::fs::remove_file(head_path(&path)).unwrap();
+        let report = verify(&path).unwrap();
+        assert_eq!((report.records, report.anchored), (6, false));
 
         // A broken log is refused for appending, not papered over.
         write_lines(&path, &edited);
         assert!(AuditLog::open(&path).is_err());
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_key_order_and_is_fixed() {
+        let t = tmp("canon");
+        let path = t.0.join("audit.jsonl");
+        let log = AuditLog::open_with_key(&path, None).unwrap();
+        let r = log
+            .append(
+                EventKind::Committed,
+                Event {
+                    observation: json!({"zeta": 1.5e-9, "alpha": {"y": 2, "b": [0.1, -3]}, "mid": "tab\there \"q\" \u{1}"}),
+                    actor: json!({"policy": "heuristic"}),
+                    detail: "ok".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        drop(log);
+        // The same record with its keys written in reverse order, at every
+        // level, hashes the same.
+        fn reversed(v: &Value) -> String {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    keys.reverse();
+                    let parts: Vec<String> = keys
+                        .iter()
+                        .map(|k| {
+                            format!("{}:{}", serde_json::to_string(k).unwrap(), reversed(&m[*k]))
+                        })
+                        .collect();
+                    format!("{{{}}}", parts.join(","))
+                }
+                Value::Array(a) => {
+                    format!("[{}]", a.iter().map(reversed).collect::<Vec<_>>().join(","))
+                }
+                other => other.to_string(),
+            }
+        }
+        let line = lines(&path).remove(0);
+        let text = reversed(&serde_json::from_str::<Value>(&line).unwrap());
+        assert!(!text.starts_with("{\"actor\""), "{text}");
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.compute_hash(), r.hash);
+        write_lines(&path, &[text]);
+        assert_eq!(verify_with_key(&path, None).unwrap().records, 1);
+        // The form itself, byte for byte: sorted keys, ryu floats.
+        assert_eq!(
+            canonical_json(
+                &json!({"b": [1.0, 1e21, 1.5e-9, -0.0], "a": "x\u{7}\n", "c": {"z": null, "y": true}, "n": -3})
+            ),
+            r#"{"a":"x\u0007\n","b":[1.0,1e21,1.5e-9,-0.0],"c":{"y":true,"z":null},"n":-3}"#
+        );
+    }
+
+    #[test]
+    fn a_keyed_chain_refuses_a_rewrite_with_recomputed_hashes() {
+        let t = tmp("hmac");
+        let path = t.0.join("audit.jsonl");
+        let key = b"k3y-for-the-chain".to_vec();
+        let log = AuditLog::open_with_key(&path, Some(key.clone())).unwrap();
+        for i in 0..4u64 {
+            log.append(
+                EventKind::Applied,
+                Event {
+                    diff: json!([{"knob": "extract.slots", "from": i, "to": i + 1}]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        drop(log);
+        let report = verify_with_key(&path, Some(&key)).unwrap();
+        assert!(report.keyed && report.anchored && report.records == 4);
+        assert!(matches!(
+            verify_with_key(&path, None).unwrap_err(),
+            AuditError::KeyNeeded { seq: 1, .. }
+        ));
+        assert!(matches!(
+            verify_with_key(&path, Some(b"wrong")).unwrap_err(),
+            AuditError::Edited { seq: 1, .. }
+        ));
+        // Rewrite record 2 and recompute every hash (and the head) without the key.
+        let mut records = read_records(&path).unwrap();
+        records[1].event.diff = json!([{"knob": "extract.slots", "from": 1, "to": 99}]);
+        let forge = |records: &mut Vec<Record>, keyed: bool| {
+            let mut prev = GENESIS.to_string();
+            for r in records.iter_mut() {
+                r.prev = prev.clone();
+                r.keyed = keyed;
+                r.hash = r.compute_hash();
+                prev = r.hash.clone();
+            }
+            let text: Vec<String> = records
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap())
+                .collect();
+            write_lines(&path, &text);
+            write_head(
+                &path,
+                &Head {
+                    seq: records.len() as u64,
+                    hash: prev,
+                },
+            )
+            .unwrap();
+        };
+        forge(&mut records, true);
+        assert!(matches!(
+            verify_with_key(&path, Some(&key)).unwrap_err(),
+            AuditError::Edited { seq: 1, .. }
+        ));
+        // ... or as an unkeyed chain: refused while the key is set.
+        forge(&mut records, false);
+        assert!(matches!(
+            verify_with_key(&path, Some(&key)).unwrap_err(),
+            AuditError::NotKeyed { .. }
+        ));
+        // (Without the key nothing tells the forgery apart: that is what the key is for.)
+        assert!(verify_with_key(&path, None).is_ok());
+    }
+
+    #[test]
+    fn an_unkeyed_log_takes_a_key_later() {
+        let t = tmp("later");
+        let path = t.0.join("audit.jsonl");
+        filled(&path, 2);
+        let key = b"new-key".to_vec();
+        // Opening with a new key is fine; verify wants a keyed end until then.
+        let log = AuditLog::open_with_key(&path, Some(key.clone())).unwrap();
+        assert!(matches!(
+            verify_with_key(&path, Some(&key)).unwrap_err(),
+            AuditError::NotKeyed { seq: 2, .. }
+        ));
+        log.append(EventKind::Started, Event::default()).unwrap();
+        let report = verify_with_key(&path, Some(&key)).unwrap();
+        assert_eq!((report.records, report.keyed), (3, true));
     }
 
     #[test]
@@ -615,7 +1151,9 @@ mod tests {
             VerifyReport {
                 records: 4,
                 head: records[3].hash.clone(),
-                torn_tail_bytes: 0
+                torn_tail_bytes: 0,
+                keyed: false,
+                anchored: true,
             }
         );
     }

@@ -8,7 +8,11 @@
 //! rollback thresholds. [`Guard::check`] gives every proposed change a
 //! [`Verdict`] with a reason:
 //!
-//! - **rejected**: unknown knob, wrong JSON type (no coercion: `"12"` is not
+//! - **rejected**: a knob the file does not name, when a policy proposes
+//!   it (**deny by default** for automatic changes: a knob is open to the
+//!   controller only with a `[knobs."<path>"]` table; operators may still
+//!   change it through the admin API, which is audited, see
+//!   [`Guard::check_operator`]), unknown knob, wrong JSON type (no coercion: `"12"` is not
 //!   12), a non-finite number, a value outside the knob's bounds or allowed
 //!   values, a knob in cooldown or needing approval, or past the per-decision
 //!   limit. Proposals come from an LLM, an untrusted source: nothing
@@ -29,6 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::knobs::{self, Change, KnobKind, Knobs};
+
+/// The shipped guardrails file.
+const BUILTIN: &str = include_str!("../../policies/guardrails.toml");
 
 /// `[global]` of the guardrails file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +308,14 @@ impl Guard {
         Ok(Guard { file })
     }
 
+    /// The shipped `policies/guardrails.toml`, compiled in: the guard when
+    /// `[service] guardrails` names no file (an empty guard would leave the
+    /// controller nothing it may change).
+    pub fn builtin() -> Guard {
+        Guard::from_toml(BUILTIN, "<built-in policies/guardrails.toml>")
+            .expect("the shipped guardrails are valid (tested)")
+    }
+
     /// Loads a guardrails file.
     pub fn load(path: &Path) -> Result<Guard, GuardError> {
         let text = std::fs::read_to_string(path).map_err(|e| GuardError {
@@ -335,7 +350,8 @@ impl Guard {
         &self.file
     }
 
-    /// Judges a proposal against the knobs in force. `since_change(knob)`
+    /// Judges a policy's proposal against the knobs in force: a knob the
+    /// file does not name is refused (deny by default). `since_change(knob)`
     /// gives the seconds since that knob last changed (None: never).
     pub fn check(
         &self,
@@ -343,11 +359,40 @@ impl Guard {
         current: &Knobs,
         since_change: impl Fn(&str) -> Option<u64>,
     ) -> Vec<Verdict> {
+        self.check_as(proposal, current, since_change, true)
+    }
+
+    /// Judges an operator's change (admin API without `force`): like
+    /// [`check`](Self::check), but a knob the file does not name is open
+    /// within its structural limits (a person decided, and it is audited).
+    pub fn check_operator(
+        &self,
+        proposal: &[Change],
+        current: &Knobs,
+        since_change: impl Fn(&str) -> Option<u64>,
+    ) -> Vec<Verdict> {
+        self.check_as(proposal, current, since_change, false)
+    }
+
+    fn check_as(
+        &self,
+        proposal: &[Change],
+        current: &Knobs,
+        since_change: impl Fn(&str) -> Option<u64>,
+        automatic: bool,
+    ) -> Vec<Verdict> {
         let mut verdicts = Vec::with_capacity(proposal.len());
         let mut accepted = 0usize;
         let mut seen = std::collections::HashSet::new();
         for change in proposal {
-            let verdict = self.check_one(change, current, &since_change, accepted, &mut seen);
+            let verdict = self.check_one(
+                change,
+                current,
+                &since_change,
+                accepted,
+                &mut seen,
+                automatic,
+            );
             if !matches!(verdict, Verdict::Rejected { .. }) {
                 accepted += 1;
             }
@@ -363,6 +408,7 @@ impl Guard {
         since_change: &impl Fn(&str) -> Option<u64>,
         accepted: usize,
         seen: &mut std::collections::HashSet<String>,
+        automatic: bool,
     ) -> Verdict {
         let reject = |reason: String| Verdict::Rejected {
             knob: change.knob.clone(),
@@ -384,12 +430,16 @@ impl Guard {
                 self.file.global.max_changes_per_decision
             ));
         }
-        let rule = self
-            .file
-            .knobs
-            .get(&change.knob)
-            .cloned()
-            .unwrap_or_default();
+        let rule = match self.file.knobs.get(&change.knob) {
+            Some(rule) => rule.clone(),
+            None if automatic => {
+                return reject(format!(
+                    "`{}` has no [knobs.\"{}\"] table in the guardrails: automatic changes are denied by default (an operator can still change it through the admin API)",
+                    change.knob, change.knob
+                ))
+            }
+            None => KnobRule::default(),
+        };
         if rule.frozen {
             return reject("the knob is frozen by policy".into());
         }
@@ -543,6 +593,11 @@ allowed = ["http", "remote"]
 
 [knobs."transform.min_quality"]
 approval = true
+
+[knobs."search.slots"]
+[knobs."embed.slots"]
+[knobs."index.slots"]
+[knobs."embed.batch_size"]
 "#;
 
     fn guard() -> Guard {
@@ -598,6 +653,55 @@ approval = true
         }
         let v = g.check(&[Change::new("extract.slots", 12)], &k, |_| Some(5));
         assert!(matches!(&v[0], Verdict::Rejected { reason, .. } if reason.contains("cooldown")));
+    }
+
+    #[test]
+    fn knobs_the_file_does_not_name_are_closed_to_policies_only() {
+        let g = guard();
+        let k = Knobs::default();
+        let change = [Change::new("source.max_in_flight", 1_000_000)];
+        match &g.check(&change, &k, |_| None)[0] {
+            Verdict::Rejected { reason, .. } => {
+                assert!(reason.contains("denied by default"), "{reason}")
+            }
+            other => panic!("a policy changed an unlisted knob: {other:?}"),
+        }
+        // An operator may, within the knob's structural limits.
+        assert!(matches!(
+            &g.check_operator(&change, &k, |_| None)[0],
+            Verdict::Accepted { .. }
+        ));
+        // An empty file leaves a policy nothing at all.
+        let empty = Guard::from_toml("", "t").unwrap();
+        let v = empty.check(&[Change::new("extract.slots", 9)], &k, |_| None);
+        assert!(matches!(&v[0], Verdict::Rejected { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn the_shipped_file_bounds_every_knob() {
+        let g = Guard::builtin();
+        for spec in knobs::SPECS {
+            let rule = g.file().knobs.get(spec.path).unwrap_or_else(|| {
+                panic!("policies/guardrails.toml has no [knobs.\"{}\"]", spec.path)
+            });
+            if rule.approval || rule.frozen {
+                continue;
+            }
+            match spec.kind {
+                KnobKind::Integer | KnobKind::Number => assert!(
+                    rule.min.is_some() && rule.max.is_some(),
+                    "{}: a policy may change it, so it needs min and max",
+                    spec.path
+                ),
+                KnobKind::RenderMode | KnobKind::RenderModeMap => {
+                    assert!(rule.allowed.is_some(), "{}", spec.path)
+                }
+            }
+        }
+        // The bounds are tighter than the code's for the knobs that hurt
+        // most when pushed to the structural maximum.
+        let in_flight = &g.file().knobs["source.max_in_flight"];
+        assert!(in_flight.max.unwrap() <= 100_000.0);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub enum ErrorClass {
     Parse,
     /// The input is invalid (bad URL, bad task).
     Invalid,
+    /// The outbound address guard refused the address (loopback, private,
+    /// link-local, …; see `crate::netguard`) or the scheme.
+    Blocked,
 }
 
 impl ErrorClass {
@@ -89,6 +92,7 @@ impl ErrorClass {
             ErrorClass::Client => "client",
             ErrorClass::Parse => "parse",
             ErrorClass::Invalid => "invalid",
+            ErrorClass::Blocked => "blocked",
         }
     }
 

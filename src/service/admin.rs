@@ -12,10 +12,15 @@
 //!   stop and restart the controller's decisions (it keeps observing);
 //! - `GET  /v1/controller`: paused or not, and what the controller did so far.
 //!
-//! Every changing call needs `Authorization: Bearer <service.admin_token>`;
-//! a missing or wrong token is answered 401 and recorded in the audit log
-//! (without the token). Changes are serialized by one lock, and each is
-//! fsynced to the audit log **before** the knob swap it describes.
+//! Every `/v1/*` call needs a bearer token ([`Access`]): changes need
+//! `Authorization: Bearer <service.admin_token>`; the reading calls need
+//! `service.read_token` (or the admin token), `POST /v1/ingest` needs
+//! `service.ingest_token` (or the admin token). A missing or wrong token is
+//! answered 401 and recorded in the audit log (without the token). Tokens
+//! are compared as SHA-256 digests in constant time, so neither their
+//! content nor their length leaks through timing. Changes are serialized by
+//! one lock, and each is fsynced to the audit log **before** the knob swap
+//! it describes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +38,7 @@ use crate::control::guard::Verdict;
 use crate::control::rollout::{self, ApplyError};
 use crate::control::{ControlState, ControllerReport};
 use crate::knobs::{self, Change};
-use crate::settings::Secret;
+use crate::settings::{Secret, ServiceSettings};
 
 /// Most changes one request may carry.
 pub const MAX_CHANGES: usize = 64;
@@ -44,8 +49,8 @@ pub struct AdminState {
     /// Knobs, guard, change lock, cooldowns and audit log, shared with the
     /// controller.
     pub control: Arc<ControlState>,
-    /// The bearer token for changes.
-    pub token: Secret,
+    /// The bearer tokens of the `/v1/*` calls.
+    pub access: Access,
     /// The running controller's report, once it runs.
     pub controller: std::sync::Mutex<Option<Arc<std::sync::Mutex<ControllerReport>>>>,
     /// Refusals are audited at most once a second; the rest are counted
@@ -55,11 +60,11 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// State over `control`, with `token` guarding every change.
-    pub fn new(control: Arc<ControlState>, token: Secret) -> AdminState {
+    /// State over `control`, with `access` guarding every call.
+    pub fn new(control: Arc<ControlState>, access: Access) -> AdminState {
         AdminState {
             control,
-            token,
+            access,
             controller: Default::default(),
             refusals: Default::default(),
         }
@@ -83,24 +88,125 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-/// 401 unless the bearer token matches; refusals are audited.
-fn authorize(st: &AdminState, headers: &HeaderMap, what: &str) -> Result<(), Box<Response>> {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = !st.token.is_empty()
-        && given.is_some_and(|g| constant_time_eq(g.as_bytes(), st.token.expose().as_bytes()));
-    if ok {
-        return Ok(());
+/// What a `/v1/*` call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Changes: knobs, rollback, pause, resume (`admin_token`).
+    Admin,
+    /// `POST /v1/ingest` (`ingest_token`, else `admin_token`).
+    Ingest,
+    /// Reading calls: config, audit, controller (`read_token`, else `admin_token`).
+    Read,
+}
+
+/// The bearer tokens of the `/v1/*` calls (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    admin: Secret,
+    ingest: Secret,
+    read: Secret,
+    open_ingest: bool,
+}
+
+/// Why the service must not start with these tokens on this address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing to start: [service] listen = {listen} is not a loopback address and no ingest or admin token is set, so anyone who can reach it could add and delete documents and spend search credits; set FRESHET_SERVICE__INGEST_TOKEN (or FRESHET_SERVICE__ADMIN_TOKEN), or listen on 127.0.0.1 (where [service] open_ingest = true allows ingest without a token)")]
+pub struct OpenToTheNetwork {
+    /// The address.
+    pub listen: String,
+}
+
+impl Access {
+    /// The tokens of `[service]`.
+    pub fn from_settings(s: &ServiceSettings) -> Access {
+        Access {
+            admin: s.admin_token.clone(),
+            ingest: s.ingest_token.clone(),
+            read: s.read_token.clone(),
+            open_ingest: s.open_ingest,
+        }
     }
-    let why = if st.token.is_empty() {
-        "no admin token is configured (set FRESHET_SERVICE__ADMIN_TOKEN)"
-    } else if given.is_none() {
-        "missing bearer token"
-    } else {
-        "wrong bearer token"
+
+    /// The startup check: without any ingest or admin token, ingest may
+    /// only be served on a loopback address. An address that does not
+    /// parse is left to the listener to report.
+    pub fn check_listen(&self, listen: &str) -> Result<(), OpenToTheNetwork> {
+        let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+            return Ok(());
+        };
+        if self.admin.is_empty() && self.ingest.is_empty() && !addr.ip().is_loopback() {
+            return Err(OpenToTheNetwork {
+                listen: listen.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `role` is allowed with no token at all (only ingest, on
+    /// loopback, with `open_ingest` and no token configured).
+    fn open(&self, role: Role) -> bool {
+        role == Role::Ingest && self.open_ingest && self.admin.is_empty() && self.ingest.is_empty()
+    }
+
+    /// `Ok` when the request's bearer token may do `role`, else why not.
+    pub fn check(&self, role: Role, headers: &HeaderMap) -> Result<(), &'static str> {
+        if self.open(role) {
+            return Ok(());
+        }
+        let accepted: Vec<&Secret> = match role {
+            Role::Admin => vec![&self.admin],
+            Role::Ingest => vec![&self.ingest, &self.admin],
+            Role::Read => vec![&self.read, &self.admin],
+        }
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+        if accepted.is_empty() {
+            return Err(match role {
+                Role::Admin => "no admin token is configured (set FRESHET_SERVICE__ADMIN_TOKEN)",
+                Role::Ingest => "no ingest token is configured (set FRESHET_SERVICE__INGEST_TOKEN, or [service] open_ingest = true on a loopback address)",
+                Role::Read => "no read token is configured (set FRESHET_SERVICE__READ_TOKEN or FRESHET_SERVICE__ADMIN_TOKEN)",
+            });
+        }
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(given) = given else {
+            return Err("missing bearer token");
+        };
+        // Every candidate is compared, so timing does not tell which matched.
+        let matched = accepted.iter().fold(false, |m, t| {
+            m | tokens_equal(given.as_bytes(), t.expose().as_bytes())
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err("wrong bearer token")
+        }
+    }
+}
+
+/// Constant time in the content and the length of both tokens: SHA-256
+/// digests (fixed length) compared with `subtle`.
+fn tokens_equal(given: &[u8], want: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let a = Sha256::digest(given);
+    let b = Sha256::digest(want);
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// 401 unless the bearer token may do `role`; refusals are audited.
+pub(crate) fn authorize(
+    st: &AdminState,
+    headers: &HeaderMap,
+    what: &str,
+    role: Role,
+) -> Result<(), Box<Response>> {
+    let Err(why) = st.access.check(role, headers) else {
+        return Ok(());
     };
     let suppressed = {
         let mut r = st.refusals.lock().unwrap_or_else(|p| p.into_inner());
@@ -175,11 +281,10 @@ fn flush_refusals_at(st: &AdminState, when: Instant) {
     });
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn config(State(st): State<Arc<AdminState>>) -> Response {
+async fn config(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers, "GET /v1/config", Role::Read) {
+        return *r;
+    }
     let snapshot = st.control.live.load();
     Json(json!({"version": snapshot.version, "knobs": snapshot.knobs})).into_response()
 }
@@ -198,7 +303,7 @@ async fn patch_knobs(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&st, &headers, "PATCH /v1/knobs") {
+    if let Err(r) = authorize(&st, &headers, "PATCH /v1/knobs", Role::Admin) {
         return *r;
     }
     let req: PatchRequest = match serde_json::from_slice(&body) {
@@ -250,7 +355,7 @@ async fn patch_knobs(
             .collect()
     } else {
         c.guard()
-            .check(&req.changes, &current.knobs, c.since_change())
+            .check_operator(&req.changes, &current.knobs, c.since_change())
     };
     let actor = json!({"operator": operator, "force": req.force});
     let applied: Vec<Change> = verdicts.iter().filter_map(Verdict::change).collect();
@@ -331,7 +436,7 @@ async fn rollback(
     Query(q): Query<RollbackQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&st, &headers, "POST /v1/rollback") {
+    if let Err(r) = authorize(&st, &headers, "POST /v1/rollback", Role::Admin) {
         return *r;
     }
     let operator = q.operator.unwrap_or_default();
@@ -398,7 +503,7 @@ fn set_paused(st: &AdminState, q: OperatorQuery, headers: &HeaderMap, paused: bo
     } else {
         "POST /v1/controller/resume"
     };
-    if let Err(r) = authorize(st, headers, what) {
+    if let Err(r) = authorize(st, headers, what, Role::Admin) {
         return *r;
     }
     let operator = q.operator.unwrap_or_default();
@@ -433,7 +538,10 @@ fn set_paused(st: &AdminState, q: OperatorQuery, headers: &HeaderMap, paused: bo
     Json(json!({"paused": paused, "changed": changed})).into_response()
 }
 
-async fn controller_status(State(st): State<Arc<AdminState>>) -> Response {
+async fn controller_status(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers, "GET /v1/controller", Role::Read) {
+        return *r;
+    }
     let report = st
         .controller
         .lock()
@@ -454,7 +562,14 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit_records(State(st): State<Arc<AdminState>>, Query(q): Query<AuditQuery>) -> Response {
+async fn audit_records(
+    State(st): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers, "GET /v1/audit", Role::Read) {
+        return *r;
+    }
     match audit::read_records(st.control.audit.path()) {
         Ok(records) => {
             let after = q.after.unwrap_or(0);

@@ -5,7 +5,14 @@
 //! - `GET /metrics`: Prometheus text format;
 //! - `POST /v1/ingest`: one JSON task per line of the body (at most 16 MiB);
 //!   answers `{"accepted": n, "rejected": m}`; malformed lines are
-//!   dead-lettered with their line number.
+//!   dead-lettered with their line number. It needs
+//!   `Authorization: Bearer <ingest_token or admin_token>` (401 otherwise;
+//!   `[service] open_ingest = true` lifts this on loopback when no token is
+//!   set) and `Content-Type: application/x-ndjson` or `application/json`
+//!   (415 otherwise), so a web page in an operator's browser cannot post
+//!   tasks with a plain form or a "simple" cross-origin request.
+//!
+//! `/healthz`, `/readyz` and `/metrics` stay open (probes and scrapers).
 //!
 //! It binds to loopback by default (`[service] listen`), and also serves the
 //! admin API ([`crate::service::admin`]) when one is given.
@@ -74,7 +81,50 @@ async fn metrics(State(st): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn ingest(State(st): State<HttpState>, body: axum::body::Bytes) -> Response {
+/// Content types `POST /v1/ingest` accepts.
+pub const INGEST_CONTENT_TYPES: &[&str] = &["application/x-ndjson", "application/json"];
+
+async fn ingest(
+    State(st): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::service::admin::{authorize, Access, Role};
+    let allowed = match &st.admin {
+        Some(admin) => authorize(admin, &headers, "POST /v1/ingest", Role::Ingest),
+        // No admin state: no tokens known, so only refusals are possible.
+        None => Access::default()
+            .check(Role::Ingest, &headers)
+            .map_err(|why| {
+                Box::new(
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        Json(serde_json::json!({"error": why})),
+                    )
+                        .into_response(),
+                )
+            }),
+    };
+    if let Err(r) = allowed {
+        return *r;
+    }
+    let mime = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !INGEST_CONTENT_TYPES.contains(&mime.as_str()) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(serde_json::json!({
+                "error": format!(
+                    "Content-Type `{mime}` is not accepted; send one JSON task per line as application/x-ndjson (or application/json)"
+                )
+            })),
+        )
+            .into_response();
+    }
     if !st.ready.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

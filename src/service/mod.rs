@@ -83,7 +83,7 @@ impl IndexMeta {
                 String::new()
             },
             base_url: if openai {
-                settings.embed.base_url.clone()
+                crate::settings::scrub_userinfo(&settings.embed.base_url)
             } else {
                 String::new()
             },
@@ -212,6 +212,10 @@ impl Runtime {
     }
 
     async fn build_with(settings: &Settings, intake: bool) -> Result<Runtime> {
+        if intake {
+            admin::Access::from_settings(&settings.service)
+                .check_listen(&settings.service.listen)?;
+        }
         let data_dir = &settings.service.data_dir;
         let kafka_mode = settings.source.kind == SourceKind::Kafka;
         let instance_id = if settings.kafka.instance_id.is_empty() {
@@ -258,7 +262,7 @@ impl Runtime {
         });
         let guard = match &settings.service.guardrails {
             Some(path) => crate::control::guard::Guard::load(path)?,
-            None => crate::control::guard::Guard::from_toml("", "<built-in guardrails>")?,
+            None => crate::control::guard::Guard::builtin(),
         };
         let audit = Arc::new(crate::control::audit::AuditLog::open(
             &data_dir.join("audit.jsonl"),
@@ -287,7 +291,7 @@ impl Runtime {
         ));
         let admin = Arc::new(admin::AdminState::new(
             control.clone(),
-            settings.service.admin_token.clone(),
+            admin::Access::from_settings(&settings.service),
         ));
         let tracker = AckTracker::new(&live);
         let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());

@@ -19,6 +19,8 @@ pub struct OpenAiEmbedder {
     dim: usize,
     /// Send `dimensions` in the request (only models that support it).
     send_dimensions: bool,
+    /// The key, to scrub from error messages.
+    api_key: crate::settings::Secret,
 }
 
 impl std::fmt::Debug for OpenAiEmbedder {
@@ -47,6 +49,7 @@ impl OpenAiEmbedder {
             model: model.to_string(),
             dim,
             send_dimensions,
+            api_key: crate::settings::Secret::new(api_key),
         }
     }
 }
@@ -96,7 +99,11 @@ impl Embedder for OpenAiEmbedder {
             .create(request)
             .await
             .map_err(|e| {
-                let message: String = e.to_string().chars().take(300).collect();
+                let message: String =
+                    crate::settings::scrub(&e.to_string(), &[self.api_key.expose()])
+                        .chars()
+                        .take(300)
+                        .collect();
                 EmbedError {
                     backend: "openai",
                     class: classify(&e),

@@ -10,9 +10,15 @@
 //! - gzip is decoded transparently; the charset comes from the
 //!   `Content-Type` header, else a `<meta>` declaration, else a BOM, else
 //!   UTF-8; text with many invalid sequences fails as `decode` rather than
-//!   feeding replacement characters to the index.
+//!   feeding replacement characters to the index;
+//! - every address is judged by the outbound guard ([`crate::netguard`]):
+//!   host names are resolved once by the guarded resolver (the connection
+//!   goes to the checked address), literal-IP URLs are checked before the
+//!   request and on every redirect hop; a refusal fails as `blocked`.
+//!   System proxies are not used: a proxy would resolve (and reach) the
+//!   address itself, out of the guard's sight.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +27,7 @@ use bytes::Bytes;
 use super::ExtractError;
 use crate::dataplane::retry::{parse_retry_after, ErrorClass};
 use crate::dataplane::search::serppost::read_capped;
+use crate::netguard::{Allow, Blocked, NetGuard};
 use crate::settings::ExtractSettings;
 
 /// Share of replacement characters above which a page fails to decode.
@@ -39,55 +46,37 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
-/// Resolves host names by suffix to fixed addresses, else through the system
-/// resolver. Used to point the simulator's `*.sim.test` domains at loopback.
-#[derive(Debug, Clone)]
-struct SuffixResolver {
-    map: Arc<Vec<(String, IpAddr)>>,
-}
-
-impl reqwest::dns::Resolve for SuffixResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
-        let fixed = self.map.iter().find_map(|(suffix, ip)| {
-            let matches = host == *suffix
-                || (host.len() > suffix.len()
-                    && host.ends_with(suffix.as_str())
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.');
-            matches.then_some(*ip)
-        });
-        Box::pin(async move {
-            if let Some(ip) = fixed {
-                let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(SocketAddr::new(ip, 0)));
-                return Ok(addrs);
-            }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
-                .collect();
-            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 /// The page fetcher (one per process; clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     max_bytes: usize,
+    guard: Arc<NetGuard>,
 }
 
 impl Fetcher {
     /// A fetcher with the limits of `settings`; `resolve` maps host suffixes
-    /// to fixed addresses.
+    /// to fixed addresses (trusted: the operator set them), and
+    /// `settings.allow_private` opens private addresses or hosts.
     pub fn new(
         settings: &ExtractSettings,
         resolve: &[(String, IpAddr)],
     ) -> Result<Fetcher, ExtractError> {
+        let allow = Allow::parse(&settings.allow_private).map_err(|e| {
+            ExtractError::new(
+                ErrorClass::Invalid,
+                "",
+                format!("[extract] allow_private: {e}"),
+            )
+        })?;
+        let guard = Arc::new(NetGuard::new(allow, resolve));
         let max_redirects = settings.max_redirects as usize;
+        let hop_guard = guard.clone();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().iter().any(|u| u == attempt.url()) {
+            // Literal-IP hops never reach the resolver: judge them here.
+            if let Err(blocked) = hop_guard.check_url(attempt.url()) {
+                attempt.error(blocked)
+            } else if attempt.previous().iter().any(|u| u == attempt.url()) {
                 attempt.error("redirect loop")
             } else if attempt.previous().len() > max_redirects {
                 attempt.error(format!("more than {max_redirects} redirects"))
@@ -95,17 +84,14 @@ impl Fetcher {
                 attempt.follow()
             }
         });
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(policy)
             .user_agent(settings.user_agent.clone())
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(32)
-            .gzip(true);
-        if !resolve.is_empty() {
-            builder = builder.dns_resolver(Arc::new(SuffixResolver {
-                map: Arc::new(resolve.to_vec()),
-            }));
-        }
+            .gzip(true)
+            .no_proxy()
+            .dns_resolver(guard.resolver());
         let client = builder.build().map_err(|e| {
             ExtractError::new(
                 ErrorClass::Invalid,
@@ -116,13 +102,27 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             max_bytes: settings.max_bytes as usize,
+            guard,
         })
+    }
+
+    /// The address guard this fetcher connects through (for any other
+    /// component that fetches URLs it did not choose).
+    pub fn guard(&self) -> &Arc<NetGuard> {
+        &self.guard
     }
 
     /// One GET of `url`. The caller bounds it in time.
     pub async fn fetch(&self, url: &url::Url) -> Result<Fetched, ExtractError> {
         let started = Instant::now();
         let fail = |class, message: String| ExtractError::new(class, url.as_str(), message);
+        let blocked = |b: &Blocked| {
+            b.emit();
+            fail(ErrorClass::Blocked, b.to_string())
+        };
+        if let Err(b) = self.guard.check_url(url) {
+            return Err(blocked(&b));
+        }
         let response = self
             .client
             .get(url.clone())
@@ -132,7 +132,10 @@ impl Fetcher {
             )
             .send()
             .await
-            .map_err(|e| fail(ErrorClass::from_reqwest(&e), describe(&e)))?;
+            .map_err(|e| match Blocked::find_in(&e) {
+                Some(b) => blocked(b),
+                None => fail(ErrorClass::from_reqwest(&e), describe(&e)),
+            })?;
         let status = response.status();
         let final_url = response.url().clone();
         let retry_after = response
