@@ -8,7 +8,9 @@
 //! shells, error pages, empty bodies) fails as `no_content`, and the error
 //! still carries the page and its score for debugging and render escalation.
 
+pub mod batch;
 pub mod content;
+pub mod corpus;
 pub mod fetch;
 pub mod quality;
 pub mod render;
