@@ -438,7 +438,7 @@ impl InternalEvent for StageCompleted {
 }
 
 /// A unit of work failed: counted by stage and class, logged rate-limited.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct StageFailed<'a> {
     /// The stage.
     pub stage: Stage,

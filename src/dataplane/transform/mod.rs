@@ -37,7 +37,6 @@ pub(crate) mod stage;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
-use uuid::Uuid;
 
 use crate::dataplane::index::chunk_id;
 use crate::knobs::TransformKnobs;
