@@ -854,6 +854,12 @@ impl RawSettings {
                 "must be an http or https URL".into(),
             ));
         }
+        if line_of(text, "service.audit_key").is_some() {
+            return Err(invalid(
+                "service.audit_key",
+                "the audit key may not be written in the settings file (it would sit beside the log it protects); set FRESHET_SERVICE__AUDIT_KEY in the environment".into(),
+            ));
+        }
         let resolve = self.validate_extract(&invalid)?;
         self.validate_stores(&invalid)?;
         self.validate_service(&invalid)?;
@@ -905,12 +911,6 @@ impl RawSettings {
         }
         if let Err(e) = crate::netguard::Allow::parse(&self.extract.allow_private) {
             return Err(invalid("extract.allow_private", e.to_string()));
-        }
-        if line_of(text, "service.audit_key").is_some() {
-            return Err(invalid(
-                "service.audit_key",
-                "the audit key may not be written in the settings file (it would sit beside the log it protects); set FRESHET_SERVICE__AUDIT_KEY in the environment".into(),
-            ));
         }
         let mut resolve = Vec::new();
         for (suffix, ip) in &self.extract.resolve {

@@ -186,7 +186,7 @@ mod tests {
             })
         });
         assert_eq!(served, vec![1, 3, 4], "the stage served on after the panic");
-        let records = dlq.take_all().unwrap();
+        let (records, _) = Dlq::read_all(&dir.join("dlq.jsonl")).unwrap();
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(records[0].stage, "embed");
         assert_eq!(records[0].error_type, "panic");

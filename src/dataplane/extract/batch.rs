@@ -134,11 +134,10 @@ struct Input {
 }
 
 fn file_input(path: &Path) -> Input {
-    let url = url::Url::from_file_path(
-        std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    )
-    .map(String::from)
-    .unwrap_or_else(|_| format!("file://{}", path.display()));
+    let url =
+        url::Url::from_file_path(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+            .map(String::from)
+            .unwrap_or_else(|_| format!("file://{}", path.display()));
     let html = std::fs::read(path)
         .map_err(|e| format!("reading {}: {e}", path.display()))
         .and_then(|bytes| super::fetch::decode(&bytes, None, &url).map_err(|e| e.to_string()));
@@ -158,9 +157,10 @@ fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BatchError> {
     for path in entries {
         if path.is_dir() {
             html_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| {
-            e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm")
-        }) {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+        {
             out.push(path);
         }
     }
@@ -278,7 +278,11 @@ fn record(input: Input) -> Record {
 
 /// Extracts every page of `source`, writing one JSON line per page to
 /// `out`, and returns the run's figures.
-pub fn run<W: Write>(source: &Source, out: &mut W, options: &Options) -> Result<Summary, BatchError> {
+pub fn run<W: Write>(
+    source: &Source,
+    out: &mut W,
+    options: &Options,
+) -> Result<Summary, BatchError> {
     use rayon::prelude::*;
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -366,7 +370,11 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(summary.pages, 3);
         assert_eq!(summary.errors, 1);
-        assert!(lines[0].text.contains("The committee said"), "{:?}", lines[0]);
+        assert!(
+            lines[0].text.contains("The committee said"),
+            "{:?}",
+            lines[0]
+        );
         assert!(lines[0].quality > 0.7);
         assert!(lines[1].error.as_deref().unwrap().contains("line 2"));
         assert_eq!(lines[2].url, "https://a.example/x");

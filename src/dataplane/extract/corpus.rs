@@ -116,7 +116,11 @@ impl Prf {
                 f1: 1.0,
             };
         }
-        let precision = if predicted > 0.0 { hit / predicted } else { 0.0 };
+        let precision = if predicted > 0.0 {
+            hit / predicted
+        } else {
+            0.0
+        };
         let recall = if truth > 0.0 { hit / truth } else { 0.0 };
         let f1 = if precision + recall > 0.0 {
             2.0 * precision * recall / (precision + recall)
@@ -428,7 +432,10 @@ mod tests {
     #[test]
     fn html_text_separates_blocks() {
         let t = html_text("<div><p>one</p><p>two</p><ul><li>a</li><li>b</li></ul></div>");
-        assert_eq!(quality::tokens(&t).collect::<Vec<_>>(), ["one", "two", "a", "b"]);
+        assert_eq!(
+            quality::tokens(&t).collect::<Vec<_>>(),
+            ["one", "two", "a", "b"]
+        );
     }
 
     #[test]
