@@ -8,9 +8,10 @@
 //! `tests/data/realpages`. With none of them present it says so and skips,
 //! unless `FRESHET_REQUIRE_REALPAGES` is set (then a missing corpus fails).
 //!
-//! The floors are above what the extractor before the real-page work
-//! scored on the same subset (see docs/BENCHMARKS.md), so a regression to it
-//! fails.
+//! The floors are regression floors a few points below what today's
+//! extractor scores over the whole corpora (readability 0.94, trafilatura
+//! 0.88 mean F1; docs/BENCHMARKS.md), not the goal of 0.97: a
+//! change that breaks extraction on real pages fails here.
 
 use std::path::PathBuf;
 
@@ -18,10 +19,10 @@ use freshet::dataplane::extract::batch;
 use freshet::dataplane::extract::corpus::{self, Prf, RealPage};
 use freshet::dataplane::extract::{content, quality};
 
-/// Mean token F1 the readability subset must reach (before: 0.)
-const READABILITY_FLOOR: f64 = 0.0;
-/// Mean segment F1 the trafilatura subset must reach (before: 0.)
-const TRAFILATURA_FLOOR: f64 = 0.0;
+/// Mean token F1 the readability subset must reach (whole corpus today: 0.94).
+const READABILITY_FLOOR: f64 = 0.88;
+/// Mean segment F1 the trafilatura subset must reach (whole corpus today: 0.88).
+const TRAFILATURA_FLOOR: f64 = 0.80;
 
 fn corpus_dir() -> Option<PathBuf> {
     let candidates = [
