@@ -1,4 +1,4 @@
-//! The live-tunable knobs (DESIGN.md section 3).
+//! The live-tunable knobs (docs/ARCHITECTURE.md §3).
 //!
 //! A [`Knobs`] value is one complete, validated setting of everything the
 //! control plane may change while freshet runs. Knobs are addressed by a dotted

@@ -1,6 +1,6 @@
 //! freshet: a self-optimizing, real-time ETL service that keeps an LLM's
-//! retrieval index fresh. `../shared/DESIGN.md` (and `docs/`) hold the
-//! architecture; this is the map of the code, kept current.
+//! retrieval index fresh. `docs/ARCHITECTURE.md` holds the architecture;
+//! this is the map of the code, kept current.
 //!
 //! ```text
 //! cli/         one file per command: demo, run, bench, query, audit, dlq, config, extract, sim (mod.rs dispatches; main.rs only calls cli::main)
@@ -10,13 +10,18 @@
 //! metrics      every metric name and label; the recorder: Prometheus + an in-process tap
 //! netguard     the outbound address guard: every fetch of a URL someone else chose resolves and connects through it
 //! dataplane/
-//!   pipeline   Task/Envelope types; stages wired by bounded channels; per-document ordering
+//!   task       Task, Envelope, document ids, size limits
+//!   pipeline   wiring only: the stages joined by bounded channels (flow: the items and what stages share)
+//!   versions   per-document version ordering; dispatch: slot/spawn/reap with panic supervision
+//!   events     typed internal events: one struct per outcome updates metric, tap and log together
 //!   ack        per-source-message acknowledgement (fan-out aware) and commit watermarks
 //!   source/    Source trait; embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
 //!              group, ack-watermark commits, pause/resume); cdc (Debezium events -> tasks)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
-//!   extract/   fetch (limits, charsets), render (modes), content (main content), quality
-//!   transform  Polars micro-batches: normalize, filter, dedupe, chunk, ids
+//!   extract/   fetch (limits, charsets), render (modes), content (main content), quality,
+//!              batch (many saved pages), corpus (real-page corpora and scoring)
+//!              (each of search/, extract/, transform/, embed/, index/ has its stage in stage.rs)
+//!   transform/ Polars micro-batches: normalize, filter, dedupe, chunk, ids
 //!   embed/     Embedder trait; openai (async-openai), hash (lexical, tests)
 //!   index/     VectorIndex trait; edge (qdrant-edge, embedded), qdrant (qdrant-client)
 //!   retry      backoff with jitter honouring Retry-After; error classes; live knobs per attempt

@@ -597,7 +597,7 @@ impl Default for LlmSettings {
     }
 }
 
-/// `[controller]`: the control loop (DESIGN.md §4).
+/// `[controller]`: the control loop (docs/ARCHITECTURE.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControllerSettings {

@@ -1,5 +1,5 @@
 //! `freshet bench scenarios`: the scenario benchmark that measures how well
-//! freshet tunes itself (DESIGN.md §7).
+//! freshet tunes itself (docs/BENCHMARKS.md).
 //!
 //! For every scenario and every policy the whole pipeline runs against the
 //! simulator through the scenario's timeline, time-compressed, seeded and

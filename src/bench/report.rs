@@ -22,7 +22,7 @@ pub struct PhaseInfo {
     pub workload: Workload,
 }
 
-/// The acceptance targets of one scenario (DESIGN: issue 6), checked on
+/// The acceptance targets of one scenario (issue 6), checked on
 /// whole-run figures.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Targets {

@@ -1,4 +1,4 @@
-//! The change-audit log: append-only, hash-chained JSON Lines (DESIGN.md §5).
+//! The change-audit log: append-only, hash-chained JSON Lines (docs/ARCHITECTURE.md §5).
 //!
 //! One record per event (proposal, applied, rejected, rolled back, committed,
 //! manual override, prompt reloaded, policy error, paused, resumed, …). Each

@@ -1,5 +1,5 @@
 //! The guard: editable guardrail policies that every knob change must pass
-//! (DESIGN.md §4, step 4).
+//! (docs/ARCHITECTURE.md §4, step 4).
 //!
 //! `policies/guardrails.toml` states, per knob, bounds, allowed values, the
 //! largest step per change (as a ratio and/or an absolute amount), a

@@ -1,4 +1,4 @@
-//! The control plane (DESIGN.md §4-5): the controller loop and what it uses.
+//! The control plane (docs/ARCHITECTURE.md §4-5): the controller loop and what it uses.
 //!
 //! - [`observe`]: windowed statistics from the metrics tap -> `Observation`;
 //! - [`policy`]: what to change next (heuristic, LLM);

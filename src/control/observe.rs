@@ -1,4 +1,4 @@
-//! Observe: windowed statistics for the controller (DESIGN.md §4, step 1).
+//! Observe: windowed statistics for the controller (docs/ARCHITECTURE.md §4, step 1).
 //!
 //! The observer reads the same instrumentation that feeds `/metrics`: the
 //! process-wide recorder tees every update into [`crate::metrics::Tap`], and

@@ -1,5 +1,5 @@
 //! Rollout: apply a change, bake it, compare, commit or roll back
-//! (DESIGN.md §4, steps 2 and 5).
+//! (docs/ARCHITECTURE.md §4, steps 2 and 5).
 //!
 //! **Apply** ([`apply`]) writes the audit record and `fsync`s it, then swaps
 //! the knob snapshot atomically (version + 1) if nobody else swapped since

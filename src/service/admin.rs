@@ -1,4 +1,4 @@
-//! The admin API (DESIGN.md §6): read the config, change knobs by hand,
+//! The admin API (docs/ARCHITECTURE.md §6): read the config, change knobs by hand,
 //! roll back to an earlier version, read the audit log.
 //!
 //! - `GET  /v1/config`: the knob snapshot in force (version + knobs);

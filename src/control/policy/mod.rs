@@ -1,4 +1,4 @@
-//! Policies: what to change next (DESIGN.md §4, step 3).
+//! Policies: what to change next (docs/ARCHITECTURE.md §4, step 3).
 //!
 //! A [`Policy`] looks at a [`Context`] (the last observation and a few before
 //! it, the knobs in force, the guard's limits and the recent decisions with

@@ -31,7 +31,7 @@ pub fn chunk_id(doc_id: &str, index: u32) -> Uuid {
     )
 }
 
-/// What is stored with every chunk (DESIGN.md section 2, Index).
+/// What is stored with every chunk (docs/ARCHITECTURE.md §2, Index).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkPayload {
     /// The document's id (its canonical URL, or the id a task gave).

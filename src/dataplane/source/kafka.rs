@@ -5,7 +5,7 @@
 //! messages. Every message is registered with the [`AckTracker`] before it
 //! enters the pipeline; the offset committed for a partition is the tracker's
 //! watermark: one past the highest offset below which every message is
-//! finished (indexed, skipped on purpose or dead-lettered, DESIGN.md §2).
+//! finished (indexed, skipped on purpose or dead-lettered, docs/ARCHITECTURE.md §2).
 //! Commits happen every `commit_interval_ms`, when partitions are revoked,
 //! and when the source stops. A crash therefore redelivers whatever was not
 //! finished; the index's deterministic chunk ids make the replay an upsert.

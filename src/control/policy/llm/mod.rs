@@ -1,5 +1,5 @@
 //! The `llm` policy: an OpenAI-compatible chat model proposes knob changes
-//! (DESIGN.md §4, step 3).
+//! (docs/ARCHITECTURE.md §4, step 3).
 //!
 //! # What the model sees
 //! The system message is the prompt file (`prompts/controller.md` by
