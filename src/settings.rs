@@ -649,8 +649,9 @@ pub struct RawSettings {
     pub knobs: Knobs,
 }
 
-/// Validated settings, the type the runtime uses.
-#[derive(Debug, Clone, Serialize)]
+/// Validated settings, the type the runtime uses. `Debug` hides the
+/// credentials its sections and the parsed provider URL may carry.
+#[derive(Clone, Serialize)]
 pub struct Settings {
     /// `[service]`
     pub service: ServiceSettings,
@@ -676,6 +677,24 @@ pub struct Settings {
     pub controller: ControllerSettings,
     /// Starting knobs.
     pub knobs: Knobs,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("service", &self.service)
+            .field("provider", &self.provider)
+            .field("provider_url", &scrub_userinfo(self.provider_url.as_str()))
+            .field("extract", &self.extract)
+            .field("resolve", &self.resolve)
+            .field("embed", &self.embed)
+            .field("index", &self.index)
+            .field("source", &self.source)
+            .field("kafka", &self.kafka)
+            .field("controller", &self.controller)
+            .field("knobs", &self.knobs)
+            .finish()
+    }
 }
 
 /// Why settings could not be loaded.
