@@ -21,7 +21,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::events::{InternalEvent, LetterClass, StagePanicked};
+use super::events::{InternalEvent, LetterClass, SlotsSet, StagePanicked};
 use super::flow::{DeadLetters, Letter};
 use super::Stage;
 use crate::live::{SlotPermit, Slots};
@@ -120,6 +120,18 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "a panic without a message".to_string()
     }
+}
+
+/// Marks one unit of `stage`'s work as in flight (until the guard drops)
+/// and reports the stage's current slot limit: what every stage does once
+/// it holds a slot.
+pub fn occupy(stage: Stage, slots: &Slots) -> crate::metrics::InFlight {
+    SlotsSet {
+        stage,
+        limit: slots.limit(),
+    }
+    .emit();
+    crate::metrics::InFlight::new(stage.as_str())
 }
 
 #[cfg(test)]

@@ -9,15 +9,14 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{check_vectors, EmbedError, Embedder};
-use crate::dataplane::dispatch::Dispatch;
+use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
-    InternalEvent, LetterClass, QueueDepth, SlotsSet, StageCompleted, StageFailed, StageRequested,
+    InternalEvent, LetterClass, QueueDepth, StageCompleted, StageFailed, StageRequested,
 };
 use crate::dataplane::flow::{send_measured, Ctx, Write};
 use crate::dataplane::retry;
 use crate::dataplane::Stage;
 use crate::live::{LiveConfig, Slots};
-use crate::metrics;
 
 const STAGE: Stage = Stage::Embed;
 
@@ -62,12 +61,7 @@ impl EmbedStage {
             dispatch
                 .spawn(&self.slots, held, move |permit| async move {
                     let _permit = permit;
-                    let _in_flight = metrics::InFlight::new(STAGE.as_str());
-                    SlotsSet {
-                        stage: STAGE,
-                        limit: slots.limit(),
-                    }
-                    .emit();
+                    let _in_flight = dispatch::occupy(STAGE, &slots);
                     embed_group(&ctx, embedder.as_ref(), group, &index_tx).await;
                 })
                 .await;

@@ -9,10 +9,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{content, fetch, render, ExtractError, Page, Timings, NO_CONTENT_SCORE};
-use crate::dataplane::dispatch::Dispatch;
+use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
-    InternalEvent, LetterClass, PageExtracted, PageScored, QueueDepth, SlotsSet, StageCompleted,
-    StageFailed, StageRequested,
+    InternalEvent, LetterClass, PageExtracted, PageScored, QueueDepth, StageCompleted, StageFailed,
+    StageRequested,
 };
 use crate::dataplane::flow::{send_measured, Ctx, DocItem, Origin, TransformIn};
 use crate::dataplane::retry::{self, ErrorClass};
@@ -20,7 +20,6 @@ use crate::dataplane::task::{now_ms, url_doc_id};
 use crate::dataplane::Stage;
 use crate::knobs::RenderMode;
 use crate::live::{LiveConfig, SlotPermit, Slots};
-use crate::metrics;
 
 const STAGE: Stage = Stage::Extract;
 
@@ -134,12 +133,7 @@ impl ExtractStage {
             None => self.slots.acquire().await,
         };
         StageRequested { stage: STAGE }.emit();
-        SlotsSet {
-            stage: STAGE,
-            limit: self.slots.limit(),
-        }
-        .emit();
-        let _in_flight = metrics::InFlight::new(STAGE.as_str());
+        let _in_flight = dispatch::occupy(STAGE, &self.slots);
         let queued = started.elapsed();
         let fetched_at_ms = now_ms();
         let fetch_started = Instant::now();

@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{ChunkPayload, ChunkPoint, VectorIndex};
-use crate::dataplane::dispatch::Dispatch;
+use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
     ChunksIndexed, DocDeleted, DocIndexed, DocSkipped, InternalEvent, LetterClass, QueueDepth,
-    SkipReason, SlotsSet, StageCompleted, StageFailed, StageRequested, StaleChunksDeleted,
+    SkipReason, StageCompleted, StageFailed, StageRequested, StaleChunksDeleted,
 };
 use crate::dataplane::flow::{ChunkedDoc, Ctx, Origin, Write};
 use crate::dataplane::retry;
 use crate::dataplane::task::now_ms;
 use crate::dataplane::Stage;
 use crate::live::{LiveConfig, Slots};
-use crate::metrics;
 
 const STAGE: Stage = Stage::Index;
 
@@ -61,12 +60,7 @@ impl IndexStage {
             dispatch
                 .spawn(&self.slots, held, move |permit| async move {
                     let _permit = permit;
-                    let _in_flight = metrics::InFlight::new(STAGE.as_str());
-                    SlotsSet {
-                        stage: STAGE,
-                        limit: slots.limit(),
-                    }
-                    .emit();
+                    let _in_flight = dispatch::occupy(STAGE, &slots);
                     write_group(&ctx, index.as_ref(), group).await;
                 })
                 .await;

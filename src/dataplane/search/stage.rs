@@ -8,17 +8,16 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{ProviderError, SearchHit, SearchProvider};
-use crate::dataplane::dispatch::Dispatch;
+use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
-    InternalEvent, LetterClass, SearchSucceeded, SlotsSet, StageCompleted, StageFailed,
-    StageRequested, UrlQueued,
+    InternalEvent, LetterClass, SearchSucceeded, StageCompleted, StageFailed, StageRequested,
+    UrlQueued,
 };
 use crate::dataplane::flow::{send_measured, Ctx, Origin};
 use crate::dataplane::retry::{self, ErrorClass};
 use crate::dataplane::task::{url_doc_id, Task};
 use crate::dataplane::Stage;
 use crate::live::{LiveConfig, SlotPermit, Slots};
-use crate::metrics;
 
 const STAGE: Stage = Stage::Search;
 
@@ -82,12 +81,7 @@ impl SearchStage {
             None => self.slots.acquire().await,
         };
         StageRequested { stage: STAGE }.emit();
-        let in_flight = metrics::InFlight::new(STAGE.as_str());
-        SlotsSet {
-            stage: STAGE,
-            limit: self.slots.limit(),
-        }
-        .emit();
+        let in_flight = dispatch::occupy(STAGE, &self.slots);
         let started = Instant::now();
         let result = retry::retry(&self.live, STAGE, |_| self.provider.search(query)).await;
         drop(in_flight);
