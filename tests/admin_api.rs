@@ -1,12 +1,9 @@
 //! The admin API over HTTP: token checks (audited), knob changes through the
 //! guard, forced changes, rollback, audit records; the log verifies after.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use freshet::control::audit;
-use freshet::service::http::{serve, HttpState};
 use freshet::service::Runtime;
 use serde_json::{json, Value};
 
@@ -23,19 +20,11 @@ async fn knob_changes_pass_the_guard_are_audited_and_roll_back() {
         .set("embed.dimensions", 32)
         .build();
     let runtime = Runtime::build(&settings).await.unwrap();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let state = HttpState {
-        source: runtime.source.clone(),
-        metrics: freshet::metrics::install(),
-        ready: Arc::new(AtomicBool::new(true)),
-        admin: Some(runtime.admin.clone()),
-    };
-    let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
-        let _ = stop_rx.changed().await;
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{addr}");
+    let common::Served {
+        base,
+        stop: stop_tx,
+        server,
+    } = common::serve_runtime(&runtime).await;
     let client = reqwest::Client::new();
     let patch = |body: Value, token: Option<&str>| {
         let mut req = client.patch(format!("{base}/v1/knobs")).json(&body);

@@ -3,10 +3,6 @@
 //! stay open, and without any token the service will not serve ingest to
 //! the network.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
-use freshet::service::http::{serve, HttpState};
 use freshet::service::Runtime;
 use freshet::settings::Settings;
 
@@ -22,37 +18,24 @@ fn settings(dir: &std::path::Path, service: &str) -> Settings {
 
 struct Served {
     base: String,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    http: common::Served,
     runtime: Runtime,
 }
 
 async fn serve_with(dir: &std::path::Path, service: &str) -> Served {
     let runtime = Runtime::build(&settings(dir, service)).await.unwrap();
-    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    let state = HttpState {
-        source: runtime.source.clone(),
-        metrics: freshet::metrics::install(),
-        ready: Arc::new(AtomicBool::new(true)),
-        admin: Some(runtime.admin.clone()),
-    };
-    let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
-        let _ = stop_rx.changed().await;
-    })
-    .await
-    .unwrap();
+    let http = common::serve_runtime(&runtime).await;
     Served {
-        base: format!("http://{addr}"),
-        stop,
-        server,
+        base: http.base.clone(),
+        http,
         runtime,
     }
 }
 
 impl Served {
     async fn finish(self) {
-        let _ = self.stop.send(true);
-        self.server.await.unwrap();
+        let _ = self.http.stop.send(true);
+        self.http.server.await.unwrap();
         let (drained, _, _) = self.runtime.drain().await;
         assert!(drained);
     }

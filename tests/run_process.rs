@@ -11,10 +11,7 @@ mod common;
 fn run_serves_ingest_and_drains_on_sigterm() {
     let tmp = common::TempDir::new("run");
     std::fs::create_dir_all(&tmp.0).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let config = tmp.0.join("freshet.toml");
     let tasks = tmp.0.join("tasks.jsonl");
     let text: String = (0..40)

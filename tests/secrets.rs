@@ -33,10 +33,7 @@ fn assert_clean(what: &str, text: &str) {
 fn no_output_of_a_run_shows_a_secret() {
     let tmp = common::TempDir::new("secrets");
     std::fs::create_dir_all(&tmp.0).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let data = tmp.0.join("data");
     let config = tmp.0.join("freshet.toml");
     std::fs::write(

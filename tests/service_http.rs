@@ -1,12 +1,8 @@
 //! The service's HTTP endpoint (ingest, metrics, health) and DLQ replay,
 //! over real HTTP on loopback.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use freshet::dataplane::dlq::{DeadLetter, Dlq};
 use freshet::dataplane::Counters;
-use freshet::service::http::{serve, HttpState};
 use freshet::service::Runtime;
 use freshet::settings::Settings;
 
@@ -31,20 +27,12 @@ async fn ingest_metrics_and_health_over_http() {
     let tmp = common::TempDir::new("http");
     let dir = tmp.0.clone();
     let runtime = Runtime::build(&settings(&dir)).await.unwrap();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let state = HttpState {
-        source: runtime.source.clone(),
-        metrics: freshet::metrics::install(),
-        ready: Arc::new(AtomicBool::new(true)),
-        admin: Some(runtime.admin.clone()),
-    };
-    let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), state, async move {
-        let _ = stop_rx.changed().await;
-    })
-    .await
-    .unwrap();
+    let common::Served {
+        base,
+        stop: stop_tx,
+        server,
+    } = common::serve_runtime(&runtime).await;
     let client = reqwest::Client::new();
-    let base = format!("http://{addr}");
     assert_eq!(
         client
             .get(format!("{base}/healthz"))

@@ -125,3 +125,44 @@ impl TestSettings {
 }
 
 pub mod kafka;
+
+/// A loopback port that was free a moment ago (for a child process to bind).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("its address").port()
+}
+
+/// The service's HTTP listener on a loopback port, serving a runtime.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Send `true` to stop the listener.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    /// The listener's task; ends after `stop`.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Serves `runtime`'s ingest, admin API, metrics and probes over HTTP.
+pub async fn serve_runtime(runtime: &freshet::service::Runtime) -> Served {
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let state = freshet::service::http::HttpState {
+        source: runtime.source.clone(),
+        metrics: freshet::metrics::install(),
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        admin: Some(runtime.admin.clone()),
+    };
+    let (addr, server) = freshet::service::http::serve(
+        "127.0.0.1:0".parse().expect("a socket address"),
+        state,
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+    )
+    .await
+    .expect("the listener starts");
+    Served {
+        base: format!("http://{addr}"),
+        stop,
+        server,
+    }
+}
