@@ -18,7 +18,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::dataplane::Stage;
+use crate::stage::Stage;
 
 /// How a page is turned into markdown.
 ///

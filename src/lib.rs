@@ -5,6 +5,7 @@
 //! ```text
 //! cli/         one file per command: demo, run, bench, query, audit, dlq, config, extract, sim (mod.rs dispatches; main.rs only calls cli::main)
 //! settings     static settings: TOML file + FRESHET_* env, validated into types
+//! stage        Stage: the pipeline's stages as one leaf enum (metric labels, knob prefixes)
 //! knobs        the live-tunable knobs, their paths ("extract.slots"), diff and patch
 //! live         LiveConfig: ArcSwap of a versioned knob snapshot + change notifications; Slots
 //! metrics      every metric name and label; the recorder: Prometheus + an in-process tap
@@ -42,10 +43,12 @@
 //!              and their workloads; llm: a scripted OpenAI-compatible chat endpoint
 //! ```
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod knobs;
 pub mod live;
@@ -53,4 +56,6 @@ pub mod metrics;
 pub mod netguard;
 pub mod service;
 pub mod settings;
+#[cfg(feature = "sim")]
 pub mod sim;
+pub mod stage;

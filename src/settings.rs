@@ -884,6 +884,12 @@ impl RawSettings {
         self.validate_service(&invalid)?;
         self.validate_controller(&invalid)?;
         if self.source.kind == SourceKind::Kafka {
+            if !cfg!(feature = "kafka") {
+                return Err(invalid(
+                    "source.kind",
+                    "this freshet was built without the `kafka` feature; rebuild with default features (or `--features kafka`) to read from Kafka".into(),
+                ));
+            }
             self.kafka.validate(&invalid)?;
         }
         self.knobs.validate().map_err(|e| {

@@ -9,11 +9,11 @@ use freshet::settings::Settings;
 mod common;
 
 fn settings(dir: &std::path::Path, service: &str) -> Settings {
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\n{service}\n[embed]\nbackend = \"hash\"\ndimensions = 32\n[knobs.transform]\nlinger_ms = 2\n",
-        dir.display().to_string()
-    );
-    Settings::from_toml(&toml, "test", std::iter::empty()).unwrap()
+    common::TestSettings::new(dir)
+        .set("embed.dimensions", 32)
+        .set("knobs.transform.linger_ms", 2)
+        .merge(&format!("[service]\n{service}"))
+        .build()
 }
 
 struct Served {

@@ -210,7 +210,7 @@ fn windows(report: &ControllerReport) -> String {
 }
 
 fn now_ms() -> u64 {
-    freshet::dataplane::pipeline::now_ms()
+    freshet::dataplane::task::now_ms()
 }
 
 fn slot_changes(records: &[Record], knob: &str) -> Vec<(u64, f64, f64)> {

@@ -26,25 +26,19 @@ struct Instance {
 impl Instance {
     /// Starts `freshet run` named `name` with its data in `data-<data>`.
     fn start(dir: &Path, name: &str, data: &str, kafka_toml: &str) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let data = dir.join(format!("data-{data}"));
         let config = dir.join(format!("{name}.toml"));
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "[service]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nadmin_token = \"secret\"\ndrain_timeout_s = 30\n\
-                 [embed]\nbackend = \"hash\"\ndimensions = 64\n\
-                 [knobs.transform]\nlinger_ms = 10\n[knobs.index]\nlinger_ms = 5\n\
-                 [source]\nkind = \"kafka\"\n{kafka_toml}",
-                data.display().to_string()
-            ),
-        )
-        .unwrap();
+        common::TestSettings::new(&data)
+            .set("service.listen", format!("127.0.0.1:{port}"))
+            .set("service.log_format", "json")
+            .set("service.admin_token", "secret")
+            .set("service.drain_timeout_s", 30)
+            .set("knobs.transform.linger_ms", 10)
+            .set("knobs.index.linger_ms", 5)
+            .set("source.kind", "kafka")
+            .merge(kafka_toml)
+            .write(&config);
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
             .args(["--config", config.to_str().unwrap(), "run"])
@@ -146,18 +140,8 @@ impl Instance {
 
     /// SIGTERM and wait; the exit must be clean.
     fn stop(mut self) -> PathBuf {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit after SIGTERM:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let Some(status) = common::terminate(&mut self.child, Duration::from_secs(60)) else {
+            panic!("no exit after SIGTERM:\n{}", self.logs());
         };
         assert!(status.success(), "exit {status:?}:\n{}", self.logs());
         self.data.clone()
@@ -197,15 +181,7 @@ fn parse_metric(text: &str, name: &str) -> BTreeMap<String, f64> {
 
 /// Chunk points per document in a data dir's index.
 async fn index_docs(data: &Path) -> BTreeMap<String, usize> {
-    let s = freshet::settings::Settings::from_toml(
-        &format!(
-            "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n",
-            data.display().to_string()
-        ),
-        "test",
-        std::iter::empty(),
-    )
-    .unwrap();
+    let s = common::TestSettings::new(data).build();
     let index = freshet::service::open_index(&s).await.unwrap();
     let mut docs = BTreeMap::new();
     for (_, d) in index.all_points().await.unwrap() {
@@ -344,15 +320,7 @@ async fn sigkill_mid_run_loses_and_duplicates_nothing() {
 
     // Reference: the final versions through a fresh pipeline, in process.
     let reference_dir = TempDir::new("kafka-crash-ref");
-    let s = freshet::settings::Settings::from_toml(
-        &format!(
-            "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n",
-            reference_dir.0.display().to_string()
-        ),
-        "test",
-        std::iter::empty(),
-    )
-    .unwrap();
+    let s = common::TestSettings::new(&reference_dir.0).build();
     let runtime = freshet::service::Runtime::build(&s).await.unwrap();
     for i in 0..2900 {
         let id = format!("d-{i}");

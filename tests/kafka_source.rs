@@ -212,7 +212,7 @@ fn row(id: i64, body: Value) -> Value {
 }
 
 fn change(op: &str, before: Value, after: Value, wrapped: bool) -> Vec<u8> {
-    let payload = json!({"op": op, "before": before, "after": after, "ts_ms": freshet::dataplane::pipeline::now_ms(),
+    let payload = json!({"op": op, "before": before, "after": after, "ts_ms": freshet::dataplane::task::now_ms(),
         "source": {"connector": "postgresql", "db": "shop", "schema": "public", "table": "articles"}});
     let value = if wrapped {
         json!({"schema": {"type": "struct", "name": "pg.public.articles.Envelope"}, "payload": payload})

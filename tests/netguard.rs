@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use freshet::dataplane::dlq::Dlq;
 use freshet::service::Runtime;
-use freshet::settings::Settings;
 
 mod common;
 use common::freshet;
@@ -75,17 +74,9 @@ impl Origin {
 }
 
 fn config(dir: &std::path::Path, extra: &str) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("freshet.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n{extra}",
-            dir.join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+    common::TestSettings::new(&dir.join("data"))
+        .merge(extra)
+        .write(&dir.join("freshet.toml"))
 }
 
 #[test]
@@ -169,11 +160,9 @@ async fn the_pipeline_dead_letters_a_loopback_url_as_blocked() {
     let origin = Origin::start();
     let tmp = common::TempDir::new("netguard-pipeline");
     let dir = tmp.0.clone();
-    let toml = format!(
-        "[service]\ndata_dir = {:?}\n[embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
-        dir.display().to_string()
-    );
-    let settings = Settings::from_toml(&toml, "test", std::iter::empty()).unwrap();
+    let settings = common::TestSettings::new(&dir)
+        .set("knobs.transform.linger_ms", 2)
+        .build();
     let metrics = freshet::metrics::install();
     let runtime = Runtime::build(&settings).await.unwrap();
     let lines = [

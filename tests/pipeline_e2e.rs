@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use freshet::dataplane::dlq::Dlq;
-use freshet::dataplane::pipeline::url_doc_id;
+use freshet::dataplane::task::url_doc_id;
 use freshet::dataplane::{Counters, Task};
 use freshet::service::Runtime;
 use freshet::settings::Settings;

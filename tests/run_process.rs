@@ -9,7 +9,26 @@ mod common;
 
 #[test]
 fn run_serves_ingest_and_drains_on_sigterm() {
-    let tmp = common::TempDir::new("run");
+    serves_ingest_and_drains_on_sigterm(env!("CARGO_BIN_EXE_freshet"), "run");
+}
+
+/// The same run with the core build (`cargo build --no-default-features`:
+/// no Kafka, no simulator, no benches), whose binary `scripts/test` builds
+/// and names in `FRESHET_CORE_BIN`.
+#[test]
+fn the_core_build_serves_ingest_and_drains_on_sigterm() {
+    match std::env::var("FRESHET_CORE_BIN") {
+        Ok(bin) => serves_ingest_and_drains_on_sigterm(&bin, "run-core"),
+        // Under scripts/test (FRESHET_TEST_SUITE=1) the binary must be there.
+        Err(_) if std::env::var("FRESHET_TEST_SUITE").is_ok_and(|v| v == "1") => {
+            panic!("FRESHET_CORE_BIN is not set (scripts/test builds the core binary and sets it)")
+        }
+        Err(_) => eprintln!("skipped: FRESHET_CORE_BIN is not set (scripts/test sets it)"),
+    }
+}
+
+fn serves_ingest_and_drains_on_sigterm(bin: &str, name: &str) {
+    let tmp = common::TempDir::new(name);
     std::fs::create_dir_all(&tmp.0).unwrap();
     let port = common::free_port();
     let config = tmp.0.join("freshet.toml");
@@ -25,17 +44,16 @@ fn run_serves_ingest_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "[service]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\ningest_token = \"ingest-t0ken\"\n\
-             [embed]\nbackend = \"hash\"\ndimensions = 64\n[source]\nfiles = [{:?}]\n",
-            tmp.0.join("data").display().to_string(),
-            tasks.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+    common::TestSettings::new(&tmp.0.join("data"))
+        .set("service.listen", format!("127.0.0.1:{port}"))
+        .set("service.log_format", "json")
+        .set("service.ingest_token", "ingest-t0ken")
+        .set(
+            "source.files",
+            toml::Value::Array(vec![tasks.display().to_string().into()]),
+        )
+        .write(&config);
+    let mut child = Command::new(bin)
         .args(["--config", config.to_str().unwrap(), "run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -91,22 +109,8 @@ fn run_serves_ingest_and_drains_on_sigterm() {
         assert!(Instant::now() < deadline, "nothing indexed: {metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::terminate(&mut child, Duration::from_secs(40))
+        .expect("an exit within 40 s of SIGTERM");
     let log = lines.join().unwrap().join("\n");
     assert!(status.success(), "exit {status:?}\n{log}");
     assert!(log.contains("\"drained\":true"), "{log}");

@@ -36,11 +36,9 @@ fn no_output_of_a_run_shows_a_secret() {
     let port = common::free_port();
     let data = tmp.0.join("data");
     let config = tmp.0.join("freshet.toml");
-    std::fs::write(
-        &config,
-        format!(
+    common::TestSettings::new(&data)
+        .merge(&format!(
             r#"[service]
-data_dir = {data:?}
 listen = "127.0.0.1:{port}"
 log_format = "json"
 admin_token = "ADMIN-SECRET-0001"
@@ -75,10 +73,8 @@ timeout_ms = 1000
 [knobs.embed.retry]
 max_attempts = 1
 "#,
-            data = data.display().to_string()
-        ),
-    )
-    .unwrap();
+        ))
+        .write(&config);
     let cfg = config.to_str().unwrap();
 
     let (ok, out, err) = common::freshet(&["--config", cfg, "config", "show"]);
@@ -164,12 +160,8 @@ max_attempts = 1
         .text()
         .unwrap();
     assert_clean("/metrics", &metrics);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = common::terminate(&mut child, Duration::from_secs(60))
+        .expect("an exit within 60 s of SIGTERM");
     let log = err_reader.join().unwrap() + &out_reader.join().unwrap();
     assert!(status.success(), "{log}");
     assert_clean("the run's logs", &log);

@@ -6,7 +6,7 @@
 //! task of a run names a page the index has not seen yet: a repeated URL
 //! would be skipped as unchanged and measure the dedupe, not the knobs.
 
-use crate::dataplane::pipeline::Task;
+use crate::dataplane::task::Task;
 use crate::sim::text::{Rng, TOPICS};
 use crate::sim::{Corpus, Workload};
 

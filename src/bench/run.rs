@@ -356,17 +356,7 @@ impl Driver {
 
 /// Settings of one run against `sim`, with its own data dir.
 pub fn run_settings(cfg: &RunConfig, sim: &SimServer, data_dir: PathBuf) -> Result<Settings> {
-    let demo = crate::cli::demo::DemoOptions {
-        duration: Duration::from_secs(1),
-        scenario: None,
-        data_dir,
-        rate: 1.0,
-        seed: cfg.seed,
-        sim_embeddings: true,
-        progress: false,
-        control_interval: cfg.interval,
-    };
-    let mut s = crate::cli::demo::demo_settings(&cfg.base, sim, &demo)?;
+    let mut s = sim.freshet_settings(&cfg.base, &data_dir, true)?;
     // A run's end is measured at the last window; what is still in flight
     // then is abandoned quickly instead of drained.
     s.service.drain_timeout_s = 1;

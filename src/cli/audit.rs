@@ -40,6 +40,7 @@ pub(super) enum AuditCommand {
     /// Print the last records the other instances of a Kafka consumer group
     /// published on the control topic (`cluster-audit.jsonl`), each with
     /// its instance; each instance's own `audit.jsonl` is the one to verify.
+    #[cfg(feature = "kafka")]
     Cluster {
         /// Records to print.
         #[arg(short = 'n', long, default_value_t = 20)]
@@ -55,8 +56,9 @@ pub(super) async fn command(cli: &Cli, cmd: &AuditCommand) -> Result<ExitCode> {
     let data_dir = match cmd {
         AuditCommand::Tail { data_dir, .. }
         | AuditCommand::Show { data_dir, .. }
-        | AuditCommand::Verify { data_dir }
-        | AuditCommand::Cluster { data_dir, .. } => data_dir,
+        | AuditCommand::Verify { data_dir } => data_dir,
+        #[cfg(feature = "kafka")]
+        AuditCommand::Cluster { data_dir, .. } => data_dir,
     };
     let s = settings_in(cli, data_dir)?;
     audit_command(&s.service.data_dir.join("audit.jsonl"), cmd).await
@@ -87,6 +89,7 @@ fn audit_line(r: &crate::control::audit::Record) -> String {
 async fn audit_command(path: &std::path::Path, cmd: &AuditCommand) -> Result<ExitCode> {
     use crate::control::audit;
     match cmd {
+        #[cfg(feature = "kafka")]
         AuditCommand::Cluster { n, .. } => {
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
             let lines = crate::service::cluster::read_cluster_audit(dir)?;

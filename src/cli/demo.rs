@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use crate::dataplane::pipeline::{Counters, Task};
+use crate::dataplane::{Counters, Task};
 use crate::service::Runtime;
-use crate::settings::{EmbedBackend, Settings};
+use crate::settings::Settings;
 use crate::sim::{Corpus, Scenario, SimOptions, SimServer};
-
-/// The embedding model name the simulator serves; its vectors equal the
-/// `hash` embedder's, so `freshet query` can embed queries offline.
-pub const SIM_EMBED_MODEL: &str = "freshet-sim-hash";
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -97,32 +93,6 @@ fn change_lines(records: &[crate::control::audit::Record]) -> Vec<String> {
             Some(format!("#{} {what} — {}", r.seq, r.event.detail))
         })
         .collect()
-}
-
-/// The settings the demo runs with: the user's (or defaults) pointed at the simulator.
-pub fn demo_settings(base: &Settings, sim: &SimServer, opts: &DemoOptions) -> Result<Settings> {
-    let mut s = base.clone();
-    s.service.data_dir = opts.data_dir.clone();
-    s.provider.base_url = sim.base_url();
-    s.provider.api_key = crate::settings::Secret::new("sim-key");
-    s.provider_url = url::Url::parse(&sim.base_url())?;
-    s.resolve = vec![(
-        "sim.test".to_string(),
-        std::net::IpAddr::from([127, 0, 0, 1]),
-    )];
-    s.extract.resolve = [("sim.test".to_string(), "127.0.0.1".to_string())]
-        .into_iter()
-        .collect();
-    if opts.sim_embeddings {
-        s.embed.backend = EmbedBackend::Openai;
-        s.embed.base_url = format!("{}/v1", sim.base_url());
-        s.embed.model = SIM_EMBED_MODEL.to_string();
-        s.embed.api_key = crate::settings::Secret::new("sim-key");
-        s.embed.send_dimensions = true;
-    } else {
-        s.embed.backend = EmbedBackend::Hash;
-    }
-    Ok(s)
 }
 
 /// A deterministic stream of demo tasks: mostly URLs of simulated articles
@@ -210,7 +180,7 @@ pub async fn run(base: &Settings, opts: DemoOptions) -> Result<DemoSummary> {
         time_scale: 1.0,
     })
     .await?;
-    let settings = demo_settings(base, &sim, &opts)?;
+    let settings = sim.freshet_settings(base, &opts.data_dir, opts.sim_embeddings)?;
     let mut runtime = Runtime::build(&settings).await?;
     let audit_path = runtime.control.audit.path().to_path_buf();
     let first_seq = runtime.control.audit.len();

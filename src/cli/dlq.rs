@@ -54,29 +54,35 @@ type Letters = (
 /// Reads the dead letters from the Kafka topic when the source is Kafka
 /// and a DLQ topic is set, else from the data dir's `dlq.jsonl`.
 async fn read_letters(s: &Settings) -> Result<Letters> {
-    let path = s.service.data_dir.join("dlq.jsonl");
+    #[cfg(feature = "kafka")]
     if s.source.kind == crate::settings::SourceKind::Kafka && !s.kafka.dlq_topic.is_empty() {
-        let k = s.kafka.clone();
-        let topic = k.dlq_topic.clone();
-        let records =
-            tokio::task::spawn_blocking(move || crate::dataplane::dlq::read_topic(&k, &topic))
-                .await??;
-        let mut letters = Vec::new();
-        let mut bad = Vec::new();
-        for r in records {
-            match r.letter {
-                Ok(l) => letters.push(l),
-                Err(e) => bad.push((
-                    r.offset as usize,
-                    format!("partition {} offset {}: {e}", r.partition, r.offset),
-                )),
-            }
-        }
-        Ok((letters, bad, format!("topic {}", s.kafka.dlq_topic)))
-    } else {
-        let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
-        Ok((letters, bad, path.display().to_string()))
+        return read_topic_letters(s).await;
     }
+    let path = s.service.data_dir.join("dlq.jsonl");
+    let (letters, bad) = crate::dataplane::dlq::Dlq::read_all(&path)?;
+    Ok((letters, bad, path.display().to_string()))
+}
+
+/// The dead letters of `[kafka] dlq_topic`, read back from the broker.
+#[cfg(feature = "kafka")]
+async fn read_topic_letters(s: &Settings) -> Result<Letters> {
+    let k = s.kafka.clone();
+    let topic = k.dlq_topic.clone();
+    let records =
+        tokio::task::spawn_blocking(move || crate::dataplane::dlq::read_topic(&k, &topic))
+            .await??;
+    let mut letters = Vec::new();
+    let mut bad = Vec::new();
+    for r in records {
+        match r.letter {
+            Ok(l) => letters.push(l),
+            Err(e) => bad.push((
+                r.offset as usize,
+                format!("partition {} offset {}: {e}", r.partition, r.offset),
+            )),
+        }
+    }
+    Ok((letters, bad, format!("topic {}", s.kafka.dlq_topic)))
 }
 
 /// `freshet dlq list`: counts by stage and error type, then the `last` latest.

@@ -14,13 +14,16 @@ use clap::{Parser, Subcommand};
 use crate::settings::{LogFormat, Settings};
 
 mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 mod dlq;
 mod extract;
 mod query;
 mod run;
+#[cfg(feature = "sim")]
 mod sim;
 
 /// freshet keeps an LLM's retrieval index fresh and tunes itself while it runs.
@@ -37,10 +40,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the simulator and the pipeline on embedded defaults, with live progress.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Run the pipeline from a settings file until SIGTERM/Ctrl-C, then drain.
     Run,
     /// Benchmarks that print a table (see docs/BENCHMARKS.md).
+    #[cfg(feature = "bench")]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Search the index and print url, title, score and the chunk.
@@ -57,10 +62,12 @@ enum Command {
     /// Extract the main content of one page (a URL, or a saved file offline).
     Extract(extract::ExtractArgs),
     /// The simulated web used by the demo, tests and benchmarks.
+    #[cfg(feature = "sim")]
     #[command(subcommand)]
     Sim(sim::SimCommand),
 }
 
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (number, unit) = text
@@ -151,14 +158,17 @@ fn settings_in(cli: &Cli, data_dir: &Option<PathBuf>) -> Result<Settings> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::command(&cli, args).await,
         Command::Run => run::command(&cli).await,
+        #[cfg(feature = "bench")]
         Command::Bench(cmd) => bench::command(&cli, cmd).await,
         Command::Query(args) => query::command(&cli, args).await,
         Command::Audit(cmd) => audit::command(&cli, cmd).await,
         Command::Dlq(cmd) => dlq::command(&cli, cmd).await,
         Command::Config(cmd) => config::command(&cli, cmd).await,
         Command::Extract(args) => extract::command(&cli, args).await,
+        #[cfg(feature = "sim")]
         Command::Sim(cmd) => sim::command(cmd).await,
     }
 }

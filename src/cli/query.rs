@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{demo, init_logging, print_out, settings_in, Cli};
+use super::{init_logging, print_out, settings_in, Cli};
 use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
@@ -38,7 +38,7 @@ async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
     })?;
     let mut s = s.clone();
     s.embed.dimensions = meta.dimensions;
-    if meta.embedder == "hash" || meta.model == demo::SIM_EMBED_MODEL {
+    if meta.embedder == "hash" || meta.model == crate::dataplane::embed::hash::SIM_MODEL {
         // The simulator's model is the hash embedder served over HTTP.
         s.embed.backend = EmbedBackend::Hash;
     } else {

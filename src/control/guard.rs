@@ -410,11 +410,7 @@ impl Guard {
         seen: &mut std::collections::HashSet<String>,
         automatic: bool,
     ) -> Verdict {
-        let reject = |reason: String| Verdict::Rejected {
-            knob: change.knob.clone(),
-            proposed: change.value.clone(),
-            reason,
-        };
+        let reject = |reason: String| rejected(change, reason);
         let Some(spec) = knobs::spec(&change.knob) else {
             return reject(format!("unknown knob `{}`", change.knob));
         };
@@ -458,90 +454,109 @@ impl Guard {
         }
         let old = current.get(&change.knob).unwrap_or(Value::Null);
         match spec.kind {
-            KnobKind::RenderMode | KnobKind::RenderModeMap => {
-                if let Some(allowed) = &rule.allowed {
-                    let modes: Vec<&str> = match &change.value {
-                        Value::String(s) => vec![s.as_str()],
-                        Value::Object(m) => m.values().filter_map(|v| v.as_str()).collect(),
-                        _ => Vec::new(),
-                    };
-                    if let Some(bad) = modes.iter().find(|m| !allowed.iter().any(|a| a == *m)) {
-                        return reject(format!(
-                            "render mode `{bad}` is not allowed (allowed: {})",
-                            allowed.join(", ")
-                        ));
-                    }
-                }
-                Verdict::Accepted {
-                    knob: change.knob.clone(),
-                    value: change.value.clone(),
-                }
-            }
-            KnobKind::Integer | KnobKind::Number => {
-                let new = change
-                    .value
-                    .as_f64()
-                    .expect("check_value accepted a number");
-                if let Some(lo) = rule.min {
-                    if new < lo {
-                        return reject(format!("{new} is below the policy minimum {lo}"));
-                    }
-                }
-                if let Some(hi) = rule.max {
-                    if new > hi {
-                        return reject(format!("{new} is above the policy maximum {hi}"));
-                    }
-                }
-                let Some(old) = old.as_f64() else {
-                    return Verdict::Accepted {
-                        knob: change.knob.clone(),
-                        value: change.value.clone(),
-                    };
-                };
-                let mut lo = f64::NEG_INFINITY;
-                let mut hi = f64::INFINITY;
-                if let Some(r) = rule.max_step_ratio {
-                    lo = lo.max(old / r);
-                    hi = hi.min(old * r);
-                }
-                if let Some(a) = rule.max_step_abs {
-                    lo = lo.max(old - a);
-                    hi = hi.min(old + a);
-                }
-                let mut clamped = new.clamp(lo.min(hi), hi.max(lo));
-                if spec.kind == KnobKind::Integer {
-                    // Round towards the old value so the step never exceeds the limit,
-                    // but move at least one unit when the proposal moves.
-                    clamped = if clamped > old {
-                        clamped.floor().max(old + 1.0).min(new)
-                    } else {
-                        clamped.ceil().min(old - 1.0).max(new)
-                    };
-                    if new == old {
-                        clamped = old;
-                    }
-                }
-                if (clamped - new).abs() < 1e-12 {
-                    Verdict::Accepted {
-                        knob: change.knob.clone(),
-                        value: change.value.clone(),
-                    }
-                } else {
-                    let value = if spec.kind == KnobKind::Integer {
-                        Value::from(clamped as i64)
-                    } else {
-                        serde_json::Number::from_f64(clamped)
-                            .map(Value::Number)
-                            .unwrap_or(Value::Null)
-                    };
-                    Verdict::Clamped {
-                        knob: change.knob.clone(),
-                        proposed: change.value.clone(),
-                        value,
-                        reason: format!("step from {old} to {new} is larger than the policy allows; moved to {clamped}"),
-                    }
-                }
-            }
+            KnobKind::RenderMode | KnobKind::RenderModeMap => check_render(change, &rule),
+            KnobKind::Integer | KnobKind::Number => check_number(change, &rule, spec.kind, &old),
+        }
+    }
+}
+
+/// `change` refused, with why.
+fn rejected(change: &Change, reason: String) -> Verdict {
+    Verdict::Rejected {
+        knob: change.knob.clone(),
+        proposed: change.value.clone(),
+        reason,
+    }
+}
+
+/// `change` accepted as proposed.
+fn accepted(change: &Change) -> Verdict {
+    Verdict::Accepted {
+        knob: change.knob.clone(),
+        value: change.value.clone(),
+    }
+}
+
+/// A render-mode change against the rule's `allowed` modes.
+fn check_render(change: &Change, rule: &KnobRule) -> Verdict {
+    let reject = |reason: String| rejected(change, reason);
+    if let Some(allowed) = &rule.allowed {
+        let modes: Vec<&str> = match &change.value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Object(m) => m.values().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        if let Some(bad) = modes.iter().find(|m| !allowed.iter().any(|a| a == *m)) {
+            return reject(format!(
+                "render mode `{bad}` is not allowed (allowed: {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    accepted(change)
+}
+
+/// A numeric change against the rule's bounds (rejected outside them) and
+/// step limits (clamped to them), from the knob's `old` value.
+fn check_number(change: &Change, rule: &KnobRule, kind: KnobKind, old: &Value) -> Verdict {
+    let reject = |reason: String| rejected(change, reason);
+    let new = change
+        .value
+        .as_f64()
+        .expect("check_value accepted a number");
+    if let Some(lo) = rule.min {
+        if new < lo {
+            return reject(format!("{new} is below the policy minimum {lo}"));
+        }
+    }
+    if let Some(hi) = rule.max {
+        if new > hi {
+            return reject(format!("{new} is above the policy maximum {hi}"));
+        }
+    }
+    let Some(old) = old.as_f64() else {
+        return accepted(change);
+    };
+    let mut lo = f64::NEG_INFINITY;
+    let mut hi = f64::INFINITY;
+    if let Some(r) = rule.max_step_ratio {
+        lo = lo.max(old / r);
+        hi = hi.min(old * r);
+    }
+    if let Some(a) = rule.max_step_abs {
+        lo = lo.max(old - a);
+        hi = hi.min(old + a);
+    }
+    let mut clamped = new.clamp(lo.min(hi), hi.max(lo));
+    if kind == KnobKind::Integer {
+        // Round towards the old value so the step never exceeds the limit,
+        // but move at least one unit when the proposal moves.
+        clamped = if clamped > old {
+            clamped.floor().max(old + 1.0).min(new)
+        } else {
+            clamped.ceil().min(old - 1.0).max(new)
+        };
+        if new == old {
+            clamped = old;
+        }
+    }
+    if (clamped - new).abs() < 1e-12 {
+        accepted(change)
+    } else {
+        let value = if kind == KnobKind::Integer {
+            Value::from(clamped as i64)
+        } else {
+            serde_json::Number::from_f64(clamped)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        };
+        Verdict::Clamped {
+            knob: change.knob.clone(),
+            proposed: change.value.clone(),
+            value,
+            reason: format!(
+                "step from {old} to {new} is larger than the policy allows; moved to {clamped}"
+            ),
         }
     }
 }

@@ -517,7 +517,7 @@ fn build(
         fresh.merge(&h);
     }
     Observation {
-        at_ms: crate::dataplane::pipeline::now_ms(),
+        at_ms: crate::dataplane::task::now_ms(),
         window_s,
         knobs_version: version,
         tasks_per_s: total(metrics::TASKS_TOTAL) as f64 / window_s,

@@ -448,6 +448,20 @@ pub struct StageFailed<'a> {
     pub error: &'a dyn std::fmt::Display,
 }
 
+impl<'a> StageFailed<'a> {
+    /// The failure of `stage` that `error` is, with the error's own class.
+    pub fn of<E>(stage: Stage, error: &'a E) -> StageFailed<'a>
+    where
+        E: crate::dataplane::retry::Classify + std::fmt::Display,
+    {
+        StageFailed {
+            stage,
+            class: error.class(),
+            error,
+        }
+    }
+}
+
 impl InternalEvent for StageFailed<'_> {
     fn emit(self) {
         metrics::record_error(self.stage.as_str(), self.class.as_str(), self.error);

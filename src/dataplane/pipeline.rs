@@ -46,6 +46,7 @@ use tokio::task::JoinSet;
 use super::dlq::Dlq;
 use super::embed::stage::EmbedStage;
 use super::embed::Embedder;
+use super::events::Counters;
 use super::events::{LetterClass, TaskReceived, UrlQueued};
 use super::extract::ExtractStage;
 use super::flow::{send_measured, Ctx, DocItem, Origin, TransformIn};
@@ -53,11 +54,9 @@ use super::index::stage::IndexStage;
 use super::index::VectorIndex;
 use super::retry::ErrorClass;
 use super::search::SearchStage;
+use super::task::{now_ms, Envelope, Task};
 use super::Stage;
 use crate::live::LiveConfig;
-
-pub use super::events::Counters;
-pub use super::task::{now_ms, url_doc_id, Envelope, Task, MAX_METADATA_BYTES, MAX_TEXT_BYTES};
 
 /// Capacity of every inter-stage channel.
 pub const CHANNEL_CAPACITY: usize = 256;

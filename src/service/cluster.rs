@@ -283,7 +283,7 @@ impl Cluster {
 
         // Catch up: read from the beginning until our own marker comes back.
         let marker_key = format!("hello/{instance}");
-        let marker = json!({"instance": instance, "time_ms": crate::dataplane::pipeline::now_ms()})
+        let marker = json!({"instance": instance, "time_ms": crate::dataplane::task::now_ms()})
             .to_string()
             .into_bytes();
         let catch_up = Arc::new(Mutex::new(CatchUp::default()));
@@ -319,7 +319,7 @@ impl Cluster {
                     version: snapshot.version,
                     knobs: snapshot.knobs.clone(),
                     instance: instance.to_string(),
-                    time_ms: crate::dataplane::pipeline::now_ms(),
+                    time_ms: crate::dataplane::task::now_ms(),
                 };
                 if let Ok(bytes) = serde_json::to_vec(&rec) {
                     publisher.publish("knobs", Some(&bytes));
@@ -389,7 +389,7 @@ async fn publish_swaps(
             version: snapshot.version,
             knobs: snapshot.knobs.clone(),
             instance: state.instance.clone(),
-            time_ms: crate::dataplane::pipeline::now_ms(),
+            time_ms: crate::dataplane::task::now_ms(),
         };
         let Ok(bytes) = serde_json::to_vec(&rec) else {
             continue;
@@ -440,31 +440,6 @@ pub fn read_cluster_audit(data_dir: &Path) -> Result<Vec<ClusterAuditLine>> {
         .collect()
 }
 
-/// A default instance id: host name, process id and start time.
-pub fn default_instance_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "freshet".into());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        crate::dataplane::pipeline::now_ms()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,7 +471,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "freshet-cluster-{}-{}",
             std::process::id(),
-            crate::dataplane::pipeline::now_ms()
+            crate::dataplane::task::now_ms()
         ));
         let (a, b) = (state("a", &dir), state("b", &dir));
         // Both change knobs at the same time: both at version 2, different knobs.

@@ -5,6 +5,7 @@
 //! replay` and the integration tests, so they all run the same wiring.
 
 pub mod admin;
+#[cfg(feature = "kafka")]
 pub mod cluster;
 pub mod http;
 pub mod shutdown;
@@ -19,13 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{ControlState, Controller, ControllerOptions, ControllerReport};
 use crate::dataplane::ack::AckTracker;
-use crate::dataplane::dlq::{Dlq, KafkaSink, ReplayTarget};
+use crate::dataplane::dlq::{Dlq, ReplayTarget};
 use crate::dataplane::embed::{hash::HashEmbedder, openai::OpenAiEmbedder, Embedder};
 use crate::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
 use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex};
 use crate::dataplane::search::{serppost::SerpPost, SearchStage};
 use crate::dataplane::source::embedded::EmbeddedSource;
-use crate::dataplane::source::kafka::KafkaSource;
 use crate::dataplane::source::Source;
 use crate::dataplane::{Deps, Pipeline};
 use crate::knobs::Knobs;
@@ -121,6 +121,91 @@ impl IndexMeta {
     }
 }
 
+/// The dead-letter sink the settings name: the Kafka topic with `[source]
+/// kind = "kafka"` and `[kafka] dlq_topic`, else the data dir's file.
+async fn open_dlq(settings: &Settings, instance_id: &str) -> Result<Arc<Dlq>> {
+    #[cfg(feature = "kafka")]
+    if settings.source.kind == SourceKind::Kafka && !settings.kafka.dlq_topic.is_empty() {
+        let topic = &settings.kafka.dlq_topic;
+        let sink = crate::dataplane::dlq::KafkaSink::open(&settings.kafka, topic, instance_id)
+            .await
+            .with_context(|| format!("opening the dead-letter topic `{topic}`"))?;
+        return Ok(Arc::new(Dlq::new(sink)));
+    }
+    let _ = instance_id;
+    let data_dir = &settings.service.data_dir;
+    Ok(Arc::new(Dlq::open(data_dir).with_context(|| {
+        format!("opening the dead-letter file in {}", data_dir.display())
+    })?))
+}
+
+/// Joins the cluster (with `[kafka] control_topic`) and starts the Kafka
+/// source, adding it to `sources`; returns the cluster link.
+#[cfg(feature = "kafka")]
+#[allow(clippy::too_many_arguments)]
+async fn start_kafka(
+    settings: &Settings,
+    instance_id: &str,
+    live: &Arc<LiveConfig>,
+    audit: Arc<crate::control::audit::AuditLog>,
+    dlq: &Arc<Dlq>,
+    pipeline: &Pipeline,
+    controller_leader: &Arc<AtomicBool>,
+    sources: &mut Vec<Arc<dyn Source>>,
+) -> Result<Option<cluster::Cluster>> {
+    let mut link = None;
+    if !settings.kafka.control_topic.is_empty() {
+        link = Some(
+            cluster::Cluster::start(
+                &settings.kafka,
+                instance_id,
+                live.clone(),
+                audit,
+                &settings.service.data_dir,
+                controller_leader.clone(),
+            )
+            .await
+            .context("joining the cluster through the control topic")?,
+        );
+    }
+    sources.push(Arc::new(
+        crate::dataplane::source::kafka::KafkaSource::start(
+            &settings.kafka,
+            instance_id,
+            AckTracker::new(live),
+            dlq.clone(),
+            pipeline.sender(),
+        )
+        .await?,
+    ));
+    Ok(link)
+}
+
+/// A default instance id: host name, process id and start time.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "freshet".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        crate::dataplane::task::now_ms()
+    )
+}
+
 /// The embedder the settings name.
 pub fn embedder(settings: &Settings) -> Arc<dyn Embedder> {
     match settings.embed.backend {
@@ -189,6 +274,7 @@ pub struct Runtime {
     /// control topic's group (see [`cluster`]).
     pub controller_leader: Arc<AtomicBool>,
     /// The scale-out link through the control topic (Kafka with `control_topic`).
+    #[cfg(feature = "kafka")]
     pub cluster: Option<cluster::Cluster>,
     /// This instance's id (Kafka client id, control topic records).
     pub instance_id: String,
@@ -219,7 +305,7 @@ impl Runtime {
         let data_dir = &settings.service.data_dir;
         let kafka_mode = settings.source.kind == SourceKind::Kafka;
         let instance_id = if settings.kafka.instance_id.is_empty() {
-            cluster::default_instance_id()
+            default_instance_id()
         } else {
             settings.kafka.instance_id.clone()
         };
@@ -240,18 +326,7 @@ impl Runtime {
             .clone()
             .map(|p| Arc::new(SearchStage::new(p, live.clone())));
         let index = open_index(settings).await?;
-        let dlq = if kafka_mode && !settings.kafka.dlq_topic.is_empty() {
-            let topic = &settings.kafka.dlq_topic;
-            Arc::new(Dlq::new(
-                KafkaSink::open(&settings.kafka, topic, &instance_id)
-                    .await
-                    .with_context(|| format!("opening the dead-letter topic `{topic}`"))?,
-            ))
-        } else {
-            Arc::new(Dlq::open(data_dir).with_context(|| {
-                format!("opening the dead-letter file in {}", data_dir.display())
-            })?)
-        };
+        let dlq = open_dlq(settings, &instance_id).await?;
         let pipeline = Pipeline::start(Deps {
             live: live.clone(),
             search,
@@ -296,35 +371,27 @@ impl Runtime {
         let tracker = AckTracker::new(&live);
         let source = EmbeddedSource::new(pipeline.sender(), tracker, dlq.clone());
         let controller_leader = Arc::new(AtomicBool::new(true));
-        let mut cluster = None;
         let embedded: Arc<dyn Source> = source.queue();
+        #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
         let mut sources = vec![embedded];
-        if kafka_mode && intake {
-            if !settings.kafka.control_topic.is_empty() {
-                cluster = Some(
-                    cluster::Cluster::start(
-                        &settings.kafka,
-                        &instance_id,
-                        live.clone(),
-                        audit,
-                        data_dir,
-                        controller_leader.clone(),
-                    )
-                    .await
-                    .context("joining the cluster through the control topic")?,
-                );
-            }
-            sources.push(Arc::new(
-                KafkaSource::start(
-                    &settings.kafka,
-                    &instance_id,
-                    AckTracker::new(&live),
-                    dlq.clone(),
-                    pipeline.sender(),
-                )
-                .await?,
-            ));
-        }
+        #[cfg(feature = "kafka")]
+        let cluster = if kafka_mode && intake {
+            start_kafka(
+                settings,
+                &instance_id,
+                &live,
+                audit,
+                &dlq,
+                &pipeline,
+                &controller_leader,
+                &mut sources,
+            )
+            .await?
+        } else {
+            None
+        };
+        #[cfg(not(feature = "kafka"))]
+        let _ = (kafka_mode, intake, audit);
         Ok(Runtime {
             live,
             pipeline,
@@ -337,6 +404,7 @@ impl Runtime {
             control,
             controller_leader,
             sources,
+            #[cfg(feature = "kafka")]
             cluster,
             instance_id,
             controller: None,
@@ -425,6 +493,7 @@ impl Runtime {
                 "source drained"
             );
         }
+        #[cfg(feature = "kafka")]
         if let Some(cluster) = self.cluster.take() {
             cluster.stop().await;
         }

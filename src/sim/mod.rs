@@ -19,6 +19,7 @@
 //!
 //! [`llm`] is a separate loopback server: a scripted OpenAI-compatible chat
 //! endpoint for the `llm` policy (tests, and the bench's `llm-scripted`).
+pub mod block;
 pub mod corpus;
 pub mod llm;
 pub mod scenario;
@@ -26,7 +27,8 @@ pub mod server;
 pub mod templates;
 pub mod text;
 
-pub use corpus::{Block, Corpus, HostileKind, PageKind, SearchHit, SimPage, HOSTILE_DOMAIN};
+pub use block::Block;
+pub use corpus::{Corpus, HostileKind, PageKind, SearchHit, SimPage, HOSTILE_DOMAIN};
 pub use scenario::{
     DomainOverride, EndpointProfile, Latency, Phase, Scenario, TaskMix, Workload, WorkloadOverride,
 };

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ use tokio::sync::watch;
 use super::corpus::{Corpus, HostileKind, PageKind, HOSTILE_DOMAIN};
 use super::scenario::{EndpointProfile, Scenario};
 use super::text::{esc, mix64, Rng};
+use crate::settings::{EmbedBackend, Secret, Settings};
 
 /// How long a "timeout" fault hangs before answering 504.
 pub const HANG: Duration = Duration::from_secs(60);
@@ -472,6 +474,41 @@ impl SimServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Settings for a freshet pointed at this simulator: `base` (the
+    /// user's, or defaults) with its data dir, search provider, resolver
+    /// entries and, with `sim_embeddings`, the simulator's embeddings
+    /// endpoint (else the offline `hash` embedder).
+    pub fn freshet_settings(
+        &self,
+        base: &Settings,
+        data_dir: &Path,
+        sim_embeddings: bool,
+    ) -> anyhow::Result<Settings> {
+        let mut s = base.clone();
+        s.service.data_dir = data_dir.to_path_buf();
+        s.provider.base_url = self.base_url();
+        s.provider.api_key = Secret::new("sim-key");
+        s.provider_url = url::Url::parse(&self.base_url())?;
+        s.resolve = vec![(
+            "sim.test".to_string(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        )];
+        s.extract.resolve = [("sim.test".to_string(), "127.0.0.1".to_string())]
+            .into_iter()
+            .collect();
+        if sim_embeddings {
+            s.embed.backend = EmbedBackend::Openai;
+            s.embed.base_url = format!("{}/v1", self.base_url());
+            s.embed.model = crate::dataplane::embed::hash::SIM_MODEL.to_string();
+            s.embed.api_key = Secret::new("sim-key");
+            s.embed.send_dimensions = true;
+        } else {
+            s.embed.backend = EmbedBackend::Hash;
+        }
+        Ok(s)
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)

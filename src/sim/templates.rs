@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::corpus::Block;
+use super::block::Block;
 use super::text::{self, esc, Rng, Topic, Writer};
 
 /// Everything a template needs to draw one article page.

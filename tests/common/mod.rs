@@ -116,15 +116,52 @@ impl TestSettings {
         self
     }
 
+    /// The settings as the text of a TOML file.
+    pub fn toml(&self) -> String {
+        toml::to_string(&self.0).expect("the table renders")
+    }
+
+    /// Writes the settings file to `path` (for a child process's
+    /// `--config`), creating its directory; returns the path as text.
+    pub fn write(&self, path: &std::path::Path) -> String {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the settings file's directory");
+        }
+        std::fs::write(path, self.toml()).expect("the settings file is written");
+        path.display().to_string()
+    }
+
     /// The settings, as freshet parses and validates them.
     pub fn build(&self) -> freshet::settings::Settings {
-        let text = toml::to_string(&self.0).expect("the table renders");
-        freshet::settings::Settings::from_toml(&text, "test", std::iter::empty())
+        freshet::settings::Settings::from_toml(&self.toml(), "test", std::iter::empty())
             .expect("test settings")
     }
 }
 
 pub mod kafka;
+
+/// Sends SIGTERM to `child` and waits for it to exit, at most `within`;
+/// `None` if it is still running then.
+pub fn terminate(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "SIGTERM could not be sent");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
 
 /// A loopback port that was free a moment ago (for a child process to bind).
 pub fn free_port() -> u16 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{BadLine, DeadLetter, DeadLetterSink, Dlq, ReplayError, ReplayTarget, Replayed};
-use crate::dataplane::pipeline::Task;
+use crate::dataplane::task::Task;
 
 /// The dead-letter file of one data dir.
 #[derive(Debug)]

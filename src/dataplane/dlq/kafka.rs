@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{DeadLetter, DeadLetterSink, Dlq, ReplayError, ReplayTarget, Replayed};
 use crate::dataplane::ack::{AckTracker, Position};
-use crate::dataplane::pipeline::{now_ms, Envelope, Task};
+use crate::dataplane::task::{now_ms, Envelope, Task};
 use crate::kafka::{
     assign_all, client_config, ensure_topic, parse_source_ref, source_ref, IfNoPartitions,
     KafkaError, LogContext,

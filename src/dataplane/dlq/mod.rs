@@ -23,6 +23,7 @@
 //! `service::Runtime::replay_dlq`).
 
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +34,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use file::FileSink;
+#[cfg(feature = "kafka")]
 pub use kafka::{read_topic, KafkaSink, TopicRecord, KAFKA_DLQ_TIMEOUT};
 
-use crate::dataplane::pipeline::{Envelope, Task};
+use crate::dataplane::task::{Envelope, Task};
 use crate::live::LiveConfig;
 
 /// One dead letter.

@@ -11,6 +11,11 @@ use std::hash::{Hash, Hasher};
 
 use super::{EmbedError, Embedder};
 
+/// The embedding model name the simulator's embeddings endpoint serves;
+/// its vectors equal this embedder's, so `freshet query` can embed queries
+/// offline for an index the demo filled.
+pub const SIM_MODEL: &str = "freshet-sim-hash";
+
 /// The feature-hashing embedder.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {

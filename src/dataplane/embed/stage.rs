@@ -163,12 +163,7 @@ async fn embed_all(
                 out.extend(vectors);
             }
             Err(e) => {
-                StageFailed {
-                    stage: STAGE,
-                    class: e.class,
-                    error: &e,
-                }
-                .emit();
+                StageFailed::of(STAGE, &e).emit();
                 return Err(e);
             }
         }

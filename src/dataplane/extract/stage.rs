@@ -102,12 +102,7 @@ impl ExtractStage {
             .emit();
         }
         if let Err(err) = &result {
-            StageFailed {
-                stage: STAGE,
-                class: err.class,
-                error: err,
-            }
-            .emit();
+            StageFailed::of(STAGE, err).emit();
         }
         result
     }

@@ -178,12 +178,7 @@ async fn upsert(ctx: &Ctx, index: &dyn VectorIndex, upserts: Vec<Upsert>) {
     }
     .emit();
     if let Err(e) = result {
-        StageFailed {
-            stage: STAGE,
-            class: e.class,
-            error: &e,
-        }
-        .emit();
+        StageFailed::of(STAGE, &e).emit();
         for (doc, _) in upserts {
             ctx.versions.retire(&doc.meta.doc_id, doc.seq);
             let class = LetterClass::Error(e.class);

@@ -68,12 +68,7 @@ impl SearchStage {
                 message: format!("query must be 1..=2048 bytes, got {}", query.len()),
                 retry_after: None,
             };
-            StageFailed {
-                stage: STAGE,
-                class: err.class,
-                error: &err,
-            }
-            .emit();
+            StageFailed::of(STAGE, &err).emit();
             return Err(err);
         }
         let _permit = match permit {
@@ -92,12 +87,7 @@ impl SearchStage {
         }
         .emit();
         if let Err(err) = &result {
-            StageFailed {
-                stage: STAGE,
-                class: err.class,
-                error: err,
-            }
-            .emit();
+            StageFailed::of(STAGE, err).emit();
         }
         result
     }

@@ -18,6 +18,7 @@
 
 pub mod cdc;
 pub mod embedded;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use std::collections::BTreeMap;

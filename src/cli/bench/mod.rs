@@ -3,9 +3,13 @@
 //!
 //! Documents (`--kind document`) need no network: they measure transform,
 //! embedding (the `hash` embedder) and qdrant-edge. URLs (`--kind url`) go
-//! through the simulator (fetch and extraction included).
+//! through the simulator (fetch and extraction included). `freshet bench
+//! kafka` (the `kafka` feature) is in [`kafka`]; `freshet bench scenarios`
+//! drives [`crate::bench`].
 
-use std::collections::VecDeque;
+#[cfg(feature = "kafka")]
+mod kafka;
+
 use std::time::{Duration, Instant};
 
 use std::process::ExitCode;
@@ -13,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 
-use crate::dataplane::pipeline::{Counters, Task};
+use crate::dataplane::{Counters, Task};
 use crate::service::Runtime;
 use crate::settings::{EmbedBackend, Settings};
 use crate::sim::{Scenario, SimOptions, SimServer};
@@ -59,7 +63,7 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let dir = std::env::temp_dir().join(format!(
         "freshet-bench-{}-{}",
         std::process::id(),
-        crate::dataplane::pipeline::now_ms()
+        crate::dataplane::task::now_ms()
     ));
     let mut settings = base.clone();
     settings.service.data_dir = dir.clone();
@@ -108,17 +112,13 @@ pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
     let tracker = runtime.source.tracker().clone();
     let (_, counters_after, _) = runtime.drain().await;
     let total_secs = started.elapsed().as_secs_f64();
-    let q = |p| counters_after.freshness_quantile(p).unwrap_or(f64::NAN) * 1e3;
-    let row = BenchRow {
-        kind: opts.kind.as_str().to_string(),
-        offered_per_s: i as f64 / offered_secs,
-        finished_per_s: tracker.counts().finished as f64 / total_secs,
-        chunks_per_s: Counters::get(&counters_after.chunks_indexed) as f64 / total_secs,
-        p50_ms: q(0.5),
-        p95_ms: q(0.95),
-        p99_ms: q(0.99),
-        dead_letters: Counters::get(&counters_after.dead_letters),
-    };
+    let row = bench_row(
+        opts.kind.as_str(),
+        i as f64 / offered_secs,
+        tracker.counts().finished as f64 / total_secs,
+        &counters_after,
+        total_secs,
+    );
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
@@ -147,201 +147,7 @@ pub fn table(rows: &[BenchRow]) -> String {
     out
 }
 
-/// Options of a Kafka bench run (`freshet bench kafka`).
-#[derive(Debug, Clone)]
-pub struct KafkaBenchOptions {
-    /// Bootstrap brokers.
-    pub brokers: String,
-    /// Partitions of the bench topic.
-    pub partitions: i32,
-    /// Words per generated document.
-    pub words: usize,
-}
-
-/// Produces `count` document tasks to `topic`, `rate` per second (`None`:
-/// as fast as the broker takes them), each stamped with its send time as
-/// `ts_ms` and keyed by its id; returns how many were produced and the
-/// seconds it took.
-async fn produce_documents(
-    producer: &rdkafka::producer::FutureProducer<crate::kafka::LogContext>,
-    topic: &str,
-    first: u64,
-    count: u64,
-    rate: Option<f64>,
-    words: usize,
-) -> Result<(u64, f64)> {
-    use rdkafka::producer::FutureRecord;
-    // The documents are made before the clock starts, so the load generator
-    // (on the same cores as the pipeline) costs as little as it can while
-    // it offers the rate.
-    let mut documents: VecDeque<Task> = (first..first + count)
-        .map(|i| crate::bench::load::document(i, words))
-        .collect();
-    let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(count as usize);
-    for n in 0..count {
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let Some(Task::Document {
-            id,
-            text,
-            title,
-            url,
-            metadata,
-            ..
-        }) = documents.pop_front()
-        else {
-            unreachable!("document() makes documents")
-        };
-        let task = Task::Document {
-            id: id.clone(),
-            text,
-            title,
-            url,
-            ts_ms: Some(crate::dataplane::pipeline::now_ms()),
-            metadata,
-        };
-        let payload = serde_json::to_vec(&task)?;
-        let mut record = FutureRecord::to(topic).key(id.as_str()).payload(&payload);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((e, back)) => {
-                    if !matches!(
-                        e,
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull
-                        )
-                    ) {
-                        anyhow::bail!("producing to {topic}: {e}");
-                    }
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
-    }
-    for d in deliveries {
-        match d.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => anyhow::bail!("producing to {topic}: {e}"),
-            Err(_) => anyhow::bail!("producing to {topic}: producer dropped"),
-        }
-    }
-    Ok((count, started.elapsed().as_secs_f64()))
-}
-
-/// Kafka -> index: `rate` = `None` first fills the topic with `count`
-/// documents and then measures how fast freshet indexes the backlog (the
-/// sustained rate); `Some(r)` offers `r` documents/s for `duration` while
-/// freshet consumes (freshness from each task's `ts_ms`).
-pub async fn run_kafka(
-    base: &Settings,
-    opts: &KafkaBenchOptions,
-    rate: Option<f64>,
-    count: u64,
-    duration: Duration,
-) -> Result<BenchRow> {
-    let stamp = crate::dataplane::pipeline::now_ms();
-    let topic = format!("freshet-bench-{}-{stamp}", std::process::id());
-    let dir = std::env::temp_dir().join(format!(
-        "freshet-bench-kafka-{}-{stamp}",
-        std::process::id()
-    ));
-    let mut settings = base.clone();
-    settings.service.data_dir = dir.clone();
-    settings.embed.backend = EmbedBackend::Hash;
-    settings.source.kind = crate::settings::SourceKind::Kafka;
-    settings.kafka.brokers = opts.brokers.clone();
-    settings.kafka.group_id = format!("{topic}-group");
-    settings.kafka.task_topics = vec![topic.clone()];
-    settings.kafka.tables.clear();
-    settings.kafka.control_topic = String::new();
-    settings.kafka.dlq_topic = String::new();
-    crate::kafka::ensure_topic(&settings.kafka, &topic, opts.partitions, false).await?;
-    // One record per batch: tansu 0.6 mishandles reads inside multi-record batches.
-    let producer: rdkafka::producer::FutureProducer<crate::kafka::LogContext> =
-        crate::kafka::client_config(&settings.kafka, "freshet-bench-producer")
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .set("queue.buffering.max.messages", "1000000")
-            .create_with_context(crate::kafka::LogContext)
-            .context("bench producer")?;
-    if rate.is_none() {
-        // The backlog: all of it in the topic before freshet starts.
-        produce_documents(&producer, &topic, 0, count, None, opts.words).await?;
-    }
-    let runtime = Runtime::build(&settings).await?;
-    let kafka = runtime.find_source("kafka").context("kafka source")?;
-    // Event time starts when the group has settled, not during the join.
-    wait_assigned(kafka.as_ref(), opts.partitions).await?;
-    let started = Instant::now();
-    let (produced, offered_secs) = match rate {
-        None => (count, None),
-        Some(rate) => {
-            let n = (rate * duration.as_secs_f64()).round() as u64;
-            let (produced, secs) =
-                produce_documents(&producer, &topic, 0, n, Some(rate), opts.words).await?;
-            (produced, Some(secs))
-        }
-    };
-    wait_finished(kafka.as_ref(), produced, Duration::from_secs(600)).await?;
-    let secs = started.elapsed().as_secs_f64();
-    let (_, counters, _) = runtime.drain().await;
-    let (kind, offered) = match offered_secs {
-        None => ("kafka backlog", produced as f64 / secs),
-        Some(offered_secs) => ("kafka", produced as f64 / offered_secs),
-    };
-    let row = bench_row(kind, offered, produced as f64 / secs, &counters, secs);
-    tracing::info!(topic, produced, "bench run done");
-    // Each row leaves nothing behind, so later rows do not run against a
-    // broker holding earlier rows' data (tansu's memory storage slows down
-    // as it fills).
-    if let Err(e) = crate::kafka::delete_topic(&settings.kafka, &topic).await {
-        tracing::warn!(topic, error = %e, "could not delete the bench topic");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(row)
-}
-
-async fn wait_assigned(
-    kafka: &dyn crate::dataplane::source::Source,
-    partitions: i32,
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while kafka.assignment().len() < partitions as usize {
-        if Instant::now() > deadline {
-            anyhow::bail!("the bench topic's partitions were not assigned within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
-async fn wait_finished(
-    kafka: &dyn crate::dataplane::source::Source,
-    count: u64,
-    limit: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    while kafka.tracker().counts().finished < count {
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "only {} of {count} messages finished in {} s",
-                kafka.tracker().counts().finished,
-                limit.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
+/// One row from a run's counters: `secs` is the run's length, for chunks/s.
 fn bench_row(kind: &str, offered: f64, finished: f64, counters: &Counters, secs: f64) -> BenchRow {
     let q = |p| counters.freshness_quantile(p).unwrap_or(f64::NAN) * 1e3;
     BenchRow {
@@ -557,6 +363,7 @@ pub(super) enum BenchCommand {
     },
     /// Kafka -> index: the sustained rate on a backlog, then freshness
     /// (task `ts_ms` to upsert ack) at fixed rates (a fresh topic per run).
+    #[cfg(feature = "kafka")]
     Kafka {
         /// Bootstrap brokers (or FRESHET_KAFKA_BROKERS).
         #[arg(long, env = "FRESHET_KAFKA_BROKERS")]
@@ -611,6 +418,7 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             }
             super::print_out(&table(&rows))?;
         }
+        #[cfg(feature = "kafka")]
         BenchCommand::Kafka {
             brokers,
             backlog,
@@ -619,70 +427,14 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             partitions,
             words,
         } => {
-            let opts = KafkaBenchOptions {
+            let opts = kafka::KafkaBenchOptions {
                 brokers: brokers.clone(),
                 partitions: *partitions,
                 words: *words,
             };
-            kafka_command(&s, &opts, *backlog, rate, *duration).await?;
+            kafka::command(&s, &opts, *backlog, rate, *duration).await?;
         }
         BenchCommand::Scenarios(args) => scenarios(&s, args).await?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `freshet bench kafka`: the backlog run (unless `backlog` is 0), then
-/// one row per rate, lightest first; prints the table.
-async fn kafka_command(
-    s: &Settings,
-    opts: &KafkaBenchOptions,
-    backlog: u64,
-    rate: &[String],
-    duration: Duration,
-) -> Result<()> {
-    let mut rows = Vec::new();
-    let mut sustained = None;
-    if backlog > 0 {
-        let row = run_kafka(s, opts, None, backlog, duration).await?;
-        eprintln!("{}", serde_json::to_string(&row)?);
-        sustained = Some(row.finished_per_s);
-        rows.push(row);
-    }
-    let mut values = kafka_rates(rate, sustained)?;
-    // Lightest load first: a row past what the machine sustains
-    // leaves a broker (tansu's memory storage at least) slower for
-    // the rows after it, which would charge them for its overload.
-    values.sort_by(f64::total_cmp);
-    for value in values {
-        let row = run_kafka(s, opts, Some(value), 0, duration).await?;
-        eprintln!("{}", serde_json::to_string(&row)?);
-        rows.push(row);
-    }
-    super::print_out(&table(&rows))?;
-    Ok(())
-}
-
-/// The `--rate` values of `freshet bench kafka` in documents/s: a number,
-/// or a percentage of the backlog run's `sustained` rate.
-fn kafka_rates(rate: &[String], sustained: Option<f64>) -> Result<Vec<f64>> {
-    let mut values = Vec::with_capacity(rate.len());
-    for r in rate {
-        let value: f64 = match r.strip_suffix('%') {
-            Some(share) => {
-                let share: f64 = share
-                    .parse()
-                    .with_context(|| format!("--rate {r}: not a percentage"))?;
-                sustained.context("a --rate in % needs the backlog run (--backlog > 0)")? * share
-                    / 100.0
-            }
-            None => r
-                .parse()
-                .with_context(|| format!("--rate {r}: not a number"))?,
-        };
-        if !(value.is_finite() && value > 0.0) {
-            anyhow::bail!("--rate {r}: must be a positive number of documents/s");
-        }
-        values.push(value);
-    }
-    Ok(values)
 }
