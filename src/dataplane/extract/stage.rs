@@ -238,6 +238,7 @@ pub(crate) async fn run(
                     Ok(page) => {
                         ctx.emit(PageExtracted);
                         let item = DocItem {
+                            kind: DocKind::Page,
                             doc_id: url_doc_id(&url),
                             url: page.final_url,
                             title: page.title,
