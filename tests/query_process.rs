@@ -13,9 +13,9 @@ mod common;
 fn freshet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("FRESHET_SERVICE__READ_TOKEN")
         .env_remove("FRESHET_SERVICE__ADMIN_TOKEN")
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("the freshet binary runs");
