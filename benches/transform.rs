@@ -14,11 +14,7 @@ fn bench_transform(c: &mut Criterion) {
         .article_urls(80, 64)
         .iter()
         .filter_map(|u| corpus.page(&url::Url::parse(u).expect("corpus URLs parse")))
-        .map(|p| DocIn {
-            doc_id: p.url.clone(),
-            text: p.rendered_markdown.clone(),
-            quality: 0.9,
-        })
+        .map(|p| DocIn::page(p.url.clone(), p.rendered_markdown.clone(), 0.9))
         .collect();
     let bytes: usize = docs.iter().map(|d| d.text.len()).sum();
     let knobs = TransformKnobs::default();

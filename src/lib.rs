@@ -36,7 +36,7 @@
 //! kafka/       shared Kafka client code: client config + log context, admin (ensure/delete topic),
 //!              assign_all, source refs, KafkaError; control_topic (producer, reader, leader group member)
 //! service/     Runtime (settings -> running pipeline, one list of sources), http (health, metrics, ingest),
-//!              admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
+//!              search (POST /v1/search), lock (one process per data dir), admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
 //!              controller leadership)
 //! bench/       the scenario bench: workload streams, runs, oracle search, report, SVG charts
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios

@@ -373,8 +373,9 @@ pub enum SourceKind {
     Kafka,
 }
 
-/// `[source]`: where tasks come from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[source]`: where tasks come from, and the length floor each kind of
+/// document meets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceSettings {
     /// `embedded` (default) or `kafka` (then `[kafka]` must name brokers and topics).
@@ -383,6 +384,25 @@ pub struct SourceSettings {
     pub files: Vec<PathBuf>,
     /// Also read tasks from standard input.
     pub stdin: bool,
+    /// Fewest words (after cleaning) an extracted web page needs to be
+    /// indexed; shorter pages are dead-lettered as `too_short`. Default 20.
+    pub page_min_words: u32,
+    /// Fewest words an explicit document (a `document` task, a CDC row)
+    /// needs. Default 0: a user's own record is indexed however short (it
+    /// needs one word); boilerplate-line removal does not apply either.
+    pub document_min_words: u32,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            kind: SourceKind::default(),
+            files: Vec::new(),
+            stdin: false,
+            page_min_words: crate::dataplane::transform::MIN_WORDS,
+            document_min_words: 0,
+        }
+    }
 }
 
 /// Where a new consumer group starts reading a partition.

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use freshet::dataplane::index::edge::EdgeIndex;
 use freshet::dataplane::index::qdrant::QdrantIndex;
 use freshet::dataplane::index::{
-    chunk_id, ChunkPayload, ChunkPoint, DocState, IndexError, VectorIndex,
+    chunk_id, search_filtered, ChunkPayload, ChunkPoint, DocState, IndexError, SearchFilter,
+    VectorIndex,
 };
 use freshet::dataplane::retry::ErrorClass;
 use uuid::Uuid;
@@ -157,6 +158,9 @@ fn point(doc: &str, index: u32, count: u32, doc_hash: &str, vector: Vec<f32>) ->
             content_hash: format!("{doc}-{index}-content"),
             doc_hash: doc_hash.to_owned(),
             fetched_at_ms: 1_760_000_000_000 + u64::from(index),
+            event_ts_ms: 1_759_999_999_000 + u64::from(index),
+            indexed_ts_ms: 1_760_000_000_500 + u64::from(index),
+            domain: "example.com".to_owned(),
             render_mode: "http".to_owned(),
             quality: 0.5 + f64::from(index) / 10.0,
             source_offset: format!("embedded:0:{index}"),
@@ -467,6 +471,118 @@ async fn concurrent_writes_and_reads(fx: Box<dyn Fixture>) {
     fx.cleanup().await;
 }
 
+/// Filters by document, domain, URL prefix and metadata, each alone and
+/// together, agree with [`SearchFilter::matches`] and keep score order.
+async fn filtered_search_matches_the_reference(fx: Box<dyn Fixture>) {
+    let index = fx.index();
+    let mut points = Vec::new();
+    for d in 0..6u32 {
+        let doc = format!("doc-{d}");
+        for i in 0..3u32 {
+            let mut p = point(&doc, i, 3, &doc, vector((d * 3 + i) as usize % DIM, 0.2));
+            let host = if d % 2 == 0 { "a.example" } else { "b.example" };
+            p.payload.url = format!(
+                "https://{host}/{}/{doc}",
+                if d < 3 { "docs" } else { "blog" }
+            );
+            p.payload.domain = host.to_owned();
+            p.payload.metadata.insert(
+                "lang".into(),
+                serde_json::json!(if d < 4 { "en" } else { "de" }),
+            );
+            p.payload
+                .metadata
+                .insert("year".into(), serde_json::json!(2020 + d as i64));
+            p.payload
+                .metadata
+                .insert("public".into(), serde_json::json!(d != 1));
+            points.push(p);
+        }
+    }
+    index.upsert(points.clone()).await.unwrap();
+    let meta = |pairs: &[(&str, serde_json::Value)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let filters = [
+        SearchFilter::default(),
+        SearchFilter {
+            doc_id: Some("doc-2".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            domain: Some("b.example".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            url_prefix: Some("https://a.example/docs/".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            url_prefix: Some("https://b.example".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            metadata: meta(&[("lang", serde_json::json!("de"))]),
+            ..Default::default()
+        },
+        SearchFilter {
+            metadata: meta(&[("year", serde_json::json!(2023))]),
+            ..Default::default()
+        },
+        SearchFilter {
+            metadata: meta(&[("public", serde_json::json!(false))]),
+            ..Default::default()
+        },
+        SearchFilter {
+            domain: Some("a.example".into()),
+            url_prefix: Some("https://a.example/blog/".into()),
+            metadata: meta(&[("lang", serde_json::json!("de"))]),
+            ..Default::default()
+        },
+        SearchFilter {
+            domain: Some("nowhere.example".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            domain: Some("b.example".into()),
+            url_prefix: Some("https://a.example/".into()),
+            ..Default::default()
+        },
+    ];
+    let query = vector(1, 0.3);
+    for f in &filters {
+        let want: std::collections::BTreeSet<Uuid> = points
+            .iter()
+            .filter(|p| f.matches(&p.payload))
+            .map(|p| p.id)
+            .collect();
+        let hits = search_filtered(index, query.clone(), 100, f).await.unwrap();
+        let got: std::collections::BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
+        assert_eq!(got, want, "filter {f:?}");
+        assert!(
+            hits.windows(2).all(|w| w[0].score >= w[1].score),
+            "score order for {f:?}"
+        );
+        let top = search_filtered(index, query.clone(), 2, f).await.unwrap();
+        assert_eq!(top.len(), want.len().min(2), "k bounds {f:?}");
+        let scores =
+            |h: &[freshet::dataplane::index::Hit]| h.iter().map(|h| h.score).collect::<Vec<_>>();
+        assert_eq!(
+            scores(&top),
+            scores(&hits[..top.len()]),
+            "the top 2 are the best of all for {f:?}"
+        );
+    }
+    // The stored timestamps and domain come back.
+    let hit = &search_filtered(index, query, 1, &filters[1]).await.unwrap()[0];
+    assert_eq!(hit.payload.domain, "a.example");
+    assert!(hit.payload.event_ts_ms > 0 && hit.payload.indexed_ts_ms > hit.payload.event_ts_ms);
+    fx.cleanup().await;
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod edge {
@@ -501,6 +617,7 @@ backend_tests!(
     bad_vectors_are_invalid,
     empty_operations_are_fine,
     concurrent_writes_and_reads,
+    filtered_search_matches_the_reference,
 );
 
 // ---------------------------------------------------------------- crash (edge)

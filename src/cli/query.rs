@@ -1,5 +1,12 @@
 //! `freshet query`: search the index and print url, title, score and the
 //! chunk.
+//!
+//! When the data dir is held by a running instance (its lock file, see
+//! [`crate::service::lock`], names the address it serves), or with
+//! `--addr`, the query goes to that instance's `POST /v1/search` with the
+//! read token (`FRESHET_SERVICE__READ_TOKEN`, else the admin token): the
+//! embedded index can only be opened by one process. Otherwise the index is
+//! opened directly.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{init_logging, print_out, settings_in, Cli};
+use crate::service::search::{SearchResponse, SearchResult};
 use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
@@ -19,16 +27,120 @@ pub(super) struct QueryArgs {
     /// The data dir holding the index.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Ask the freshet instance serving at this address (`127.0.0.1:8080` or
+    /// `http://host:port`) instead of the data dir's index.
+    #[arg(long)]
+    addr: Option<String>,
 }
 
 /// Runs `freshet query`.
 pub(super) async fn command(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
     let s = settings_in(cli, &args.data_dir)?;
     init_logging(s.service.log_format, "warn");
-    query_command(&s, &args.text, args.k).await
+    let addr = match &args.addr {
+        Some(addr) => Some(addr.clone()),
+        None => match crate::service::lock::holder_of(&s.service.data_dir)? {
+            None => None,
+            Some(holder) => match holder.addr {
+                Some(addr) => Some(addr),
+                None => anyhow::bail!(
+                    "the data dir {} is held by {holder}, which serves no search API; wait for it to finish, or pass --addr of an instance that serves this index",
+                    s.service.data_dir.display()
+                ),
+            },
+        },
+    };
+    let results = match addr {
+        Some(addr) => remote(&s, &addr, &args.text, args.k).await?,
+        None => local(&s, &args.text, args.k).await?,
+    };
+    print_out(&render(&results))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
+/// The base URL of an instance given as `host:port` or a URL.
+fn base_url(addr: &str) -> String {
+    let addr = addr.trim().trim_end_matches('/');
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// `POST /v1/search` on the instance at `addr`.
+async fn remote(s: &Settings, addr: &str, text: &str, k: usize) -> Result<Vec<SearchResult>> {
+    let url = format!("{}/v1/search", base_url(addr));
+    let token = if s.service.read_token.is_empty() {
+        s.service.admin_token.expose()
+    } else {
+        s.service.read_token.expose()
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let mut req = client
+        .post(&url)
+        .json(&serde_json::json!({"query": text, "k": k}));
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the freshet instance at {url}"))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let why = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            " (set FRESHET_SERVICE__READ_TOKEN or FRESHET_SERVICE__ADMIN_TOKEN to the instance's token)"
+        } else {
+            ""
+        };
+        anyhow::bail!("{url} answered {status}: {why}{hint}");
+    }
+    let answer: SearchResponse = serde_json::from_slice(&body)
+        .with_context(|| format!("{url} answered something that is not a search result"))?;
+    Ok(answer.results)
+}
+
+fn render(results: &[SearchResult]) -> String {
+    let mut out = String::new();
+    if results.is_empty() {
+        out.push_str("no results (the index is empty)\n");
+    }
+    for (i, p) in results.iter().enumerate() {
+        let snippet: String = p.text.chars().take(400).collect();
+        out.push_str(&format!(
+            "{}. [{:.3}] {}\n   {}\n   {}{}\n\n",
+            i + 1,
+            p.score,
+            if p.title.is_empty() {
+                &p.doc_id
+            } else {
+                &p.title
+            },
+            if p.url.is_empty() { &p.doc_id } else { &p.url },
+            snippet,
+            if p.text.chars().count() > 400 {
+                "…"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+/// Opens the data dir's index (no other process holds it).
+async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> {
     use crate::settings::EmbedBackend;
     let meta = crate::service::IndexMeta::load(&s.service.data_dir)?.with_context(|| {
         format!(
@@ -57,31 +169,5 @@ async fn query_command(s: &Settings, text: &str, k: usize) -> Result<ExitCode> {
         .pop()
         .context("the embedder returned no vector")?;
     let hits = index.search(vector, k.max(1)).await?;
-    let mut out = String::new();
-    if hits.is_empty() {
-        out.push_str("no results (the index is empty)\n");
-    }
-    for (i, hit) in hits.iter().enumerate() {
-        let p = &hit.payload;
-        let snippet: String = p.text.chars().take(400).collect();
-        out.push_str(&format!(
-            "{}. [{:.3}] {}\n   {}\n   {}{}\n\n",
-            i + 1,
-            hit.score,
-            if p.title.is_empty() {
-                &p.doc_id
-            } else {
-                &p.title
-            },
-            if p.url.is_empty() { &p.doc_id } else { &p.url },
-            snippet,
-            if p.text.chars().count() > 400 {
-                "…"
-            } else {
-                ""
-            }
-        ));
-    }
-    print_out(&out)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(hits.into_iter().map(SearchResult::from).collect())
 }

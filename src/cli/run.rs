@@ -38,13 +38,15 @@ async fn run_service(s: &Settings) -> Result<ExitCode> {
             metrics: handle,
             ready: ready.clone(),
             admin: Some(runtime.admin.clone()),
+            search: Some(runtime.searcher.clone()),
         },
         async move {
             let _ = http_stop.changed().await;
         },
     )
     .await?;
-    tracing::info!(%bound, "serving /v1/ingest, /metrics, /healthz, /readyz");
+    runtime.lock.set_addr(bound)?;
+    tracing::info!(%bound, "serving /v1/ingest, /v1/search, /metrics, /healthz, /readyz");
     let mut feeders = tokio::task::JoinSet::new();
     for file in &s.source.files {
         let source = runtime.source.clone();

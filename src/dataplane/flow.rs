@@ -62,9 +62,20 @@ impl Origin {
     }
 }
 
+/// Where a document came from, which decides the filters it meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    /// A page extracted from the web (`url` and `keyword` tasks).
+    Page,
+    /// A document given in full (`document` tasks, CDC rows).
+    Document,
+}
+
 /// A document on its way to the transform.
 #[derive(Debug)]
 pub(crate) struct DocItem {
+    pub kind: DocKind,
     pub doc_id: String,
     pub url: String,
     pub title: String,

@@ -49,7 +49,7 @@ use super::embed::Embedder;
 use super::events::Counters;
 use super::events::{LetterClass, TaskReceived, UrlQueued};
 use super::extract::ExtractStage;
-use super::flow::{send_measured, Ctx, DocItem, Origin, TransformIn};
+use super::flow::{send_measured, Ctx, DocItem, DocKind, Origin, TransformIn};
 use super::index::stage::IndexStage;
 use super::index::VectorIndex;
 use super::retry::ErrorClass;
@@ -76,6 +76,8 @@ pub struct Deps {
     pub index: Arc<dyn VectorIndex>,
     /// Dead letters.
     pub dlq: Arc<Dlq>,
+    /// The fewest words a page and a document need to be indexed.
+    pub floors: super::transform::LengthFloors,
 }
 
 /// A running pipeline.
@@ -122,8 +124,13 @@ impl Pipeline {
         tasks.spawn(router(ctx.clone(), input_rx, routes));
         let extract = super::extract::run(ctx.clone(), deps.extract, extract_rx, transform_tx);
         tasks.spawn(extract);
-        let transform =
-            super::transform::stage::run(ctx.clone(), deps.index, transform_rx, embed_tx);
+        let transform = super::transform::stage::run(
+            ctx.clone(),
+            deps.index,
+            deps.floors,
+            transform_rx,
+            embed_tx,
+        );
         tasks.spawn(transform);
         tasks.spawn(embed.run(ctx.clone(), embed_rx, index_tx));
         tasks.spawn(index.run(ctx, index_rx));
@@ -226,6 +233,7 @@ async fn route(ctx: &Ctx, task: Task, origin: Origin, routes: &Routes) {
             ..
         } => {
             let item = DocItem {
+                kind: DocKind::Document,
                 doc_id: id,
                 url,
                 title,

@@ -62,6 +62,7 @@ async fn run(dir: &std::path::Path) -> Arc<Counters> {
         embedder: Arc::new(HashEmbedder::new(32)),
         index: Arc::new(EdgeIndex::open(&dir.join("index"), 32).unwrap()),
         dlq: Arc::new(Dlq::open(dir).unwrap()),
+        floors: Default::default(),
     };
     let pipeline = Pipeline::start(deps);
     let tasks = vec![
@@ -76,7 +77,8 @@ async fn run(dir: &std::path::Path) -> Arc<Counters> {
         doc("b", prose("b")),
         // Same text as `b`: a duplicate in the batch.
         doc("c", prose("b")),
-        doc("short", "too few words".into()),
+        // No words at all: documents need no minimum length, but one word.
+        doc("short", " \n\t ".into()),
         Task::Delete {
             id: "never-indexed".into(),
             ts_ms: None,

@@ -10,7 +10,9 @@
 //!   `[service] open_ingest = true` lifts this on loopback when no token is
 //!   set) and `Content-Type: application/x-ndjson` or `application/json`
 //!   (415 otherwise), so a web page in an operator's browser cannot post
-//!   tasks with a plain form or a "simple" cross-origin request.
+//!   tasks with a plain form or a "simple" cross-origin request;
+//! - `POST /v1/search`: nearest chunks to a query, with filters
+//!   ([`crate::service::search`]); needs the read token (or the admin token).
 //!
 //! `/healthz`, `/readyz` and `/metrics` stay open (probes and scrapers).
 //!
@@ -44,6 +46,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// The admin API, when configured.
     pub admin: Option<Arc<crate::service::admin::AdminState>>,
+    /// What `POST /v1/search` searches, when served.
+    pub search: Option<crate::service::search::Searcher>,
 }
 
 /// The router.
@@ -54,6 +58,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/ingest", post(ingest))
+        .route("/v1/search", post(search))
         .layer(DefaultBodyLimit::max(MAX_INGEST_BYTES))
         .with_state(state);
     match admin {
@@ -79,6 +84,14 @@ async fn metrics(State(st): State<HttpState>) -> Response {
         st.metrics.render(),
     )
         .into_response()
+}
+
+async fn search(
+    State(st): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    crate::service::search::endpoint(st.search.as_ref(), st.admin.as_deref(), &headers, &body).await
 }
 
 /// Content types `POST /v1/ingest` accepts.

@@ -8,6 +8,8 @@ pub mod admin;
 #[cfg(feature = "kafka")]
 pub mod cluster;
 pub mod http;
+pub mod lock;
+pub mod search;
 pub mod shutdown;
 
 use std::path::{Path, PathBuf};
@@ -258,6 +260,10 @@ pub struct Runtime {
     pub sources: Vec<Arc<dyn Source>>,
     /// The index.
     pub index: Arc<dyn VectorIndex>,
+    /// The pipeline's embedder and index, for `POST /v1/search`.
+    pub searcher: search::Searcher,
+    /// The exclusive lock on the data dir, held while this runtime lives.
+    pub lock: lock::DataDirLock,
     /// Dead letters.
     pub dlq: Arc<Dlq>,
     /// The search/render provider, when configured.
@@ -303,6 +309,7 @@ impl Runtime {
                 .check_listen(&settings.service.listen)?;
         }
         let data_dir = &settings.service.data_dir;
+        let lock = lock::DataDirLock::acquire(data_dir)?;
         let kafka_mode = settings.source.kind == SourceKind::Kafka;
         let instance_id = if settings.kafka.instance_id.is_empty() {
             default_instance_id()
@@ -327,13 +334,23 @@ impl Runtime {
             .map(|p| Arc::new(SearchStage::new(p, live.clone())));
         let index = open_index(settings).await?;
         let dlq = open_dlq(settings, &instance_id).await?;
+        let embedder = embedder(settings);
+        let searcher = search::Searcher {
+            embedder: embedder.clone(),
+            index: index.clone(),
+            live: live.clone(),
+        };
         let pipeline = Pipeline::start(Deps {
             live: live.clone(),
             search,
             extract,
-            embedder: embedder(settings),
+            embedder,
             index: index.clone(),
             dlq: dlq.clone(),
+            floors: crate::dataplane::transform::LengthFloors {
+                page: settings.source.page_min_words,
+                document: settings.source.document_min_words,
+            },
         });
         let guard = match &settings.service.guardrails {
             Some(path) => crate::control::guard::Guard::load(path)?,
@@ -397,6 +414,8 @@ impl Runtime {
             pipeline,
             source,
             index,
+            searcher,
+            lock,
             dlq,
             provider,
             drain_timeout: Duration::from_secs(settings.service.drain_timeout_s),

@@ -179,7 +179,7 @@ pub struct Served {
     pub server: tokio::task::JoinHandle<()>,
 }
 
-/// Serves `runtime`'s ingest, admin API, metrics and probes over HTTP.
+/// Serves `runtime`'s ingest, search, admin API, metrics and probes over HTTP.
 pub async fn serve_runtime(runtime: &freshet::service::Runtime) -> Served {
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let state = freshet::service::http::HttpState {
@@ -187,6 +187,7 @@ pub async fn serve_runtime(runtime: &freshet::service::Runtime) -> Served {
         metrics: freshet::metrics::install(),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         admin: Some(runtime.admin.clone()),
+        search: Some(runtime.searcher.clone()),
     };
     let (addr, server) = freshet::service::http::serve(
         "127.0.0.1:0".parse().expect("a socket address"),

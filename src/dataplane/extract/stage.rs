@@ -14,7 +14,7 @@ use crate::dataplane::events::{
     InternalEvent, LetterClass, PageExtracted, PageScored, QueueDepth, StageCompleted, StageFailed,
     StageRequested,
 };
-use crate::dataplane::flow::{send_measured, Ctx, DocItem, Origin, TransformIn};
+use crate::dataplane::flow::{send_measured, Ctx, DocItem, DocKind, Origin, TransformIn};
 use crate::dataplane::retry::{self, ErrorClass};
 use crate::dataplane::task::{now_ms, url_doc_id};
 use crate::dataplane::Stage;
@@ -233,6 +233,7 @@ pub(crate) async fn run(
                     Ok(page) => {
                         ctx.emit(PageExtracted);
                         let item = DocItem {
+                            kind: DocKind::Page,
                             doc_id: url_doc_id(&url),
                             url: page.final_url,
                             title: page.title,

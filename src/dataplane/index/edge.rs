@@ -1,7 +1,7 @@
 //! The `edge` back end: qdrant-edge, an embedded Qdrant shard in the data dir.
 //!
 //! One shard holds one unnamed dense vector (cosine) per point and keyword
-//! payload indexes on `doc_id` and `doc_hash`.
+//! payload indexes on `doc_id`, `doc_hash` and `domain` (the search filter).
 //!
 //! # Concurrency
 //!
@@ -40,14 +40,14 @@ use qdrant_edge::{
 };
 use uuid::Uuid;
 
-use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, VectorIndex};
+use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, SearchFilter, VectorIndex};
 use crate::dataplane::retry::ErrorClass;
 
 const BACKEND: &str = "edge";
 /// Points fetched per scroll page in `doc_state` and `all_points`.
 const SCROLL_PAGE: usize = 1024;
 /// Payload fields with a keyword index.
-const INDEXED_FIELDS: [&str; 2] = ["doc_id", "doc_hash"];
+const INDEXED_FIELDS: [&str; 3] = ["doc_id", "doc_hash", "domain"];
 
 /// The embedded qdrant-edge index. Cheap to clone (shares the shard).
 #[derive(Clone)]
@@ -393,11 +393,18 @@ impl VectorIndex for EdgeIndex {
         .await
     }
 
-    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn search_where(
+        &self,
+        vector: Vec<f32>,
+        k: usize,
+        offset: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<Hit>, IndexError> {
         self.check_vector("search", "the query vector", &vector)?;
         if k == 0 {
             return Ok(Vec::new());
         }
+        let filter = to_filter(filter)?;
         self.read("search", move |shard| {
             let points = shard
                 .search(SearchRequest {
@@ -405,10 +412,10 @@ impl VectorIndex for EdgeIndex {
                         query: vector.into(),
                         using: None,
                     }),
-                    filter: None,
+                    filter,
                     params: None,
                     limit: k,
-                    offset: 0,
+                    offset,
                     with_payload: Some(WithPayloadInterface::Bool(true)),
                     with_vector: Some(WithVector::Bool(false)),
                     score_threshold: None,
@@ -590,6 +597,50 @@ fn keyword_condition(field: &str, value: &str) -> Condition {
         json_path(field),
         Match::new_value(ValueVariants::String(value.to_owned())),
     ))
+}
+
+/// The store's filter for `f`'s indexed conditions (`url_prefix` is not one).
+fn to_filter(f: &SearchFilter) -> Result<Option<Filter>, IndexError> {
+    let mut must = Vec::new();
+    if let Some(doc) = &f.doc_id {
+        must.push(keyword_condition("doc_id", doc));
+    }
+    if let Some(domain) = &f.domain {
+        must.push(keyword_condition("domain", domain));
+    }
+    for (key, value) in &f.metadata {
+        let path: JsonPath = format!("metadata.{key}").parse().map_err(|()| {
+            err(
+                "search",
+                ErrorClass::Invalid,
+                format!("metadata key {key:?} is not a plain name"),
+            )
+        })?;
+        let value = match value {
+            serde_json::Value::String(s) => ValueVariants::String(s.clone()),
+            serde_json::Value::Bool(b) => ValueVariants::Bool(*b),
+            serde_json::Value::Number(n) if n.is_i64() => {
+                ValueVariants::Integer(n.as_i64().unwrap_or_default())
+            }
+            other => {
+                return Err(err(
+                    "search",
+                    ErrorClass::Invalid,
+                    format!(
+                        "metadata filter {key:?} = {other} is not a string, integer or boolean"
+                    ),
+                ))
+            }
+        };
+        must.push(Condition::Field(FieldCondition::new_match(
+            path,
+            Match::new_value(value),
+        )));
+    }
+    Ok((!must.is_empty()).then(|| Filter {
+        must: Some(must),
+        ..Filter::new()
+    }))
 }
 
 fn keyword_filter(field: &str, value: &str) -> Filter {

@@ -52,6 +52,17 @@ pub struct ChunkPayload {
     pub doc_hash: String,
     /// Unix milliseconds when the page was fetched or the document received.
     pub fetched_at_ms: u64,
+    /// Unix milliseconds of the event that produced this version (the task's
+    /// `ts_ms`, else when the source received it). 0 in points written
+    /// before the field existed.
+    #[serde(default)]
+    pub event_ts_ms: u64,
+    /// Unix milliseconds when the index stage wrote this chunk.
+    #[serde(default)]
+    pub indexed_ts_ms: u64,
+    /// Lower-case host of `url` (empty without one): the `domain` filter.
+    #[serde(default)]
+    pub domain: String,
     /// Render mode (`http`, `remote`) or `document` for pushed documents.
     pub render_mode: String,
     /// Extraction quality score in [0, 1].
@@ -61,6 +72,116 @@ pub struct ChunkPayload {
     /// The document's metadata (e.g. a table's payload columns).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The lower-case host of `url`, or empty when it has none.
+pub fn domain_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .unwrap_or_default()
+}
+
+/// Which chunks a search may return; every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Exactly this document.
+    pub doc_id: Option<String>,
+    /// Pages of this host (lower case; matched against the stored `domain`).
+    pub domain: Option<String>,
+    /// URLs starting with this prefix. The stores have no prefix match on
+    /// keywords, so this one is checked on the candidates the index returns
+    /// (see [`search_filtered`]).
+    pub url_prefix: Option<String>,
+    /// `metadata.<key>` equals the value (strings, integers, booleans).
+    pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl SearchFilter {
+    /// Whether `payload` satisfies every condition (the reference the
+    /// stores' own filters must agree with).
+    pub fn matches(&self, payload: &ChunkPayload) -> bool {
+        self.doc_id.as_ref().is_none_or(|d| *d == payload.doc_id)
+            && self.domain.as_ref().is_none_or(|d| *d == payload.domain)
+            && self
+                .url_prefix
+                .as_ref()
+                .is_none_or(|p| payload.url.starts_with(p.as_str()))
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| payload.metadata.get(k) == Some(v))
+    }
+
+    /// The part the store evaluates itself (all but `url_prefix`).
+    pub fn indexed_part(&self) -> SearchFilter {
+        SearchFilter {
+            url_prefix: None,
+            ..self.clone()
+        }
+    }
+
+    /// True when nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        self.doc_id.is_none()
+            && self.domain.is_none()
+            && self.url_prefix.is_none()
+            && self.metadata.is_empty()
+    }
+}
+
+/// Most candidates [`search_filtered`] looks at for a `url_prefix` filter.
+pub const MAX_PREFIX_CANDIDATES: usize = 4096;
+
+/// The `k` nearest chunks matching `filter`. Every condition but
+/// `url_prefix` is evaluated by the store (payload indexes); `url_prefix`
+/// is checked on the store's candidates, fetched page by page in score
+/// order until `k` match or [`MAX_PREFIX_CANDIDATES`] were seen (the store
+/// is narrowed to the prefix's host first when the prefix names one).
+pub async fn search_filtered(
+    index: &dyn VectorIndex,
+    vector: Vec<f32>,
+    k: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<Hit>, IndexError> {
+    let Some(prefix) = filter.url_prefix.as_deref() else {
+        return index.search_where(vector, k, 0, filter).await;
+    };
+    let mut narrowed = filter.indexed_part();
+    let host = domain_of(prefix);
+    // Only when the prefix runs past the host (`https://a.b/x`) is the host
+    // certain; `https://a.b` also prefixes `https://a.bc/`.
+    if !host.is_empty()
+        && url::Url::parse(prefix)
+            .is_ok_and(|u| prefix.len() > u.origin().ascii_serialization().len())
+    {
+        match &narrowed.domain {
+            Some(d) if *d != host => return Ok(Vec::new()),
+            _ => narrowed.domain = Some(host),
+        }
+    }
+    let page = (k * 4).clamp(32, 512);
+    let mut out = Vec::with_capacity(k);
+    let mut offset = 0;
+    while out.len() < k && offset < MAX_PREFIX_CANDIDATES {
+        let hits = index
+            .search_where(vector.clone(), page, offset, &narrowed)
+            .await?;
+        let n = hits.len();
+        out.extend(
+            hits.into_iter()
+                .filter(|h| h.payload.url.starts_with(prefix))
+                .take(k - out.len()),
+        );
+        if n < page {
+            break;
+        }
+        offset += n;
+    }
+    Ok(out)
 }
 
 /// One point to upsert.
@@ -166,7 +287,20 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
         except_doc: &str,
     ) -> Result<Option<String>, IndexError>;
     /// The `k` nearest chunks to `vector`.
-    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError>;
+    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.search_where(vector, k, 0, &SearchFilter::default())
+            .await
+    }
+    /// The `k` nearest chunks to `vector` that match `filter`'s `doc_id`,
+    /// `domain` and `metadata` conditions, after skipping the first
+    /// `offset`. `url_prefix` is ignored here: use [`search_filtered`].
+    async fn search_where(
+        &self,
+        vector: Vec<f32>,
+        k: usize,
+        offset: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<Hit>, IndexError>;
     /// Points stored.
     async fn count(&self) -> Result<u64, IndexError>;
     /// Every point id with its payload's doc id (tests and audits; small indexes).

@@ -1,7 +1,7 @@
 //! The `qdrant` back end: a Qdrant server or cluster over gRPC (qdrant-client).
 //!
 //! One collection with one unnamed dense vector (cosine) and keyword payload
-//! indexes on `doc_id` and `doc_hash`. Every write is sent with `wait: true`,
+//! indexes on `doc_id`, `doc_hash` and `domain` (the search filter). Every write is sent with `wait: true`,
 //! so it has been applied (and written to the server's WAL) when the call
 //! returns — that is this back end's "durable when it returns".
 //!
@@ -24,14 +24,14 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
 
-use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, VectorIndex};
+use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, SearchFilter, VectorIndex};
 use crate::dataplane::retry::ErrorClass;
 
 const BACKEND: &str = "qdrant";
 /// Points fetched per scroll page in `doc_state` and `all_points`.
 const SCROLL_PAGE: u32 = 1024;
 /// Payload fields with a keyword index.
-const INDEXED_FIELDS: [&str; 2] = ["doc_id", "doc_hash"];
+const INDEXED_FIELDS: [&str; 3] = ["doc_id", "doc_hash", "domain"];
 /// Per-request gRPC deadline; the pipeline's own per-attempt timeout may be shorter.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -359,22 +359,27 @@ impl VectorIndex for QdrantIndex {
             .find_map(|p| string_field(&p.payload, "doc_id")))
     }
 
-    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn search_where(
+        &self,
+        vector: Vec<f32>,
+        k: usize,
+        offset: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<Hit>, IndexError> {
         const OP: &str = "search";
         self.check_vector(OP, "the query vector", &vector)?;
         if k == 0 {
             return Ok(Vec::new());
         }
-        let resp = self
-            .client
-            .query(
-                QueryPointsBuilder::new(self.collection.as_str())
-                    .query(Query::new_nearest(vector))
-                    .limit(k as u64)
-                    .with_payload(true),
-            )
-            .await
-            .map_err(|e| map_err(OP, e))?;
+        let mut req = QueryPointsBuilder::new(self.collection.as_str())
+            .query(Query::new_nearest(vector))
+            .limit(k as u64)
+            .offset(offset as u64)
+            .with_payload(true);
+        if let Some(f) = to_filter(filter)? {
+            req = req.filter(f);
+        }
+        let resp = self.client.query(req).await.map_err(|e| map_err(OP, e))?;
         resp.result
             .into_iter()
             .map(|p| {
@@ -407,6 +412,37 @@ impl VectorIndex for QdrantIndex {
             .map(|(id, payload)| (id, string_field(&payload, "doc_id").unwrap_or_default()))
             .collect())
     }
+}
+
+/// The server's filter for `f`'s indexed conditions (`url_prefix` is not one).
+fn to_filter(f: &SearchFilter) -> Result<Option<Filter>, IndexError> {
+    let mut must = Vec::new();
+    if let Some(doc) = &f.doc_id {
+        must.push(Condition::matches("doc_id", doc.clone()));
+    }
+    if let Some(domain) = &f.domain {
+        must.push(Condition::matches("domain", domain.clone()));
+    }
+    for (key, value) in &f.metadata {
+        let field = format!("metadata.{key}");
+        must.push(match value {
+            serde_json::Value::String(s) => Condition::matches(field, s.clone()),
+            serde_json::Value::Bool(b) => Condition::matches(field, *b),
+            serde_json::Value::Number(n) if n.is_i64() => {
+                Condition::matches(field, n.as_i64().unwrap_or_default())
+            }
+            other => {
+                return Err(err(
+                    "search",
+                    ErrorClass::Invalid,
+                    format!(
+                        "metadata filter {key:?} = {other} is not a string, integer or boolean"
+                    ),
+                ))
+            }
+        });
+    }
+    Ok((!must.is_empty()).then(|| Filter::must(must)))
 }
 
 fn include(fields: &[&str]) -> PayloadIncludeSelector {
@@ -613,6 +649,9 @@ mod tests {
             content_hash: "c".repeat(64),
             doc_hash: "d".repeat(64),
             fetched_at_ms: 1_700_000_000_123,
+            event_ts_ms: 1_700_000_000_100,
+            indexed_ts_ms: 1_700_000_000_200,
+            domain: "example.com".into(),
             render_mode: "http".into(),
             quality: 1.0,
             source_offset: "kafka:tasks:3:1042".into(),

@@ -134,6 +134,7 @@ fn superseded(ctx: &Ctx, doc_id: &str, origin: Origin) {
 }
 
 fn points_of(upserts: &[Upsert]) -> Vec<ChunkPoint> {
+    let indexed_ts_ms = now_ms();
     upserts
         .iter()
         .flat_map(|(doc, vectors)| {
@@ -153,6 +154,9 @@ fn points_of(upserts: &[Upsert]) -> Vec<ChunkPoint> {
                         content_hash: chunk.content_hash.clone(),
                         doc_hash: doc.doc_hash.clone(),
                         fetched_at_ms: doc.meta.fetched_at_ms,
+                        event_ts_ms: doc.meta.origin.event_ms,
+                        indexed_ts_ms,
+                        domain: super::domain_of(&doc.meta.url),
                         render_mode: doc.meta.render_mode.clone(),
                         quality: doc.meta.quality,
                         source_offset: doc.meta.origin.source.clone(),

@@ -10,7 +10,9 @@
 //!    the like), whitespace collapsed, words counted and the SHA-256 of the
 //!    cleaned text taken, all in one pass over the text;
 //! 2. **columnar step** (Polars, on the batch's metadata): the quality and
-//!    length filters (`transform.min_quality`, [`MIN_WORDS`]) and the
+//!    length filters (`transform.min_quality`, each document's
+//!    `min_words`: [`MIN_WORDS`] for web pages, none for explicit
+//!    documents and CDC rows by default, see [`LengthFloors`]) and the
 //!    within-batch dedupe on the document hash (the first row per hash, a
 //!    window `min(row) over doc_hash`);
 //! 3. **chunking** (in parallel): sentence-packed chunks of about `transform.chunk_tokens`
@@ -41,8 +43,44 @@ use unicode_normalization::UnicodeNormalization;
 use crate::dataplane::index::chunk_id;
 use crate::knobs::TransformKnobs;
 
-/// Documents with fewer words after cleaning are dropped as `too_short`.
+/// Web pages with fewer words after cleaning are dropped as `too_short`
+/// (the default of `[source] page_min_words`).
 pub const MIN_WORDS: u32 = 20;
+
+/// The fewest words a document needs after cleaning, by where it came from
+/// (`[source] page_min_words` and `document_min_words`). A page that is
+/// mostly navigation is not worth indexing; a user's own record (an explicit
+/// document, a CDC row such as an FAQ answer or a product name) is, however
+/// short. Whatever the setting, a document needs at least one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthFloors {
+    /// Extracted web pages (`url` and `keyword` tasks).
+    pub page: u32,
+    /// Explicit `document` tasks, CDC rows included.
+    pub document: u32,
+}
+
+impl Default for LengthFloors {
+    fn default() -> Self {
+        LengthFloors {
+            page: MIN_WORDS,
+            document: 0,
+        }
+    }
+}
+
+impl LengthFloors {
+    /// The floor for a document of `kind` (at least 1).
+    pub fn of(&self, kind: DocKind) -> u32 {
+        match kind {
+            DocKind::Page => self.page,
+            DocKind::Document => self.document,
+        }
+        .max(1)
+    }
+}
+
+pub use crate::dataplane::flow::DocKind;
 
 /// A document entering the transform.
 #[derive(Debug, Clone)]
@@ -53,6 +91,24 @@ pub struct DocIn {
     pub text: String,
     /// Extraction quality in [0, 1] (1 for pushed documents).
     pub quality: f64,
+    /// Fewer words after cleaning: dropped as `too_short`.
+    pub min_words: u32,
+    /// Drop boilerplate lines (share/subscribe/cookie lines): for web
+    /// pages, not for a user's own records.
+    pub boilerplate: bool,
+}
+
+impl DocIn {
+    /// A web page: [`MIN_WORDS`] and boilerplate removal.
+    pub fn page(doc_id: impl Into<String>, text: impl Into<String>, quality: f64) -> DocIn {
+        DocIn {
+            doc_id: doc_id.into(),
+            text: text.into(),
+            quality,
+            min_words: MIN_WORDS,
+            boilerplate: true,
+        }
+    }
 }
 
 /// Why a document produced no chunks.
@@ -61,7 +117,7 @@ pub struct DocIn {
 pub enum Dropped {
     /// Quality below `transform.min_quality`.
     LowQuality,
-    /// Fewer than [`MIN_WORDS`] words after cleaning.
+    /// Fewer than the document's `min_words` after cleaning.
     TooShort,
     /// Same content as an earlier document of the batch.
     DuplicateInBatch,
@@ -116,6 +172,11 @@ const BOILERPLATE: &[&str] = &[
 /// dropped, runs of spaces and tabs collapsed, lines trimmed, at most one
 /// blank line kept between paragraphs.
 pub fn normalize(text: &str) -> String {
+    normalize_with(text, true)
+}
+
+/// [`normalize`], with boilerplate lines kept unless `boilerplate`.
+pub fn normalize_with(text: &str, boilerplate: bool) -> String {
     let text: std::borrow::Cow<str> = match unicode_normalization::is_nfkc_quick(text.chars()) {
         unicode_normalization::IsNormalized::Yes => text.into(),
         _ => text.nfkc().collect::<String>().into(),
@@ -128,7 +189,7 @@ pub fn normalize(text: &str) -> String {
             blank_pending = !out.is_empty();
             continue;
         }
-        if trimmed.len() < 120 {
+        if boilerplate && trimmed.len() < 120 {
             let lower = trimmed.to_lowercase();
             if BOILERPLATE.iter().any(|b| lower.contains(b)) {
                 continue;
@@ -181,7 +242,7 @@ pub fn transform_batch(docs: &[DocIn], knobs: &TransformKnobs) -> Result<Vec<Doc
     let cleaned: Vec<Cleaned> = docs
         .par_iter()
         .map(|d| {
-            let text = normalize(&d.text);
+            let text = normalize_with(&d.text, d.boilerplate);
             Cleaned {
                 words: text.split_whitespace().count().min(u32::MAX as usize) as u32,
                 doc_hash: sha256_hex(&text),
@@ -203,6 +264,12 @@ pub fn transform_batch(docs: &[DocIn], knobs: &TransformKnobs) -> Result<Vec<Doc
                 cleaned.iter().map(|c| c.words).collect::<Vec<u32>>(),
             ),
             Column::new(
+                "min_words".into(),
+                docs.iter()
+                    .map(|d| d.min_words.max(1))
+                    .collect::<Vec<u32>>(),
+            ),
+            Column::new(
                 "doc_hash".into(),
                 cleaned
                     .iter()
@@ -217,7 +284,7 @@ pub fn transform_batch(docs: &[DocIn], knobs: &TransformKnobs) -> Result<Vec<Doc
         .filter(
             col("quality")
                 .gt_eq(lit(knobs.min_quality))
-                .and(col("words").gt_eq(lit(MIN_WORDS))),
+                .and(col("words").gt_eq(col("min_words"))),
         )
         .with_column(col("row").min().over([col("doc_hash")])?.alias("first"))
         .select([col("row"), col("first")])
@@ -389,27 +456,85 @@ mod tests {
     }
 
     #[test]
+    fn a_short_record_is_kept_and_its_boilerplate_like_text_too() {
+        let knobs = TransformKnobs::default();
+        let record = |text: &str| DocIn {
+            doc_id: "faq:1".into(),
+            text: text.into(),
+            quality: 1.0,
+            min_words: LengthFloors::default().of(DocKind::Document),
+            boilerplate: false,
+        };
+        let docs = vec![
+            record("Refunds take five business days."),
+            record("Click here to reset your password."),
+            record("  \n\t "),
+            DocIn::page("p", "Refunds take five business days.", 1.0),
+            DocIn::page("q", "Click here to reset your password.", 1.0),
+        ];
+        let out = transform_batch(&docs, &knobs).unwrap();
+        for (i, want) in [
+            "Refunds take five business days.",
+            "Click here to reset your password.",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match &out[i] {
+                DocOut::Chunks { chunks, .. } => {
+                    assert_eq!(chunks.len(), 1);
+                    assert_eq!(chunks[0].text, want);
+                }
+                other => panic!("record {i} was dropped: {other:?}"),
+            }
+        }
+        assert_eq!(
+            out[2],
+            DocOut::Dropped(Dropped::TooShort),
+            "no words at all"
+        );
+        assert_eq!(
+            out[3],
+            DocOut::Dropped(Dropped::TooShort),
+            "a page needs {MIN_WORDS} words"
+        );
+        assert_eq!(
+            out[4],
+            DocOut::Dropped(Dropped::TooShort),
+            "boilerplate removed from pages"
+        );
+    }
+
+    #[test]
     fn filters_dedupes_and_keeps_order() {
         let docs = vec![
             DocIn {
                 doc_id: "a".into(),
                 text: prose(40, "first"),
                 quality: 0.9,
+                min_words: MIN_WORDS,
+                boilerplate: true,
             },
             DocIn {
                 doc_id: "b".into(),
                 text: prose(40, "first"),
                 quality: 0.9,
+                min_words: MIN_WORDS,
+                boilerplate: true,
             },
             DocIn {
                 doc_id: "c".into(),
                 text: prose(40, "third"),
                 quality: 0.1,
+                min_words: MIN_WORDS,
+                boilerplate: true,
             },
             DocIn {
                 doc_id: "d".into(),
                 text: "too short".into(),
                 quality: 0.9,
+                min_words: MIN_WORDS,
+                boilerplate: true,
             },
             DocIn {
                 doc_id: "e".into(),
@@ -418,6 +543,8 @@ mod tests {
                     prose(40, "fifth")
                 ),
                 quality: 0.9,
+                min_words: MIN_WORDS,
+                boilerplate: true,
             },
         ];
         let out = transform_batch(&docs, &knobs()).unwrap();
@@ -482,6 +609,8 @@ mod tests {
                 prose(30, "uni")
             ),
             quality: 1.0,
+            min_words: MIN_WORDS,
+            boilerplate: true,
         }];
         let out = transform_batch(&docs, &knobs()).unwrap();
         let DocOut::Chunks { chunks, .. } = &out[0] else {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{transform_batch, Chunk, DocIn, DocOut, Dropped, MIN_WORDS};
+use super::{transform_batch, Chunk, DocIn, DocKind, DocOut, Dropped, LengthFloors};
 use crate::dataplane::events::{
     DocChunked, DocFiltered, DocSkipped, FilterReason, InternalEvent, LetterClass, QueueDepth,
     SkipReason, StageCompleted, StageRequested,
@@ -32,6 +32,7 @@ const STAGE: Stage = Stage::Transform;
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
     index: Arc<dyn VectorIndex>,
+    floors: LengthFloors,
     mut rx: mpsc::Receiver<TransformIn>,
     embed_tx: mpsc::Sender<Write>,
 ) {
@@ -57,7 +58,7 @@ pub(crate) async fn run(
             depth: rx.len(),
         }
         .emit();
-        transform(&ctx, index.as_ref(), batch, &knobs, &embed_tx).await;
+        transform(&ctx, index.as_ref(), batch, &knobs, floors, &embed_tx).await;
     }
 }
 
@@ -67,6 +68,7 @@ async fn transform(
     index: &dyn VectorIndex,
     batch: Vec<TransformIn>,
     knobs: &TransformKnobs,
+    floors: LengthFloors,
     embed_tx: &mpsc::Sender<Write>,
 ) {
     let started = Instant::now();
@@ -78,6 +80,8 @@ async fn transform(
             doc_id: d.doc_id.clone(),
             text: d.text.clone(),
             quality: d.quality,
+            min_words: floors.of(d.kind),
+            boilerplate: d.kind == DocKind::Page,
         })
         .collect();
     let knobs_for_batch = knobs.clone();
@@ -96,7 +100,10 @@ async fn transform(
     .emit();
     for ((doc, seq), out) in docs.into_iter().zip(outs) {
         match out {
-            DocOut::Dropped(why) => dropped(ctx, index, doc, seq, why, knobs, embed_tx).await,
+            DocOut::Dropped(why) => {
+                let message = why_dropped(why, &doc, knobs, floors);
+                dropped(ctx, index, doc, seq, why, message, embed_tx).await
+            }
             DocOut::Chunks { doc_hash, chunks } => {
                 chunked(ctx, index, doc, seq, doc_hash, chunks, embed_tx).await
             }
@@ -149,6 +156,33 @@ async fn failed(ctx: &Ctx, docs: Vec<(DocItem, u64)>, why: String) {
     }
 }
 
+/// What a dead letter of a dropped document says.
+fn why_dropped(
+    why: Dropped,
+    doc: &DocItem,
+    knobs: &TransformKnobs,
+    floors: LengthFloors,
+) -> String {
+    let (kind, setting) = match doc.kind {
+        DocKind::Page => ("web page", "page_min_words"),
+        DocKind::Document => ("document", "document_min_words"),
+    };
+    match why {
+        Dropped::DuplicateInBatch => "same content as another document of the batch".into(),
+        Dropped::LowQuality => format!(
+            "quality {:.2} is below transform.min_quality {:.2}",
+            doc.quality, knobs.min_quality
+        ),
+        Dropped::TooShort if floors.of(doc.kind) <= 1 => {
+            "no words after cleaning: nothing to index".into()
+        }
+        Dropped::TooShort => format!(
+            "fewer than {} words after cleaning (the floor for a {kind}: [source] {setting})",
+            floors.of(doc.kind)
+        ),
+    }
+}
+
 /// A document the transform produced no chunks for.
 async fn dropped(
     ctx: &Ctx,
@@ -156,24 +190,15 @@ async fn dropped(
     doc: DocItem,
     seq: u64,
     why: Dropped,
-    knobs: &TransformKnobs,
+    message: String,
     embed_tx: &mpsc::Sender<Write>,
 ) {
-    let (reason, message) = match why {
+    let reason = match why {
         Dropped::DuplicateInBatch => {
             return duplicate_in_batch(ctx, index, doc, seq, embed_tx).await
         }
-        Dropped::LowQuality => (
-            FilterReason::LowQuality,
-            format!(
-                "quality {:.2} is below transform.min_quality {:.2}",
-                doc.quality, knobs.min_quality
-            ),
-        ),
-        Dropped::TooShort => (
-            FilterReason::TooShort,
-            format!("fewer than {MIN_WORDS} words after cleaning"),
-        ),
+        Dropped::LowQuality => FilterReason::LowQuality,
+        Dropped::TooShort => FilterReason::TooShort,
     };
     ctx.versions.retire(&doc.doc_id, seq);
     ctx.emit(DocFiltered {
