@@ -142,8 +142,14 @@ async fn tasks_end_in_the_index_or_the_dlq_and_replays_change_nothing() {
     let (letters, bad) = Dlq::read_all(&dir.0.join("dlq.jsonl")).unwrap();
     assert!(bad.is_empty());
     assert_eq!(letters.len() as u64, Counters::get(&c.dead_letters));
-    let expected_dead = shells.len() + hostile.len() + 1; // shells, hostile pages, the tiny document
+    // Shells and hostile pages; the tiny explicit document is indexed (the
+    // minimum-word floor applies to extracted pages only).
+    let expected_dead = shells.len() + hostile.len();
     assert_eq!(letters.len(), expected_dead, "{letters:#?}");
+    assert!(
+        docs.keys().any(|id| id.contains("tiny")),
+        "the short explicit document is searchable: {docs:?}"
+    );
     for u in &articles {
         assert!(
             docs.contains_key(&url_doc_id(u)),

@@ -115,7 +115,7 @@ async fn ingested_documents_are_searchable_with_their_fields_and_filters() {
         base: served.base.clone(),
         client: reqwest::Client::new(),
     };
-    let before = freshet::dataplane::pipeline::now_ms();
+    let before = freshet::dataplane::task::now_ms();
     api.ingest(&[
         // Five words: a user's own record is indexed however short.
         json!({"type": "document", "id": "faq:1", "title": "Refunds",
@@ -142,7 +142,7 @@ async fn ingested_documents_are_searchable_with_their_fields_and_filters() {
     assert_eq!(hit["text"], "Refunds take five business days.");
     assert_eq!(hit["event_ts_ms"], 1_700_000_000_000u64);
     let indexed = hit["indexed_ts_ms"].as_u64().unwrap();
-    assert!(indexed >= before && indexed <= freshet::dataplane::pipeline::now_ms());
+    assert!(indexed >= before && indexed <= freshet::dataplane::task::now_ms());
     assert_eq!(hit["metadata"]["lang"], "en");
     assert!(hit["score"].as_f64().unwrap().is_finite());
     let pw = api.wait_searchable("reset password", "faq:4").await;
