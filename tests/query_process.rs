@@ -60,19 +60,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     });
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send() {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "freshet run did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_ready(&client, &base, Duration::from_secs(60));
     let doc = serde_json::json!({"type": "document", "id": "faq:refunds", "title": "Refund policy",
         "text": "Refunds take five business days.", "url": "https://shop.example/help/refunds"});
     let answer: serde_json::Value = client

@@ -69,20 +69,8 @@ fn serves_ingest_and_drains_on_sigterm(bin: &str, name: &str) {
 
     // Wait for the endpoint, then ingest one more document.
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
     let client = reqwest::blocking::Client::new();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send() {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "freshet run did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_ready(&client, &base, Duration::from_secs(60));
     let body = serde_json::json!({"type": "document", "id": "from-http", "text": text}).to_string();
     let answer: serde_json::Value = client
         .post(format!("{base}/v1/ingest"))

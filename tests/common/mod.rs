@@ -140,6 +140,23 @@ impl TestSettings {
 
 pub mod kafka;
 
+/// Polls `{base}/readyz` until it answers 200; panics after `within`.
+pub fn wait_ready(client: &reqwest::blocking::Client, base: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send() {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "freshet run did not become ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Sends SIGTERM to `child` and waits for it to exit, at most `within`;
 /// `None` if it is still running then.
 pub fn terminate(
