@@ -19,7 +19,7 @@
 //!   source/    Source trait; embedded (files, stdin, POST /v1/ingest, in-process pushes); kafka (consumer
 //!              group, ack-watermark commits, pause/resume); cdc (Debezium events -> tasks)
 //!   search/    SearchProvider trait, SearchStage; serppost (SERPpost-style JSON API)
-//!   extract/   fetch (limits, charsets), render (modes), content (main content), quality,
+//!   extract/   fetch (limits, charsets), render (modes), depth (nesting cap), content (main content), quality,
 //!              batch (many saved pages), corpus (real-page corpora and scoring)
 //!              (each of search/, extract/, transform/, embed/, index/ has its stage in stage.rs)
 //!   transform/ Polars micro-batches: normalize, filter, dedupe, chunk, ids
@@ -36,7 +36,7 @@
 //! kafka/       shared Kafka client code: client config + log context, admin (ensure/delete topic),
 //!              assign_all, source refs, KafkaError; control_topic (producer, reader, leader group member)
 //! service/     Runtime (settings -> running pipeline, one list of sources), http (health, metrics, ingest),
-//!              search (POST /v1/search), lock (one process per data dir), admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
+//!              search (POST /v1/search), mcp (MCP tools at /mcp and on stdio), lock (one process per data dir), admin API, shutdown, cluster (control topic records: shared knob versions, audit mirror,
 //!              controller leadership)
 //! bench/       the scenario bench: workload streams, runs, oracle search, report, SVG charts
 //! sim/         the simulated web on loopback: pages, search/render/embeddings API, scenarios

@@ -133,3 +133,27 @@ fn batch_jsonl_is_well_formed() {
     assert!(summary.pages_per_sec > 0.0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The nesting-depth cap that guards extraction against hostile pages
+/// leaves real pages as they are: none of them is flattened.
+#[test]
+fn the_depth_cap_leaves_real_pages_unchanged() {
+    use freshet::dataplane::extract::depth;
+    let Some(pages) = pages() else { return };
+    let flattened: Vec<&str> = pages
+        .iter()
+        .filter(|p| {
+            matches!(
+                depth::cap_nesting(&p.html, depth::MAX_DEPTH),
+                std::borrow::Cow::Owned(_)
+            )
+        })
+        .map(|p| p.id.as_str())
+        .collect();
+    assert!(
+        flattened.is_empty(),
+        "{} of {} real pages were flattened: {flattened:?}",
+        flattened.len(),
+        pages.len()
+    );
+}

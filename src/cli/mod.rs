@@ -1,4 +1,4 @@
-//! The command line: `freshet demo`, `run`, `bench`, `query`, `audit`,
+//! The command line: `freshet demo`, `run`, `mcp`, `bench`, `query`, `audit`,
 //! `dlq`, `config`, `extract`, `sim`.
 //!
 //! This is an edge of the program: errors are `anyhow` with context, printed
@@ -44,6 +44,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the pipeline from a settings file until SIGTERM/Ctrl-C, then drain.
     Run,
+    /// `run`, serving MCP (Model Context Protocol) on stdin/stdout for an LLM
+    /// client that launches freshet; drains when the client disconnects.
+    Mcp,
     /// Benchmarks that print a table (see docs/BENCHMARKS.md).
     #[cfg(feature = "bench")]
     #[command(subcommand)]
@@ -104,13 +107,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking read of stdin (tasks from stdin, MCP on a terminal) cannot
+    // be cancelled; do not wait on it forever once the work is done.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 /// Writes to stdout; a closed pipe (`freshet … | head`) ends quietly.
@@ -161,6 +168,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         #[cfg(feature = "sim")]
         Command::Demo(args) => demo::command(&cli, args).await,
         Command::Run => run::command(&cli).await,
+        Command::Mcp => run::mcp_command(&cli).await,
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => bench::command(&cli, cmd).await,
         Command::Query(args) => query::command(&cli, args).await,

@@ -1,5 +1,6 @@
 //! `freshet run`: the pipeline from a settings file until SIGTERM/Ctrl-C,
-//! then drain.
+//! then drain. `freshet mcp` is the same service that also speaks MCP on
+//! stdin/stdout, and drains when its MCP client goes away.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,10 +15,22 @@ use crate::settings::Settings;
 pub(super) async fn command(cli: &Cli) -> Result<ExitCode> {
     let s = settings(cli)?;
     init_logging(s.service.log_format, &s.service.log_level);
-    run_service(&s).await
+    run_service(&s, false).await
 }
 
-async fn run_service(s: &Settings) -> Result<ExitCode> {
+/// Runs `freshet mcp`: `run`, plus the MCP server on stdio (logs on stderr).
+pub(super) async fn mcp_command(cli: &Cli) -> Result<ExitCode> {
+    let s = settings(cli)?;
+    if s.source.stdin {
+        anyhow::bail!(
+            "[source] stdin = true reads tasks from standard input, which `freshet mcp` needs for the MCP client; turn it off (tasks can come through the `ingest_*` tools, files, /v1/ingest or Kafka)"
+        );
+    }
+    init_logging(s.service.log_format, &s.service.log_level);
+    run_service(&s, true).await
+}
+
+async fn run_service(s: &Settings, mcp_stdio: bool) -> Result<ExitCode> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let handle = crate::metrics::install();
     let mut runtime = crate::service::Runtime::build(s).await?;
@@ -33,20 +46,14 @@ async fn run_service(s: &Settings) -> Result<ExitCode> {
     let mut http_stop = stop_rx.clone();
     let (bound, http) = crate::service::http::serve(
         listen,
-        crate::service::http::HttpState {
-            source: runtime.source.clone(),
-            metrics: handle,
-            ready: ready.clone(),
-            admin: Some(runtime.admin.clone()),
-            search: Some(runtime.searcher.clone()),
-        },
+        runtime.http_state(handle, ready.clone()),
         async move {
             let _ = http_stop.changed().await;
         },
     )
     .await?;
     runtime.lock.set_addr(bound)?;
-    tracing::info!(%bound, "serving /v1/ingest, /v1/search, /metrics, /healthz, /readyz");
+    tracing::info!(%bound, "serving /v1/ingest, /v1/search, /mcp, /metrics, /healthz, /readyz");
     let mut feeders = tokio::task::JoinSet::new();
     for file in &s.source.files {
         let source = runtime.source.clone();
@@ -71,7 +78,15 @@ async fn run_service(s: &Settings) -> Result<ExitCode> {
             }
         });
     }
-    crate::service::shutdown::signal().await;
+    if mcp_stdio {
+        let backend = Arc::new(runtime.mcp_backend(ready.clone()));
+        match crate::service::mcp::serve_stdio(backend, crate::service::shutdown::signal()).await {
+            Ok(()) => tracing::info!("MCP client on stdio closed; draining"),
+            Err(e) => tracing::error!(error = %e, "MCP on stdio ended; draining"),
+        }
+    } else {
+        crate::service::shutdown::signal().await;
+    }
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     feeders.abort_all();

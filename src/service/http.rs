@@ -14,6 +14,9 @@
 //! - `POST /v1/search`: nearest chunks to a query, with filters
 //!   ([`crate::service::search`]); needs the read token (or the admin token).
 //!
+//! - `/mcp`: the MCP server's streamable HTTP transport
+//!   ([`crate::service::mcp`]), when served.
+//!
 //! `/healthz`, `/readyz` and `/metrics` stay open (probes and scrapers).
 //!
 //! It binds to loopback by default (`[service] listen`), and also serves the
@@ -48,11 +51,25 @@ pub struct HttpState {
     pub admin: Option<Arc<crate::service::admin::AdminState>>,
     /// What `POST /v1/search` searches, when served.
     pub search: Option<crate::service::search::Searcher>,
+    /// What the MCP tools at `/mcp` work on, when served.
+    pub mcp: Option<Arc<crate::service::mcp::McpBackend>>,
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
+    router_until(state, tokio_util::sync::CancellationToken::new(), true)
+}
+
+/// The router; `stop` ends the MCP transport's open streams (so a graceful
+/// shutdown does not wait on them), `loopback` says whether the listener is
+/// on a loopback address.
+pub fn router_until(
+    state: HttpState,
+    stop: tokio_util::sync::CancellationToken,
+    loopback: bool,
+) -> Router {
     let admin = state.admin.clone();
+    let mcp = state.mcp.clone();
     let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -61,6 +78,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/search", post(search))
         .layer(DefaultBodyLimit::max(MAX_INGEST_BYTES))
         .with_state(state);
+    let base = match mcp {
+        Some(backend) => base.merge(crate::service::mcp::router(backend, loopback, stop)),
+        None => base,
+    };
     match admin {
         Some(admin) => base.merge(crate::service::admin::router(admin)),
         None => base,
@@ -165,10 +186,14 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (set [service] listen)"))?;
     let bound = listener.local_addr()?;
-    let app = router(state);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let app = router_until(state, stop.clone(), bound.ip().is_loopback());
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.cancel();
+            })
             .await
         {
             tracing::error!(error = %e, "HTTP endpoint failed");

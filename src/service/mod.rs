@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cluster;
 pub mod http;
 pub mod lock;
+pub mod mcp;
 pub mod search;
 pub mod shutdown;
 
@@ -483,6 +484,34 @@ impl Runtime {
         };
         let done = self.dlq.replay(&target).await?;
         Ok((done.replayed, done.kept))
+    }
+
+    /// The HTTP endpoint's state over this runtime: ingest, search, the
+    /// admin API and the MCP tools. `ready` turns false when draining starts.
+    pub fn http_state(
+        &self,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        ready: Arc<std::sync::atomic::AtomicBool>,
+    ) -> http::HttpState {
+        http::HttpState {
+            source: self.source.clone(),
+            metrics,
+            ready: ready.clone(),
+            admin: Some(self.admin.clone()),
+            search: Some(self.searcher.clone()),
+            mcp: Some(Arc::new(self.mcp_backend(ready))),
+        }
+    }
+
+    /// What the MCP tools work on ([`mcp`]).
+    pub fn mcp_backend(&self, ready: Arc<std::sync::atomic::AtomicBool>) -> mcp::McpBackend {
+        mcp::McpBackend {
+            searcher: self.searcher.clone(),
+            source: self.source.clone(),
+            admin: self.admin.clone(),
+            ready,
+            counters: self.pipeline.counters(),
+        }
     }
 
     /// Stops taking input, drains, and reports whether everything finished

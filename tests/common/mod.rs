@@ -199,13 +199,10 @@ pub struct Served {
 /// Serves `runtime`'s ingest, search, admin API, metrics and probes over HTTP.
 pub async fn serve_runtime(runtime: &freshet::service::Runtime) -> Served {
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    let state = freshet::service::http::HttpState {
-        source: runtime.source.clone(),
-        metrics: freshet::metrics::install(),
-        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        admin: Some(runtime.admin.clone()),
-        search: Some(runtime.searcher.clone()),
-    };
+    let state = runtime.http_state(
+        freshet::metrics::install(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    );
     let (addr, server) = freshet::service::http::serve(
         "127.0.0.1:0".parse().expect("a socket address"),
         state,

@@ -245,6 +245,10 @@ pub fn extract(html: &str, url: Option<&str>) -> Extracted {
     } else {
         html
     };
+    // Before any parser: deeper nesting overflows the stack or makes the
+    // parse quadratic (see `depth`).
+    let capped = super::depth::cap_nesting(html, super::depth::MAX_DEPTH);
+    let html = capped.as_ref();
     let fast = readability(html, url);
     if let Some(c) = &fast {
         if c.quality.score >= ACCEPT_SCORE {

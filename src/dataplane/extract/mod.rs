@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod content;
 pub mod corpus;
+pub mod depth;
 pub mod fetch;
 pub mod quality;
 pub mod render;
