@@ -53,6 +53,9 @@ use crate::dataplane::task::{now_ms, Task};
 use crate::service::admin::{AdminState, Role};
 use crate::service::search::{SearchRequest, SearchResponse, SearchResult, Searcher};
 
+/// Largest MCP request body (the size of an ingest request).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// How long an ingest tool waits for room in the pipeline's queue.
 pub const INGEST_WAIT: Duration = Duration::from_secs(10);
 
@@ -188,9 +191,9 @@ fn with_structured(text: String, value: Value) -> CallToolResult {
 fn arguments<T: serde::de::DeserializeOwned>(
     tool: &str,
     args: Option<JsonObject>,
-) -> Result<T, CallToolResult> {
+) -> Result<T, Box<CallToolResult>> {
     serde_json::from_value(Value::Object(args.unwrap_or_default()))
-        .map_err(|e| tool_error(format!("bad arguments for `{tool}`: {e}")))
+        .map_err(|e| Box::new(tool_error(format!("bad arguments for `{tool}`: {e}"))))
 }
 
 /// "3 s", "4 min", "2 h", "5 d".
@@ -274,7 +277,7 @@ impl FreshetMcp {
     }
 
     /// `Ok` when the caller may do `role`; else the tool error to answer.
-    fn allowed(&self, role: Role, headers: Option<&HeaderMap>) -> Result<(), CallToolResult> {
+    fn allowed(&self, role: Role, headers: Option<&HeaderMap>) -> Result<(), Box<CallToolResult>> {
         if self.caller == Caller::Local {
             return Ok(());
         }
@@ -290,14 +293,16 @@ impl FreshetMcp {
                     Role::Ingest => "the ingest token (or the admin token)",
                     Role::Admin => "the admin token",
                 };
-                tool_error(format!("unauthorized: this tool needs {token}: {why}"))
+                Box::new(tool_error(format!(
+                    "unauthorized: this tool needs {token}: {why}"
+                )))
             })
     }
 
     async fn search(&self, args: Option<JsonObject>) -> CallToolResult {
         let req: SearchRequest = match arguments("search", args) {
             Ok(r) => r,
-            Err(e) => return e,
+            Err(e) => return *e,
         };
         let valid = match req.validate() {
             Ok(v) => v,
@@ -342,7 +347,7 @@ impl FreshetMcp {
     async fn ingest_url(&self, args: Option<JsonObject>) -> CallToolResult {
         let a: UrlArgs = match arguments("ingest_url", args) {
             Ok(a) => a,
-            Err(e) => return e,
+            Err(e) => return *e,
         };
         let what = format!("{} for fetching", a.url);
         self.enqueue(
@@ -358,7 +363,7 @@ impl FreshetMcp {
     async fn ingest_document(&self, args: Option<JsonObject>) -> CallToolResult {
         let a: DocumentArgs = match arguments("ingest_document", args) {
             Ok(a) => a,
-            Err(e) => return e,
+            Err(e) => return *e,
         };
         let what = format!("document {}", a.id);
         self.enqueue(
@@ -509,7 +514,7 @@ impl ServerHandler for FreshetMcp {
             }
         };
         if let Err(refused) = self.allowed(role, headers) {
-            return Ok(refused.into());
+            return Ok((*refused).into());
         }
         let result = match request.name.as_ref() {
             "search" => self.search(request.arguments).await,
@@ -535,7 +540,7 @@ pub fn router(
     };
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(stop)
-        .with_max_request_body_bytes(crate::service::http::MAX_INGEST_BYTES);
+        .with_max_request_body_bytes(MAX_BODY_BYTES);
     if !loopback {
         config = config.disable_allowed_hosts();
     }

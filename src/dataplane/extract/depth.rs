@@ -266,9 +266,7 @@ impl Model {
                 .find(|&k| self.active[k].0.split(' ').next() == Some(name))
             {
                 let (_, id) = self.active.remove(k);
-                let Some(j) = self.stack.iter().rposition(|o| o.id == id) else {
-                    return None;
-                };
+                let j = self.stack.iter().rposition(|o| o.id == id)?;
                 // With a block inside it, the builder moves the block out and
                 // reopens a copy inside the block: no shallower than before.
                 if self.stack[j + 1..]
@@ -319,10 +317,7 @@ pub fn cap_nesting(html: &str, max: usize) -> Cow<'_, str> {
         *copied = end;
     };
     let mut i = 0;
-    loop {
-        let Some(off) = memchr_lt(&b[i..]) else {
-            break;
-        };
+    while let Some(off) = memchr_lt(&b[i..]) {
         let lt = i + off;
         if b[i..lt].iter().any(|c| !c.is_ascii_whitespace()) {
             model.reconstruct();
@@ -415,7 +410,7 @@ mod tests {
         // The deepest element of the parsed tree.
         fn walk(node: &dom_query::NodeRef, d: usize, best: &mut usize) {
             // Iterative on purpose: the test must not overflow either.
-            let mut todo = vec![(node.clone(), d)];
+            let mut todo = vec![(*node, d)];
             while let Some((n, d)) = todo.pop() {
                 *best = (*best).max(d);
                 for c in n.children() {
