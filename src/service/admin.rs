@@ -71,6 +71,17 @@ impl AdminState {
     }
 }
 
+impl AdminState {
+    /// A copy of the running controller's report, once it runs.
+    pub fn controller_report(&self) -> Option<ControllerReport> {
+        self.controller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
 /// The admin routes.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -542,12 +553,7 @@ async fn controller_status(State(st): State<Arc<AdminState>>, headers: HeaderMap
     if let Err(r) = authorize(&st, &headers, "GET /v1/controller", Role::Read) {
         return *r;
     }
-    let report = st
-        .controller
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let report = st.controller_report();
     Json(json!({
         "running": report.is_some(),
         "paused": st.control.paused(),

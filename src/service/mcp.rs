@@ -32,10 +32,9 @@
 //! checked like the HTTP API's before any work; a bad argument is a tool
 //! error that says what is wrong, never a panic.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use rmcp::model::{
@@ -44,7 +43,6 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::ServerHandler;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::dataplane::events::Counters;
@@ -145,7 +143,8 @@ pub fn tools() -> Vec<Tool> {
             schema(json!({
                 "type": "object",
                 "properties": {
-                    "url": {"type": "string", "description": "An http(s) URL."}
+                    "url": {"type": "string", "description": "An http(s) URL."},
+                    "ts_ms": {"type": "integer", "description": "Event time (Unix ms); default now."}
                 },
                 "required": ["url"],
                 "additionalProperties": false
@@ -162,7 +161,8 @@ pub fn tools() -> Vec<Tool> {
                     "text": {"type": "string", "description": "The text or markdown."},
                     "title": {"type": "string"},
                     "url": {"type": "string", "description": "Where the document lives, if anywhere."},
-                    "metadata": {"type": "object", "description": "Fields stored with every chunk, for filtering."}
+                    "metadata": {"type": "object", "description": "Fields stored with every chunk, for filtering."},
+                    "ts_ms": {"type": "integer", "description": "Event time (Unix ms); default now."}
                 },
                 "required": ["id", "text"],
                 "additionalProperties": false
@@ -251,25 +251,6 @@ fn format_result(n: usize, r: &SearchResult, now_ms: u64) -> String {
     )
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UrlArgs {
-    url: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DocumentArgs {
-    id: String,
-    text: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    metadata: BTreeMap<String, Value>,
-}
-
 impl FreshetMcp {
     /// A handler over `backend` for `caller`.
     pub fn new(backend: Arc<McpBackend>, caller: Caller) -> FreshetMcp {
@@ -308,15 +289,8 @@ impl FreshetMcp {
             Ok(v) => v,
             Err(why) => return tool_error(why),
         };
-        let started = Instant::now();
-        match self.backend.searcher.search(&valid).await {
-            Ok(results) => {
-                let response = SearchResponse {
-                    results,
-                    k: valid.k,
-                    mode: "dense".into(),
-                    took_ms: started.elapsed().as_millis() as u64,
-                };
+        match self.backend.searcher.respond(&valid).await {
+            Ok(response) => {
                 let text = format_results(&valid.query, &response, now_ms());
                 with_structured(text, serde_json::to_value(&response).unwrap_or_default())
             }
@@ -344,40 +318,28 @@ impl FreshetMcp {
         }
     }
 
-    async fn ingest_url(&self, args: Option<JsonObject>) -> CallToolResult {
-        let a: UrlArgs = match arguments("ingest_url", args) {
-            Ok(a) => a,
-            Err(e) => return *e,
+    /// `ingest_url` and `ingest_document`: the arguments are the task's own
+    /// fields (as `/v1/ingest` takes them, `type` implied, `ts_ms` now
+    /// unless given), parsed and checked by [`Task`] itself.
+    async fn ingest(&self, kind: &str, args: Option<JsonObject>) -> CallToolResult {
+        let mut fields = args.unwrap_or_default();
+        if fields.contains_key("type") {
+            return tool_error(format!(
+                "bad arguments for `ingest_{kind}`: unknown field `type`"
+            ));
+        }
+        fields.insert("type".into(), json!(kind));
+        fields.entry("ts_ms").or_insert_with(|| json!(now_ms()));
+        let task: Task = match serde_json::from_value(Value::Object(fields)) {
+            Ok(t) => t,
+            Err(e) => return tool_error(format!("bad arguments for `ingest_{kind}`: {e}")),
         };
-        let what = format!("{} for fetching", a.url);
-        self.enqueue(
-            Task::Url {
-                url: a.url,
-                ts_ms: Some(now_ms()),
-            },
-            what,
-        )
-        .await
-    }
-
-    async fn ingest_document(&self, args: Option<JsonObject>) -> CallToolResult {
-        let a: DocumentArgs = match arguments("ingest_document", args) {
-            Ok(a) => a,
-            Err(e) => return *e,
+        let what = match &task {
+            Task::Url { url, .. } => format!("{url} for fetching"),
+            Task::Document { id, .. } => format!("document {id}"),
+            _ => "the task".to_string(),
         };
-        let what = format!("document {}", a.id);
-        self.enqueue(
-            Task::Document {
-                id: a.id,
-                text: a.text,
-                title: a.title,
-                url: a.url,
-                ts_ms: Some(now_ms()),
-                metadata: a.metadata,
-            },
-            what,
-        )
-        .await
+        self.enqueue(task, what).await
     }
 
     /// The `status` tool's structured answer.
@@ -385,14 +347,7 @@ impl FreshetMcp {
         let c = &self.backend.counters;
         let get = |a: &std::sync::atomic::AtomicU64| Counters::get(a);
         let ms = |q: f64| c.freshness_quantile(q).map(|s| (s * 1000.0).round() as u64);
-        let report = self
-            .backend
-            .admin
-            .controller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let report = self.backend.admin.controller_report();
         let decisions: Vec<Value> = report
             .as_ref()
             .map(|r| {
@@ -518,8 +473,8 @@ impl ServerHandler for FreshetMcp {
         }
         let result = match request.name.as_ref() {
             "search" => self.search(request.arguments).await,
-            "ingest_url" => self.ingest_url(request.arguments).await,
-            "ingest_document" => self.ingest_document(request.arguments).await,
+            "ingest_url" => self.ingest("url", request.arguments).await,
+            "ingest_document" => self.ingest("document", request.arguments).await,
             _ => self.status(),
         };
         Ok(result.into())
@@ -676,18 +631,23 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_tool_errors() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Query {
+            #[allow(dead_code)]
+            query: String,
+        }
         let args = |v: Value| match v {
             Value::Object(m) => Some(m),
             _ => None,
         };
-        let e = arguments::<UrlArgs>("ingest_url", args(json!({"url": 1}))).unwrap_err();
+        let e = arguments::<Query>("search", args(json!({"query": 1}))).unwrap_err();
         assert_eq!(e.is_error, Some(true));
-        let e = arguments::<UrlArgs>("ingest_url", args(json!({"url": "http://a/", "x": 1})))
-            .unwrap_err();
+        let e = arguments::<Query>("search", args(json!({"query": "q", "x": 1}))).unwrap_err();
         let ContentBlock::Text(t) = &e.content[0] else {
             panic!("text content expected")
         };
         assert!(t.text.contains("unknown field"), "{}", t.text);
-        assert!(arguments::<UrlArgs>("ingest_url", None).is_err());
+        assert!(arguments::<Query>("search", None).is_err());
     }
 }

@@ -321,6 +321,21 @@ impl Searcher {
     }
 }
 
+impl Searcher {
+    /// [`search`](Self::search), answered as `POST /v1/search` and the MCP
+    /// `search` tool answer it (with the mode and the time taken).
+    pub async fn respond(&self, req: &ValidSearch) -> Result<SearchResponse, SearchError> {
+        let started = Instant::now();
+        let results = self.search(req).await?;
+        Ok(SearchResponse {
+            results,
+            k: req.k,
+            mode: "dense".into(),
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
@@ -346,15 +361,8 @@ pub(crate) async fn handle(searcher: &Searcher, body: &[u8]) -> Response {
         Ok(v) => v,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    let started = Instant::now();
-    match searcher.search(&valid).await {
-        Ok(results) => Json(SearchResponse {
-            results,
-            k: valid.k,
-            mode: "dense".into(),
-            took_ms: started.elapsed().as_millis() as u64,
-        })
-        .into_response(),
+    match searcher.respond(&valid).await {
+        Ok(response) => Json(response).into_response(),
         Err(e) => {
             let status = match e.class {
                 ErrorClass::Invalid | ErrorClass::Parse => StatusCode::INTERNAL_SERVER_ERROR,
