@@ -196,6 +196,11 @@ pub struct ServiceSettings {
     /// token is set. Only on a loopback `listen` address: on any other the
     /// service refuses to start without a token.
     pub open_ingest: bool,
+    /// Malformed lines one `POST /v1/ingest` request may carry: each is
+    /// dead-lettered, and after this many the rest of the body is not read,
+    /// one summary dead letter says where it stopped and the request is
+    /// answered 400. Default 100.
+    pub ingest_max_invalid_lines: u32,
     /// Key of the audit log's HMAC chain. Only from the environment
     /// (`FRESHET_SERVICE__AUDIT_KEY`): a key written in the settings file
     /// would sit beside the log it protects, so the file may not set it.
@@ -215,6 +220,7 @@ impl Default for ServiceSettings {
             ingest_token: Secret::default(),
             read_token: Secret::default(),
             open_ingest: false,
+            ingest_max_invalid_lines: 100,
             audit_key: Secret::default(),
         }
     }
@@ -401,6 +407,24 @@ impl Default for SourceSettings {
             stdin: false,
             page_min_words: crate::dataplane::transform::MIN_WORDS,
             document_min_words: 0,
+        }
+    }
+}
+
+/// `[transform]`: bounds on what one document may cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformSettings {
+    /// The most chunks one document may become; a document over it is
+    /// dead-lettered as `too_large` before its chunks are built. Default
+    /// 2,000 (about 500k tokens at the default chunk size).
+    pub max_chunks_per_doc: u32,
+}
+
+impl Default for TransformSettings {
+    fn default() -> Self {
+        TransformSettings {
+            max_chunks_per_doc: crate::dataplane::transform::MAX_CHUNKS_PER_DOC,
         }
     }
 }
@@ -661,6 +685,8 @@ pub struct RawSettings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[transform]`
+    pub transform: TransformSettings,
     /// `[kafka]`
     pub kafka: KafkaSettings,
     /// `[controller]`
@@ -691,6 +717,8 @@ pub struct Settings {
     pub index: IndexSettings,
     /// `[source]`
     pub source: SourceSettings,
+    /// `[transform]`
+    pub transform: TransformSettings,
     /// `[kafka]`
     pub kafka: KafkaSettings,
     /// `[controller]`
@@ -710,6 +738,7 @@ impl std::fmt::Debug for Settings {
             .field("embed", &self.embed)
             .field("index", &self.index)
             .field("source", &self.source)
+            .field("transform", &self.transform)
             .field("kafka", &self.kafka)
             .field("controller", &self.controller)
             .field("knobs", &self.knobs)
@@ -930,6 +959,7 @@ impl RawSettings {
             embed: self.embed,
             index: self.index,
             source: self.source,
+            transform: self.transform,
             kafka: self.kafka,
             controller: self.controller,
             knobs: self.knobs,
@@ -1006,6 +1036,18 @@ impl RawSettings {
         if self.service.drain_timeout_s == 0 {
             return Err(invalid(
                 "service.drain_timeout_s",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.service.ingest_max_invalid_lines == 0 {
+            return Err(invalid(
+                "service.ingest_max_invalid_lines",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.transform.max_chunks_per_doc == 0 {
+            return Err(invalid(
+                "transform.max_chunks_per_doc",
                 "must be at least 1".into(),
             ));
         }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use super::{init_logging, print_out, settings_in, Cli};
@@ -22,10 +22,20 @@ pub(super) enum DlqCommand {
         last: usize,
     },
     /// Re-submit every dead letter's task; replayed records move to dlq.replayed.jsonl.
+    ///
+    /// When a running instance holds the data dir, it replays them (through
+    /// its `POST /v1/dlq/replay`, with the admin token).
     Replay {
         /// The data dir.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Ask the freshet instance serving at this address (`127.0.0.1:8080`
+        /// or `http://host:port`) to replay its dead letters.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Who asks, recorded in the instance's audit log (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
     },
 }
 
@@ -36,10 +46,21 @@ pub(super) async fn command(cli: &Cli, cmd: &DlqCommand) -> Result<ExitCode> {
             let s = settings_in(cli, data_dir)?;
             list_command(&s, *last).await
         }
-        DlqCommand::Replay { data_dir } => {
+        DlqCommand::Replay {
+            data_dir,
+            addr,
+            operator,
+        } => {
             let s = settings_in(cli, data_dir)?;
             init_logging(s.service.log_format, "warn");
-            replay_command(&s).await
+            let addr = match addr {
+                Some(addr) => Some(addr.clone()),
+                None => super::remote::holder_addr(&s.service.data_dir, "API to replay through")?,
+            };
+            match addr {
+                Some(addr) => remote_replay(&s, &addr, operator.as_deref()).await,
+                None => replay_command(&s).await,
+            }
         }
     }
 }
@@ -107,6 +128,37 @@ async fn list_command(s: &Settings, last: usize) -> Result<ExitCode> {
         out.push_str(&format!("! line {line} is not a dead letter ({why})\n"));
     }
     print_out(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/dlq/replay` on the instance at `addr`.
+async fn remote_replay(s: &Settings, addr: &str, operator: Option<&str>) -> Result<ExitCode> {
+    let operator = operator
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|o| !o.trim().is_empty())
+        .unwrap_or_else(|| "freshet-cli".to_string());
+    let path = format!(
+        "/v1/dlq/replay?operator={}",
+        url::form_urlencoded::byte_serialize(operator.as_bytes()).collect::<String>()
+    );
+    let body = super::remote::Call {
+        addr,
+        path: &path,
+        token: s.service.admin_token.expose(),
+        token_vars: "FRESHET_SERVICE__ADMIN_TOKEN",
+        body: None,
+        // A replay answers once every record is back in the pipeline.
+        timeout: std::time::Duration::from_secs(600),
+    }
+    .send()
+    .await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("the instance at {addr} answered something that is not JSON"))?;
+    print_out(&format!(
+        "the instance at {addr} replayed {} dead letters ({} could not be parsed as tasks and stay); they are processed in the background\n",
+        answer["replayed"], answer["kept"]
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,6 +22,7 @@ pub mod demo;
 mod dlq;
 mod extract;
 mod query;
+mod remote;
 mod run;
 #[cfg(feature = "sim")]
 mod sim;

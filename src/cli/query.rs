@@ -39,16 +39,7 @@ pub(super) async fn command(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
     init_logging(s.service.log_format, "warn");
     let addr = match &args.addr {
         Some(addr) => Some(addr.clone()),
-        None => match crate::service::lock::holder_of(&s.service.data_dir)? {
-            None => None,
-            Some(holder) => match holder.addr {
-                Some(addr) => Some(addr),
-                None => anyhow::bail!(
-                    "the data dir {} is held by {holder}, which serves no search API; wait for it to finish, or pass --addr of an instance that serves this index",
-                    s.service.data_dir.display()
-                ),
-            },
-        },
+        None => super::remote::holder_addr(&s.service.data_dir, "search API")?,
     };
     let results = match addr {
         Some(addr) => remote(&s, &addr, &args.text, args.k).await?,
@@ -58,56 +49,26 @@ pub(super) async fn command(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The base URL of an instance given as `host:port` or a URL.
-fn base_url(addr: &str) -> String {
-    let addr = addr.trim().trim_end_matches('/');
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// `POST /v1/search` on the instance at `addr`.
 async fn remote(s: &Settings, addr: &str, text: &str, k: usize) -> Result<Vec<SearchResult>> {
-    let url = format!("{}/v1/search", base_url(addr));
     let token = if s.service.read_token.is_empty() {
         s.service.admin_token.expose()
     } else {
         s.service.read_token.expose()
     };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()?;
-    let mut req = client
-        .post(&url)
-        .json(&serde_json::json!({"query": text, "k": k}));
-    if !token.is_empty() {
-        req = req.bearer_auth(token);
+    let body = super::remote::Call {
+        addr,
+        path: "/v1/search",
+        token,
+        token_vars: "FRESHET_SERVICE__READ_TOKEN or FRESHET_SERVICE__ADMIN_TOKEN",
+        body: Some(serde_json::json!({"query": text, "k": k})),
+        timeout: std::time::Duration::from_secs(60),
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the freshet instance at {url}"))?;
-    let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let why = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-            " (set FRESHET_SERVICE__READ_TOKEN or FRESHET_SERVICE__ADMIN_TOKEN to the instance's token)"
-        } else {
-            ""
-        };
-        anyhow::bail!("{url} answered {status}: {why}{hint}");
-    }
-    let answer: SearchResponse = serde_json::from_slice(&body)
-        .with_context(|| format!("{url} answered something that is not a search result"))?;
+    .send()
+    .await?;
+    let answer: SearchResponse = serde_json::from_slice(&body).with_context(|| {
+        format!("the instance at {addr} answered something that is not a search result")
+    })?;
     Ok(answer.results)
 }
 

@@ -171,6 +171,8 @@ pub enum EventKind {
     Unauthorized,
     /// A torn last line was cut off when the log was opened.
     LogRepaired,
+    /// Dead letters were replayed through a running instance.
+    DlqReplayed,
     /// The service started with the knobs of its settings file (version 1):
     /// whatever the records before say was in force ends here.
     Started,

@@ -47,6 +47,9 @@ pub struct Counters {
     pub docs_low_quality: AtomicU64,
     /// Documents dropped as too short (dead-lettered).
     pub docs_too_short: AtomicU64,
+    /// Documents that would become more chunks than
+    /// `[transform] max_chunks_per_doc` (dead-lettered).
+    pub docs_too_large: AtomicU64,
     /// Documents identical to another document (skipped).
     pub docs_duplicate: AtomicU64,
     /// Documents identical to their indexed version (skipped).
@@ -234,6 +237,8 @@ pub enum FilterReason {
     LowQuality,
     /// Too few words after cleaning.
     TooShort,
+    /// More chunks than `[transform] max_chunks_per_doc`.
+    TooLarge,
 }
 
 impl FilterReason {
@@ -242,6 +247,7 @@ impl FilterReason {
         match self {
             FilterReason::LowQuality => "low_quality",
             FilterReason::TooShort => "too_short",
+            FilterReason::TooLarge => "too_large",
         }
     }
 }
@@ -260,6 +266,7 @@ impl PipelineEvent for DocFiltered<'_> {
         let counter = match self.reason {
             FilterReason::LowQuality => &counters.docs_low_quality,
             FilterReason::TooShort => &counters.docs_too_short,
+            FilterReason::TooLarge => &counters.docs_too_large,
         };
         Counters::add(counter, 1);
         let outcome = self.reason.as_str();
@@ -350,6 +357,7 @@ impl LetterClass {
             // Historical record values: `quality`, `too_short`.
             LetterClass::Filtered(FilterReason::LowQuality) => "quality",
             LetterClass::Filtered(FilterReason::TooShort) => "too_short",
+            LetterClass::Filtered(FilterReason::TooLarge) => "too_large",
             LetterClass::Panic => "panic",
         }
     }

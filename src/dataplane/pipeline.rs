@@ -76,8 +76,8 @@ pub struct Deps {
     pub index: Arc<dyn VectorIndex>,
     /// Dead letters.
     pub dlq: Arc<Dlq>,
-    /// The fewest words a page and a document need to be indexed.
-    pub floors: super::transform::LengthFloors,
+    /// The fewest words a document needs and the most chunks it may become.
+    pub limits: super::transform::DocLimits,
 }
 
 /// A running pipeline.
@@ -127,7 +127,7 @@ impl Pipeline {
         let transform = super::transform::stage::run(
             ctx.clone(),
             deps.index,
-            deps.floors,
+            deps.limits,
             transform_rx,
             embed_tx,
         );

@@ -62,7 +62,10 @@ async fn run(dir: &std::path::Path) -> Arc<Counters> {
         embedder: Arc::new(HashEmbedder::new(32)),
         index: Arc::new(EdgeIndex::open(&dir.join("index"), 32).unwrap()),
         dlq: Arc::new(Dlq::open(dir).unwrap()),
-        floors: Default::default(),
+        limits: crate::dataplane::transform::DocLimits {
+            max_chunks: 40,
+            ..Default::default()
+        },
     };
     let pipeline = Pipeline::start(deps);
     let tasks = vec![
@@ -79,6 +82,14 @@ async fn run(dir: &std::path::Path) -> Arc<Counters> {
         doc("c", prose("b")),
         // No words at all: documents need no minimum length, but one word.
         doc("short", " \n\t ".into()),
+        // Far more than 40 chunks: dead-lettered before its chunks are built.
+        doc(
+            "huge",
+            (0..200)
+                .map(|i| prose(&format!("volume {i}")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
         Task::Delete {
             id: "never-indexed".into(),
             ts_ms: None,
@@ -124,6 +135,7 @@ fn the_taps_document_counts_equal_the_counters_with_superseded_deletes() {
         ("unchanged", &counters.docs_unchanged),
         ("low_quality", &counters.docs_low_quality),
         ("too_short", &counters.docs_too_short),
+        ("too_large", &counters.docs_too_large),
         ("deleted", &counters.docs_deleted),
     ] {
         assert_eq!(docs(outcome), get(count), "docs {outcome}");
@@ -137,7 +149,23 @@ fn the_taps_document_counts_equal_the_counters_with_superseded_deletes() {
         1,
         "the delete of never-indexed"
     );
-    assert_eq!(get(&counters.dead_letters), 1, "the short document");
+    assert_eq!(get(&counters.docs_too_large), 1);
+    assert_eq!(
+        get(&counters.dead_letters),
+        2,
+        "the short document and the huge one"
+    );
+    let (letters, _) = Dlq::read_all(&dir.join("dlq.jsonl")).unwrap();
+    let huge = letters
+        .iter()
+        .find(|l| l.source == "test:0:6")
+        .expect("the huge document's dead letter");
+    assert_eq!(huge.error_type, "too_large");
+    assert!(
+        huge.message.contains("max_chunks_per_doc"),
+        "{}",
+        huge.message
+    );
     assert_eq!(
         counter(&snap, metrics::CHUNKS_INDEXED_TOTAL, None),
         get(&counters.chunks_indexed)
@@ -147,6 +175,6 @@ fn the_taps_document_counts_equal_the_counters_with_superseded_deletes() {
         .map(|kind| counter(&snap, metrics::TASKS_TOTAL, Some(("type", kind))))
         .sum();
     assert_eq!(tasks, get(&counters.tasks));
-    assert_eq!(get(&counters.tasks), 7);
+    assert_eq!(get(&counters.tasks), 8);
     let _ = std::fs::remove_dir_all(dir);
 }

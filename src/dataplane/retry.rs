@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::dataplane::Stage;
 use crate::knobs::{Knobs, RetryKnobs};
-use crate::live::LiveConfig;
+use crate::live::{LiveConfig, SlotPermit, Slots};
 use crate::metrics;
 
 /// What kind of failure happened; decides whether to retry and labels metrics.
@@ -146,8 +146,10 @@ pub trait Classify {
     fn timed_out(after: Duration) -> Self;
 }
 
-/// The longest `Retry-After` freshet waits; a longer one ends the retries
-/// (the item is dead-lettered and can be replayed later).
+/// A `Retry-After` longer than this ends the retries at once (the item is
+/// dead-lettered and can be replayed later). A shorter one is honoured up
+/// to the stage's per-attempt timeout (`<stage>.timeout_ms`), and waited
+/// without holding the stage's slot ([`retry_holding`]).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// Parses a `Retry-After` header value: delta-seconds or an HTTP date.
@@ -207,9 +209,31 @@ fn stage_retry(knobs: &Knobs, stage: Stage) -> (RetryKnobs, Duration) {
 
 /// Runs `op` until it succeeds, fails with a non-retryable error, or the
 /// stage's retry budget (read live before every attempt) is spent. Each
-/// attempt is bounded by the stage's live `timeout_ms`. Retries are counted in
+/// attempt is bounded by the stage's live `timeout_ms`, and so is the wait a
+/// `Retry-After` asks for. Retries are counted in
 /// `freshet_stage_retries_total`.
-pub async fn retry<T, E, F, Fut>(live: &LiveConfig, stage: Stage, mut op: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(live: &LiveConfig, stage: Stage, op: F) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_holding(live, stage, None, op).await
+}
+
+/// A stage slot held by the caller of [`retry_holding`]: given back while
+/// the retry waits, taken again before the next attempt.
+pub type HeldSlot<'a> = (&'a Slots, &'a mut Option<SlotPermit>);
+
+/// [`retry`], giving `slot` back while it waits between attempts (so an
+/// upstream's `Retry-After` or a long backoff does not keep a slot from
+/// other work) and waiting for a slot again before the next attempt.
+pub async fn retry_holding<T, E, F, Fut>(
+    live: &LiveConfig,
+    stage: Stage,
+    mut slot: Option<HeldSlot<'_>>,
+    mut op: F,
+) -> Result<T, E>
 where
     E: Classify,
     F: FnMut(Attempt) -> Fut,
@@ -230,7 +254,7 @@ where
         };
         let class = err.class();
         // Re-read: the budget may have changed while the attempt ran.
-        let (retry_knobs, _) = stage_retry(&live.load().knobs, stage);
+        let (retry_knobs, timeout) = stage_retry(&live.load().knobs, stage);
         if !class.retryable() || number >= retry_knobs.max_attempts {
             return Err(err);
         }
@@ -238,6 +262,7 @@ where
         if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
             return Err(err);
         }
+        let retry_after = retry_after.map(|d| d.min(timeout));
         let delay = backoff(&retry_knobs, number + 1, retry_after, &mut rand::rng());
         metrics::counter!(metrics::STAGE_RETRIES_TOTAL, "stage" => stage.as_str(), "error_type" => class.as_str())
             .increment(1);
@@ -248,7 +273,13 @@ where
             ?delay,
             "retrying"
         );
+        if let Some((_, permit)) = slot.as_mut() {
+            permit.take();
+        }
         tokio::time::sleep(delay).await;
+        if let Some((slots, permit)) = slot.as_mut() {
+            **permit = Some(slots.acquire().await);
+        }
         number += 1;
     }
 }
@@ -356,7 +387,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_at_least_retry_after_and_times_out_attempts() {
         let live = LiveConfig::new(Knobs::default()).unwrap();
-        live.patch(&[Change::new("search.timeout_ms", 200)], None)
+        live.patch(&[Change::new("search.timeout_ms", 2_500)], None)
             .unwrap();
         let start = tokio::time::Instant::now();
         let calls = AtomicU32::new(0);
@@ -379,10 +410,65 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 2);
         assert!(
-            start.elapsed() >= Duration::from_millis(2_200),
-            "{:?}",
+            start.elapsed() >= Duration::from_millis(4_500),
+            "2 s of Retry-After, then a 2.5 s attempt cut off: {:?}",
             start.elapsed()
         );
         assert!(start.elapsed() < Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_capped_at_the_timeout_and_waited_without_the_slot() {
+        let live = LiveConfig::new(Knobs::default()).unwrap();
+        live.patch(
+            &[
+                Change::new("extract.timeout_ms", 1_000),
+                Change::new("extract.retry.base_ms", 10),
+                Change::new("extract.retry.max_ms", 10),
+            ],
+            None,
+        )
+        .unwrap();
+        let slots = Slots::new(1);
+        let mut permit = Some(slots.acquire().await);
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let free_while_waiting = std::sync::atomic::AtomicBool::new(false);
+        let result: Result<u32, TestError> = {
+            let slots_ref = &slots;
+            let free = &free_while_waiting;
+            let waiting = async {
+                // Another piece of work takes the slot while the retry waits.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let other = slots_ref.try_acquire();
+                free.store(other.is_some(), Ordering::SeqCst);
+            };
+            let retried = retry_holding(&live, Stage::Extract, Some((&slots, &mut permit)), |_| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        // `Retry-After: 100`: under MAX_RETRY_AFTER, over the timeout.
+                        0 => Err(TestError(
+                            ErrorClass::RateLimited,
+                            Some(Duration::from_secs(100)),
+                        )),
+                        _ => Ok(7),
+                    }
+                }
+            });
+            let (result, ()) = tokio::join!(retried, waiting);
+            result
+        };
+        assert_eq!(result.unwrap(), 7);
+        assert!(
+            start.elapsed() < Duration::from_millis(1_100),
+            "waited {:?} for a 100 s Retry-After with a 1 s timeout",
+            start.elapsed()
+        );
+        assert!(
+            free_while_waiting.load(Ordering::SeqCst),
+            "the slot was held while waiting"
+        );
+        assert!(permit.is_some(), "the slot is held again after the wait");
     }
 }

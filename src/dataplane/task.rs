@@ -62,8 +62,11 @@ pub enum Task {
 /// Largest document text accepted in a task.
 pub const MAX_TEXT_BYTES: usize = 10 * 1024 * 1024;
 
-/// Largest `metadata` of a document task, as JSON.
-pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Largest `metadata` of a document task, as JSON. Every chunk of the
+/// document carries it (in its index payload), so it is kept small: at
+/// [`MAX_CHUNKS_PER_DOC`](crate::dataplane::transform::MAX_CHUNKS_PER_DOC)
+/// chunks, 16 KiB each is 32 MB for one document.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 impl Task {
     /// Parses and validates one task; the error says what is wrong.
@@ -161,4 +164,30 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc_with(metadata: serde_json::Value) -> String {
+        serde_json::json!({"type": "document", "id": "d", "text": "hello", "metadata": metadata})
+            .to_string()
+    }
+
+    #[test]
+    fn metadata_is_bounded_in_size_and_key_length() {
+        // The case: 60 KiB of metadata, cloned into every chunk.
+        let big = doc_with(serde_json::json!({"blob": "x".repeat(60 * 1024)}));
+        let err = Task::parse(&big).unwrap_err();
+        assert!(err.contains("metadata is larger than 16384 bytes"), "{err}");
+        let ok = doc_with(serde_json::json!({"blob": "x".repeat(8 * 1024), "tags": ["a", "b"]}));
+        assert!(Task::parse(&ok).is_ok());
+        let long_key = doc_with(serde_json::json!({"k".repeat(129): 1}));
+        assert!(Task::parse(&long_key).unwrap_err().contains("keys must be"));
+        let empty_key = doc_with(serde_json::json!({"": 1}));
+        assert!(Task::parse(&empty_key)
+            .unwrap_err()
+            .contains("keys must be"));
+    }
 }

@@ -95,7 +95,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON error answer: `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
@@ -487,9 +488,24 @@ async fn rollback(
     }
 }
 
+/// `?operator=<name>`: who does a change (1..=128 bytes).
 #[derive(Debug, Deserialize)]
-struct OperatorQuery {
+pub(crate) struct OperatorQuery {
     operator: Option<String>,
+}
+
+impl OperatorQuery {
+    /// The operator's name, or the 400 answer saying what is missing.
+    pub(crate) fn operator(&self) -> Result<&str, Box<Response>> {
+        let operator = self.operator.as_deref().unwrap_or_default().trim();
+        if operator.is_empty() || operator.len() > 128 {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "add ?operator=<name> (1..=128 bytes) to say who does this",
+            )));
+        }
+        Ok(operator)
+    }
 }
 
 async fn pause(
@@ -517,13 +533,10 @@ fn set_paused(st: &AdminState, q: OperatorQuery, headers: &HeaderMap, paused: bo
     if let Err(r) = authorize(st, headers, what, Role::Admin) {
         return *r;
     }
-    let operator = q.operator.unwrap_or_default();
-    if operator.trim().is_empty() || operator.len() > 128 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "add ?operator=<name> (1..=128 bytes) to say who does this",
-        );
-    }
+    let operator = match q.operator() {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
     let changed = st.control.set_paused(paused);
     if changed {
         let kind = if paused {
@@ -534,7 +547,7 @@ fn set_paused(st: &AdminState, q: OperatorQuery, headers: &HeaderMap, paused: bo
         if let Err(e) = st.control.audit.append(
             kind,
             Event {
-                actor: json!({"operator": operator.trim()}),
+                actor: json!({"operator": operator}),
                 ..Default::default()
             },
         ) {

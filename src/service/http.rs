@@ -5,7 +5,10 @@
 //! - `GET /metrics`: Prometheus text format;
 //! - `POST /v1/ingest`: one JSON task per line of the body (at most 16 MiB);
 //!   answers `{"accepted": n, "rejected": m}`; malformed lines are
-//!   dead-lettered with their line number. It needs
+//!   dead-lettered with their line number. After
+//!   `[service] ingest_max_invalid_lines` of them (default 100) the rest of
+//!   the body is not read: one summary dead letter (`too_many_invalid`)
+//!   names the line, and the answer is 400 with `stopped_at_line`. It needs
 //!   `Authorization: Bearer <ingest_token or admin_token>` (401 otherwise;
 //!   `[service] open_ingest = true` lifts this on loopback when no token is
 //!   set) and `Content-Type: application/x-ndjson` or `application/json`
@@ -13,6 +16,12 @@
 //!   tasks with a plain form or a "simple" cross-origin request;
 //! - `POST /v1/search`: nearest chunks to a query, with filters
 //!   ([`crate::service::search`]); needs the read token (or the admin token).
+//!
+//! - `POST /v1/dlq/replay`: re-submits the task of every dead letter
+//!   ([`crate::dataplane::dlq::Replayer`]); needs the admin token, answers
+//!   `{"replayed": n, "kept": k}` (409 while another replay runs) and is
+//!   audited. `freshet dlq replay` calls it when this instance holds the
+//!   data dir.
 //!
 //! - `/mcp`: the MCP server's streamable HTTP transport
 //!   ([`crate::service::mcp`]), when served.
@@ -43,6 +52,9 @@ pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
 pub struct HttpState {
     /// Where ingested tasks go.
     pub source: EmbeddedSource,
+    /// Malformed lines one ingest request may carry before it is answered
+    /// 400 (`[service] ingest_max_invalid_lines`).
+    pub ingest_max_invalid: u64,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,
     /// False once draining starts.
@@ -51,6 +63,8 @@ pub struct HttpState {
     pub admin: Option<Arc<crate::service::admin::AdminState>>,
     /// What `POST /v1/search` searches, when served.
     pub search: Option<crate::service::search::Searcher>,
+    /// What `POST /v1/dlq/replay` replays, when served.
+    pub dlq: Option<Arc<crate::dataplane::dlq::Replayer>>,
     /// What the MCP tools at `/mcp` work on, when served.
     pub mcp: Option<Arc<crate::service::mcp::McpBackend>>,
 }
@@ -76,6 +90,7 @@ pub fn router_until(
         .route("/metrics", get(metrics))
         .route("/v1/ingest", post(ingest))
         .route("/v1/search", post(search))
+        .route("/v1/dlq/replay", post(replay_dlq))
         .layer(DefaultBodyLimit::max(MAX_INGEST_BYTES))
         .with_state(state);
     let base = match mcp {
@@ -113,6 +128,66 @@ async fn search(
     body: axum::body::Bytes,
 ) -> Response {
     crate::service::search::endpoint(st.search.as_ref(), st.admin.as_deref(), &headers, &body).await
+}
+
+async fn replay_dlq(
+    State(st): State<HttpState>,
+    axum::extract::Query(q): axum::extract::Query<crate::service::admin::OperatorQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use crate::control::audit::{Event, EventKind};
+    use crate::service::admin::{authorize, error, Role};
+    let (Some(admin), Some(replayer)) = (&st.admin, &st.dlq) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this instance does not serve dead-letter replay",
+        );
+    };
+    if let Err(r) = authorize(admin, &headers, "POST /v1/dlq/replay", Role::Admin) {
+        return *r;
+    }
+    if !st.ready.load(Ordering::Acquire) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "draining; replay later");
+    }
+    let operator = match q.operator() {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let done = match replayer.replay().await {
+        None => return error(StatusCode::CONFLICT, "a replay is already running"),
+        Some(Err(e)) => {
+            let _ = admin.control.audit.append(
+                EventKind::DlqReplayed,
+                Event {
+                    actor: serde_json::json!({"operator": operator}),
+                    detail: format!("replay of {} failed: {e}", replayer.location()),
+                    ..Default::default()
+                },
+            );
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("replay failed: {e}"),
+            );
+        }
+        Some(Ok(done)) => done,
+    };
+    if let Err(e) = admin.control.audit.append(
+        EventKind::DlqReplayed,
+        Event {
+            actor: serde_json::json!({"operator": operator}),
+            detail: format!(
+                "replayed {} dead letters from {}; {} kept",
+                done.replayed,
+                replayer.location(),
+                done.kept
+            ),
+            ..Default::default()
+        },
+    ) {
+        // The replay happened; say it plainly rather than hide it.
+        tracing::error!(error = %e, "a dead-letter replay could not be audited");
+    }
+    Json(serde_json::json!({"replayed": done.replayed, "kept": done.kept})).into_response()
 }
 
 /// Content types `POST /v1/ingest` accepts.
@@ -166,7 +241,20 @@ async fn ingest(
         )
             .into_response();
     }
-    match st.source.feed_lines(&body[..], "ingest").await {
+    match st
+        .source
+        .feed_lines(&body[..], "ingest", Some(st.ingest_max_invalid))
+        .await
+    {
+        Ok(report) if report.stopped_at_line.is_some() => {
+            let mut answer = serde_json::to_value(report).unwrap_or_default();
+            answer["error"] = serde_json::Value::String(format!(
+                "more than {} malformed lines; reading stopped at line {} (it and the lines after it were not read; the tasks before it were accepted)",
+                st.ingest_max_invalid,
+                report.stopped_at_line.unwrap_or_default()
+            ));
+            (StatusCode::BAD_REQUEST, Json(answer)).into_response()
+        }
         Ok(report) => (StatusCode::OK, Json(report)).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -378,6 +378,7 @@ impl FreshetMcp {
             "chunks_indexed": get(&c.chunks_indexed),
             "not_indexed": {
                 "too_short": get(&c.docs_too_short),
+                "too_large": get(&c.docs_too_large),
                 "low_quality": get(&c.docs_low_quality),
                 "duplicate": get(&c.docs_duplicate),
                 "unchanged": get(&c.docs_unchanged),

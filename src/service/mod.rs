@@ -271,6 +271,9 @@ pub struct Runtime {
     pub provider: Option<Arc<SerpPost>>,
     /// Drain deadline.
     pub drain_timeout: Duration,
+    /// Malformed lines one ingest request may carry
+    /// (`[service] ingest_max_invalid_lines`).
+    pub ingest_max_invalid: u64,
     /// The admin API's state (guard, audit log, token).
     pub admin: Arc<admin::AdminState>,
     /// Knobs, guard, change lock and audit log shared by the admin API and
@@ -348,9 +351,10 @@ impl Runtime {
             embedder,
             index: index.clone(),
             dlq: dlq.clone(),
-            floors: crate::dataplane::transform::LengthFloors {
+            limits: crate::dataplane::transform::DocLimits {
                 page: settings.source.page_min_words,
                 document: settings.source.document_min_words,
+                max_chunks: settings.transform.max_chunks_per_doc,
             },
         });
         let guard = match &settings.service.guardrails {
@@ -420,6 +424,7 @@ impl Runtime {
             dlq,
             provider,
             drain_timeout: Duration::from_secs(settings.service.drain_timeout_s),
+            ingest_max_invalid: u64::from(settings.service.ingest_max_invalid_lines),
             admin,
             control,
             controller_leader,
@@ -470,19 +475,32 @@ impl Runtime {
         self.sources.iter().find(|s| s.name() == name).cloned()
     }
 
-    /// Re-submits the task of every dead letter (see
+    /// What re-submits the task of every dead letter (see
     /// [`DeadLetterSink::replay`](crate::dataplane::dlq::DeadLetterSink::replay)):
     /// from the file through the embedded source, from a topic in its own
     /// replay group. Records whose task does not parse (raw input that was
-    /// never a task) stay. Returns (replayed, kept).
+    /// never a task) stay. It holds a way into the pipeline: drop it before
+    /// [`Runtime::drain`], like a clone of the source.
+    pub fn replayer(&self) -> crate::dataplane::dlq::Replayer {
+        crate::dataplane::dlq::Replayer::new(
+            self.dlq.clone(),
+            ReplayTarget {
+                embedded: Arc::new(self.source.clone()),
+                pipeline: self.pipeline.sender(),
+                live: self.live.clone(),
+                drain_timeout: self.drain_timeout,
+            },
+        )
+    }
+
+    /// Replays every dead letter once (see [`Runtime::replayer`]). Returns
+    /// (replayed, kept).
     pub async fn replay_dlq(&self) -> Result<(usize, usize)> {
-        let target = ReplayTarget {
-            embedded: Arc::new(self.source.clone()),
-            pipeline: self.pipeline.sender(),
-            live: self.live.clone(),
-            drain_timeout: self.drain_timeout,
-        };
-        let done = self.dlq.replay(&target).await?;
+        let done = self
+            .replayer()
+            .replay()
+            .await
+            .context("a replay is already running")??;
         Ok((done.replayed, done.kept))
     }
 
@@ -495,10 +513,12 @@ impl Runtime {
     ) -> http::HttpState {
         http::HttpState {
             source: self.source.clone(),
+            ingest_max_invalid: self.ingest_max_invalid,
             metrics,
             ready: ready.clone(),
             admin: Some(self.admin.clone()),
             search: Some(self.searcher.clone()),
+            dlq: Some(Arc::new(self.replayer())),
             mcp: Some(Arc::new(self.mcp_backend(ready))),
         }
     }

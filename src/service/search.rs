@@ -28,12 +28,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::dataplane::embed::Embedder;
 use crate::dataplane::index::{search_filtered, Hit, SearchFilter, VectorIndex};
 use crate::dataplane::retry::ErrorClass;
 use crate::live::LiveConfig;
+use crate::service::admin::error;
 
 /// Most results one search returns.
 pub const MAX_K: usize = 100;
@@ -336,10 +336,6 @@ impl Searcher {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
-}
-
 /// The handler of `POST /v1/search` (authorization already checked).
 pub(crate) async fn handle(searcher: &Searcher, body: &[u8]) -> Response {
     if body.len() > MAX_BODY_BYTES {
@@ -404,6 +400,7 @@ pub(crate) async fn endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn req(v: serde_json::Value) -> Result<ValidSearch, String> {
         serde_json::from_value::<SearchRequest>(v)

@@ -19,8 +19,9 @@
 //!   letter is durable. A replay reads the topic back in its own consumer
 //!   group and commits only over replayed work that finished.
 //!
-//! `freshet dlq replay` runs [`Dlq::replay`] (through
-//! `service::Runtime::replay_dlq`).
+//! A [`Replayer`] runs one replay at a time: `freshet dlq replay` uses it
+//! when no instance holds the data dir, and a running instance serves it as
+//! `POST /v1/dlq/replay` (the CLI calls that when the data dir is held).
 
 pub mod file;
 #[cfg(feature = "kafka")]
@@ -91,6 +92,13 @@ pub trait DeadLetterSink: Send + Sync + std::fmt::Debug {
     /// waits for it). Blocking: call from a blocking context or accept a
     /// short stall (records are rare and small).
     fn write(&self, letter: &DeadLetter) -> std::io::Result<()>;
+
+    /// Writes several records durably, all or none where the sink can
+    /// (a file: one write and one `fsync`). The default writes them one by
+    /// one and stops at the first failure.
+    fn write_batch(&self, letters: &[DeadLetter]) -> std::io::Result<()> {
+        letters.iter().try_for_each(|l| self.write(l))
+    }
 
     /// Where the records are, for messages: a path or `topic <name>`.
     fn location(&self) -> String;
@@ -204,6 +212,19 @@ impl Dlq {
         Ok(())
     }
 
+    /// Writes several records durably (see [`DeadLetterSink::write_batch`])
+    /// and counts them.
+    pub fn write_batch(&self, letters: &[DeadLetter]) -> std::io::Result<()> {
+        self.sink.write_batch(letters)?;
+        self.written
+            .fetch_add(letters.len() as u64, Ordering::Relaxed);
+        for letter in letters {
+            metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "stage" => letter.stage.clone(), "error_type" => letter.error_type.clone())
+                .increment(1);
+        }
+        Ok(())
+    }
+
     /// Records written by this process.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
@@ -218,5 +239,44 @@ impl Dlq {
     /// does not parse stay (written again).
     pub async fn replay(self: &Arc<Self>, target: &ReplayTarget) -> Result<Replayed, ReplayError> {
         self.sink.replay(self, target).await
+    }
+}
+
+/// Replays the dead letters of one service, one replay at a time: a second
+/// call while one runs is refused instead of reading the same records twice.
+pub struct Replayer {
+    dlq: Arc<Dlq>,
+    target: ReplayTarget,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("dlq", &self.dlq.location())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replayer {
+    /// Replays `dlq` into `target`.
+    pub fn new(dlq: Arc<Dlq>, target: ReplayTarget) -> Replayer {
+        Replayer {
+            dlq,
+            target,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Where the records are: a path or `topic <name>`.
+    pub fn location(&self) -> String {
+        self.dlq.location()
+    }
+
+    /// Replays every record (see [`Dlq::replay`]); `None` when a replay is
+    /// already running.
+    pub async fn replay(&self) -> Option<Result<Replayed, ReplayError>> {
+        let _one = self.running.try_lock().ok()?;
+        Some(self.dlq.replay(&self.target).await)
     }
 }

@@ -123,10 +123,10 @@ impl ExtractStage {
                 "only http and https URLs with a host can be fetched".into(),
             ));
         }
-        let _permit = match permit {
+        let mut permit = Some(match permit {
             Some(p) => p,
             None => self.slots.acquire().await,
-        };
+        });
         StageRequested { stage: STAGE }.emit();
         let _in_flight = dispatch::occupy(STAGE, &self.slots);
         let queued = started.elapsed();
@@ -134,12 +134,14 @@ impl ExtractStage {
         let fetch_started = Instant::now();
         let (out, final_url, html_bytes) = match mode {
             RenderMode::Http => {
-                let fetched = retry::retry(&self.live, STAGE, |_| self.fetcher.fetch(&parsed))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
+                let held = Some((&*self.slots, &mut permit));
+                let fetched =
+                    retry::retry_holding(&self.live, STAGE, held, |_| self.fetcher.fetch(&parsed))
+                        .await
+                        .map_err(|mut e| {
+                            e.url = url.to_string();
+                            e
+                        })?;
                 let final_url = fetched.final_url.to_string();
                 let html_bytes = fetched.body.len();
                 let target = final_url.clone();
@@ -155,12 +157,14 @@ impl ExtractStage {
                 (out, final_url, html_bytes)
             }
             RenderMode::Remote => {
-                let rendered = retry::retry(&self.live, STAGE, |_| self.renderer.render(url))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
+                let held = Some((&*self.slots, &mut permit));
+                let rendered =
+                    retry::retry_holding(&self.live, STAGE, held, |_| self.renderer.render(url))
+                        .await
+                        .map_err(|mut e| {
+                            e.url = url.to_string();
+                            e
+                        })?;
                 (
                     content::from_remote(rendered.title, &rendered.markdown),
                     url.to_string(),

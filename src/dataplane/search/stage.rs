@@ -71,14 +71,16 @@ impl SearchStage {
             StageFailed::of(STAGE, &err).emit();
             return Err(err);
         }
-        let _permit = match permit {
+        let mut permit = Some(match permit {
             Some(p) => p,
             None => self.slots.acquire().await,
-        };
+        });
         StageRequested { stage: STAGE }.emit();
         let in_flight = dispatch::occupy(STAGE, &self.slots);
         let started = Instant::now();
-        let result = retry::retry(&self.live, STAGE, |_| self.provider.search(query)).await;
+        let held = Some((&*self.slots, &mut permit));
+        let result =
+            retry::retry_holding(&self.live, STAGE, held, |_| self.provider.search(query)).await;
         drop(in_flight);
         StageCompleted {
             stage: STAGE,

@@ -347,14 +347,18 @@ impl CdcTable {
                 }
             }
         }
-        Ok(Task::Document {
+        let task = Task::Document {
             id,
             text: parts.join("\n\n"),
             title,
             url,
             ts_ms,
             metadata,
-        })
+        };
+        // The same bounds as a task written by hand (text and metadata size,
+        // id length): a row is untrusted input too.
+        task.validate().map_err(|why| self.row_error(why))?;
+        Ok(task)
     }
 }
 
@@ -432,6 +436,24 @@ mod tests {
                 "op {op}"
             );
         }
+    }
+
+    #[test]
+    fn a_row_over_the_task_bounds_is_refused_like_a_task() {
+        let t = table();
+        // 60 KiB in a payload column: every chunk would carry it.
+        let mut big = row(7, json!("Body text."));
+        big["author"] = json!("a".repeat(60 * 1024));
+        let err = t
+            .decode(None, Some(&event("c", Value::Null, big)))
+            .unwrap_err();
+        assert!(matches!(err, CdcError::Row { .. }), "{err}");
+        assert!(err.to_string().contains("metadata is larger"), "{err}");
+        let huge = row(8, json!("word ".repeat(3 * 1024 * 1024)));
+        let err = t
+            .decode(None, Some(&event("c", Value::Null, huge)))
+            .unwrap_err();
+        assert!(err.to_string().contains("text is larger"), "{err}");
     }
 
     #[test]

@@ -23,13 +23,22 @@ use crate::dataplane::task::{now_ms, Envelope, Task};
 /// Longest input line accepted (bigger lines are dead-lettered unread).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Dead letters of malformed lines written with one `fsync` at most.
+pub const DEAD_LETTER_BATCH: usize = 256;
+
 /// What feeding a stream did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FeedReport {
     /// Tasks handed to the pipeline.
     pub accepted: u64,
-    /// Lines dead-lettered as malformed.
+    /// Lines dead-lettered as malformed (the summary of a stopped feed
+    /// included).
     pub rejected: u64,
+    /// The line at which reading stopped because the stream had more
+    /// malformed lines than allowed; it and the lines after it were not
+    /// read (resend them once fixed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at_line: Option<u64>,
 }
 
 /// The in-process queue in front of a pipeline: a cheap handle to clone
@@ -105,22 +114,62 @@ impl EmbeddedSource {
         self.tx.send(envelope).await.is_ok()
     }
 
-    /// Feeds every line of `reader` (a file or stdin) as its own partition.
-    /// `name` names the stream in dead letters and payloads.
+    /// Feeds every line of `reader` (a file, stdin, a request body) as its
+    /// own partition. `name` names the stream in dead letters and payloads.
+    ///
+    /// Malformed lines are dead-lettered in batches (one `fsync` for up to
+    /// [`DEAD_LETTER_BATCH`] of them, written as soon as the input would
+    /// wait, so none sits unwritten while the stream is idle). With
+    /// `max_invalid`, the malformed line after that many is not
+    /// dead-lettered itself: one summary dead letter (`too_many_invalid`)
+    /// names where reading stopped, and nothing after it is read
+    /// ([`FeedReport::stopped_at_line`]).
     pub async fn feed_lines<R: AsyncBufRead + Unpin>(
         &self,
         mut reader: R,
         name: &str,
+        max_invalid: Option<u64>,
     ) -> std::io::Result<FeedReport> {
         let partition = self.queue.next_partition.fetch_add(1, Ordering::Relaxed);
         let mut report = FeedReport::default();
+        let mut bad = BadLines::default();
+        let read = self
+            .feed_until(
+                &mut reader,
+                name,
+                partition,
+                max_invalid,
+                &mut report,
+                &mut bad,
+            )
+            .await;
+        // Whatever ended the feed, the dead letters gathered so far are written.
+        self.write_bad(&mut bad, &mut report).await;
+        read.map(|()| report)
+    }
+
+    async fn feed_until<R: AsyncBufRead + Unpin>(
+        &self,
+        reader: &mut R,
+        name: &str,
+        partition: i32,
+        max_invalid: Option<u64>,
+        report: &mut FeedReport,
+        bad: &mut BadLines,
+    ) -> std::io::Result<()> {
         let mut line = Vec::new();
         let mut number: i64 = 0;
+        let mut invalid: u64 = 0;
         loop {
+            if !bad.letters.is_empty()
+                && (bad.letters.len() >= DEAD_LETTER_BATCH || would_wait(reader).await)
+            {
+                self.write_bad(bad, report).await;
+            }
             line.clear();
-            let n = read_line_capped(&mut reader, &mut line).await?;
+            let n = read_line_capped(reader, &mut line).await?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             number += 1;
             let text = String::from_utf8_lossy(&line);
@@ -128,20 +177,27 @@ impl EmbeddedSource {
             if text.is_empty() || text.starts_with('#') {
                 continue;
             }
-            let ack = self
-                .tracker()
-                .register(Position {
-                    partition,
-                    offset: number,
-                })
-                .await;
+            let position = Position {
+                partition,
+                offset: number,
+            };
+            let ack = match self.tracker().try_register(position) {
+                Some(ack) => ack,
+                None => {
+                    // `source.max_in_flight` is reached: the gathered dead
+                    // letters hold shares too, so they are written (and
+                    // their shares freed) before waiting.
+                    self.write_bad(bad, report).await;
+                    self.tracker().register(position).await
+                }
+            };
             let source = format!("{name}:{partition}:{number}");
             let parsed = if n > MAX_LINE_BYTES {
                 Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))
             } else {
                 Task::parse(text)
             };
-            match parsed {
+            let why = match parsed {
                 Ok(task) => {
                     let envelope = Envelope {
                         task,
@@ -150,39 +206,98 @@ impl EmbeddedSource {
                         source,
                     };
                     if self.tx.send(envelope).await.is_err() {
-                        break; // pipeline closed: the share is dropped undone
+                        return Ok(()); // pipeline closed: the share is dropped undone
                     }
                     report.accepted += 1;
+                    continue;
                 }
-                Err(why) => {
-                    let snippet: String = text.chars().take(500).collect();
-                    let letter = DeadLetter::new(
+                Err(why) => why,
+            };
+            let snippet: String = text.chars().take(500).collect();
+            invalid += 1;
+            if max_invalid.is_some_and(|max| invalid > max) {
+                let max = max_invalid.unwrap_or_default();
+                bad.push(
+                    DeadLetter::new(
                         "source",
-                        "invalid",
-                        format!("line {number}: {why}"),
+                        "too_many_invalid",
+                        format!(
+                            "line {number}: more than {max} malformed lines in {name}; stopped reading here, this line and the ones after it were not read ({why})"
+                        ),
                         serde_json::Value::String(snippet),
                         source,
-                    );
-                    let dlq = self.queue.dlq.clone();
-                    match tokio::task::spawn_blocking(move || dlq.write(&letter)).await {
-                        Ok(Ok(())) => {
-                            ack.done();
-                            report.rejected += 1;
-                            self.queue.rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {
-                            tracing::error!(
-                                line = number,
-                                "cannot write dead letter for a malformed line"
-                            );
-                            drop(ack);
-                        }
-                    }
+                    ),
+                    ack,
+                );
+                report.stopped_at_line = Some(number as u64);
+                return Ok(());
+            }
+            bad.push(
+                DeadLetter::new(
+                    "source",
+                    "invalid",
+                    format!("line {number}: {why}"),
+                    serde_json::Value::String(snippet),
+                    source,
+                ),
+                ack,
+            );
+        }
+    }
+
+    /// Writes the gathered dead letters durably, then finishes their shares;
+    /// if the write fails, the shares are abandoned (never acknowledged
+    /// without their record).
+    async fn write_bad(&self, bad: &mut BadLines, report: &mut FeedReport) {
+        if bad.letters.is_empty() {
+            return;
+        }
+        let letters = std::mem::take(&mut bad.letters);
+        let acks = std::mem::take(&mut bad.acks);
+        let n = letters.len() as u64;
+        let dlq = self.queue.dlq.clone();
+        match tokio::task::spawn_blocking(move || dlq.write_batch(&letters)).await {
+            Ok(Ok(())) => {
+                for ack in acks {
+                    ack.done();
                 }
+                report.rejected += n;
+                self.queue.rejected.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(lines = n, error = %e, "cannot write the dead letters of malformed lines");
+            }
+            Err(e) => {
+                tracing::error!(lines = n, error = %e, "writing the dead letters of malformed lines failed");
             }
         }
-        Ok(report)
     }
+}
+
+/// Malformed lines whose dead letters are not written yet, with their shares.
+#[derive(Default)]
+struct BadLines {
+    letters: Vec<DeadLetter>,
+    acks: Vec<crate::dataplane::ack::Ack>,
+}
+
+impl BadLines {
+    fn push(&mut self, letter: DeadLetter, ack: crate::dataplane::ack::Ack) {
+        self.letters.push(letter);
+        self.acks.push(ack);
+    }
+}
+
+/// Whether reading the next line would wait for input (an idle stdin, a
+/// slow client): then what was gathered is written first.
+async fn would_wait<R: AsyncBufRead + Unpin>(reader: &mut R) -> bool {
+    std::future::poll_fn(|cx| {
+        let waits = std::pin::Pin::new(&mut *reader)
+            .poll_fill_buf(cx)
+            .is_pending();
+        std::task::Poll::Ready(waits)
+    })
+    .await
 }
 
 #[async_trait::async_trait]
@@ -236,5 +351,185 @@ async fn read_line_capped<R: AsyncBufRead + Unpin>(
         if done {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::dlq::DeadLetterSink;
+    use crate::knobs::Knobs;
+    use crate::live::LiveConfig;
+    use std::sync::Mutex;
+
+    /// Keeps records in memory and counts the durable writes.
+    #[derive(Debug, Default)]
+    struct Counting {
+        letters: Mutex<Vec<DeadLetter>>,
+        writes: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl DeadLetterSink for Arc<Counting> {
+        fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
+            self.write_batch(std::slice::from_ref(letter))
+        }
+        fn write_batch(&self, letters: &[DeadLetter]) -> std::io::Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.letters.lock().unwrap().extend_from_slice(letters);
+            Ok(())
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+        async fn replay(
+            &self,
+            _: &Arc<Dlq>,
+            _: &crate::dataplane::dlq::ReplayTarget,
+        ) -> Result<crate::dataplane::dlq::Replayed, crate::dataplane::dlq::ReplayError> {
+            Ok(Default::default())
+        }
+    }
+
+    fn source(max_in_flight: u32) -> (EmbeddedSource, mpsc::Receiver<Envelope>, Arc<Counting>) {
+        let mut knobs = Knobs::default();
+        knobs.source.max_in_flight = max_in_flight;
+        let live = LiveConfig::new(knobs).unwrap();
+        let sink = Arc::new(Counting::default());
+        let (tx, rx) = mpsc::channel(4096);
+        let src = EmbeddedSource::new(tx, AckTracker::new(&live), Arc::new(Dlq::new(sink.clone())));
+        (src, rx, sink)
+    }
+
+    fn body(good: usize, bad: usize) -> String {
+        let mut out = String::new();
+        for i in 0..bad {
+            out.push_str(&format!("{{\"type\": \"document\", \"id\": {i}\n"));
+        }
+        for i in 0..good {
+            out.push_str(&format!(
+                "{{\"type\": \"document\", \"id\": \"d{i}\", \"text\": \"hello {i}\"}}\n"
+            ));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn malformed_lines_are_written_in_batches_and_every_share_finishes() {
+        let (src, mut rx, sink) = source(10_000);
+        let report = src
+            .feed_lines(body(3, 1000).as_bytes(), "t", None)
+            .await
+            .unwrap();
+        assert_eq!((report.accepted, report.rejected), (3, 1000));
+        assert_eq!(report.stopped_at_line, None);
+        assert_eq!(sink.letters.lock().unwrap().len(), 1000);
+        let writes = sink.writes.load(Ordering::Relaxed);
+        assert!(
+            writes <= 1000_u64.div_ceil(DEAD_LETTER_BATCH as u64),
+            "{writes} writes"
+        );
+        for _ in 0..3 {
+            rx.recv().await.unwrap().ack.done();
+        }
+        let c = src.tracker().counts();
+        assert_eq!((c.registered, c.finished, c.abandoned), (1003, 1003, 0));
+    }
+
+    #[tokio::test]
+    async fn batching_never_waits_on_its_own_shares() {
+        // Fewer shares in flight than a batch: the batch is written when
+        // the bound is reached instead of waiting for itself.
+        let (src, _rx, sink) = source(5);
+        let fed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            src.feed_lines(body(0, 40).as_bytes(), "t", None),
+        )
+        .await
+        .expect("no deadlock on max_in_flight")
+        .unwrap();
+        assert_eq!(fed.rejected, 40);
+        assert_eq!(sink.letters.lock().unwrap().len(), 40);
+    }
+
+    #[tokio::test]
+    async fn reading_stops_after_max_invalid_with_one_summary() {
+        let (src, mut rx, sink) = source(10_000);
+        let mut input = body(2, 0);
+        input.push_str(&body(5, 150));
+        let report = src
+            .feed_lines(input.as_bytes(), "ingest", Some(100))
+            .await
+            .unwrap();
+        assert_eq!(report.accepted, 2, "the tasks before the stop");
+        assert_eq!(report.stopped_at_line, Some(103));
+        assert_eq!(report.rejected, 101);
+        let letters = sink.letters.lock().unwrap().clone();
+        assert_eq!(letters.len(), 101);
+        assert!(letters[..100].iter().all(|l| l.error_type == "invalid"));
+        let summary = &letters[100];
+        assert_eq!(summary.error_type, "too_many_invalid");
+        assert!(
+            summary.message.starts_with("line 103: more than 100"),
+            "{}",
+            summary.message
+        );
+        for _ in 0..2 {
+            rx.recv().await.unwrap().ack.done();
+        }
+        assert!(rx.try_recv().is_err(), "nothing after the stop was read");
+        let c = src.tracker().counts();
+        assert_eq!((c.registered, c.finished, c.abandoned), (103, 103, 0));
+    }
+
+    /// A reader that hands out `first`, then waits forever.
+    struct Idle(Option<Vec<u8>>, Vec<u8>);
+
+    impl tokio::io::AsyncRead for Idle {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            unreachable!("read through AsyncBufRead")
+        }
+    }
+
+    impl AsyncBufRead for Idle {
+        fn poll_fill_buf(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<&[u8]>> {
+            let this = self.get_mut();
+            if let Some(first) = this.0.take() {
+                this.1 = first;
+            }
+            if this.1.is_empty() {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(Ok(&this.1))
+            }
+        }
+        fn consume(self: std::pin::Pin<&mut Self>, amt: usize) {
+            self.get_mut().1.drain(..amt);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_does_not_hold_back_its_dead_letters() {
+        let (src, _rx, sink) = source(10_000);
+        let reader = Idle(Some(body(0, 3).into_bytes()), Vec::new());
+        let src2 = src.clone();
+        let feed = tokio::spawn(async move { src2.feed_lines(reader, "stdin", None).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sink.letters.lock().unwrap().len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dead letters held while the input idles"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(src.tracker().counts().finished, 3);
+        feed.abort();
     }
 }

@@ -20,14 +20,17 @@
 //! callbacks and synchronous commits never block the async runtime). It takes
 //! a `source.max_in_flight` slot and a pipeline channel slot before it hands
 //! a message on. Messages polled while there is no room wait in a small
-//! queue; once it holds [`PENDING_SOFT_LIMIT`] messages the thread polls only
-//! every [`THROTTLED_POLL`] (enough for group membership, rebalances and
-//! commits), so librdkafka's own prefetch queue, bounded by
-//! `queued.max.messages.kbytes` (8 MiB unless set), holds the rest and its
-//! fetcher stops when that is full. Only a pipeline stalled long enough for
-//! the queue to reach [`PENDING_HARD_LIMIT`] pauses every assigned partition
-//! (which makes librdkafka drop and later refetch its prefetched messages);
-//! they resume once the queue is back under the soft limit. Pausing on every
+//! queue; once it holds [`PENDING_SOFT_LIMIT`] messages or
+//! [`PENDING_SOFT_BYTES`] the thread polls only every [`THROTTLED_POLL`]
+//! (enough for group membership, rebalances and commits), so librdkafka's
+//! own prefetch queue, bounded by `queued.max.messages.kbytes` (8 MiB unless
+//! set), holds the rest and its fetcher stops when that is full. Only a
+//! pipeline stalled long enough for the queue to reach
+//! [`PENDING_HARD_LIMIT`] messages or [`PENDING_HARD_BYTES`] pauses every
+//! assigned partition (which makes librdkafka drop and later refetch its
+//! prefetched messages); they resume once the queue is back under both soft
+//! limits. The byte bounds keep a topic of large messages from filling
+//! memory at the message-count bounds. Pausing on every
 //! moment without room, as the first version did, threw the prefetch away
 //! many times a second under a backlog and cost a quarter of the
 //! throughput.
@@ -82,6 +85,69 @@ pub const PENDING_SOFT_LIMIT: usize = 256;
 /// Polled messages waiting for room at which every assigned partition pauses.
 pub const PENDING_HARD_LIMIT: usize = 1024;
 
+/// Bytes of polled messages (keys and payloads) waiting for room beyond
+/// which polling slows down, like [`PENDING_SOFT_LIMIT`]: a few large
+/// messages weigh as much as many small ones.
+pub const PENDING_SOFT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes of polled messages waiting for room at which every assigned
+/// partition pauses, like [`PENDING_HARD_LIMIT`]. With librdkafka's own
+/// prefetch bound (`queued.max.messages.kbytes`), this bounds what a stalled
+/// pipeline keeps of a topic in memory.
+pub const PENDING_HARD_BYTES: usize = 64 * 1024 * 1024;
+
+/// How full the pending queue is: what the poll loop does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Pressure {
+    /// Room: poll at full speed, resume paused partitions.
+    Low,
+    /// At a soft limit: poll only every [`THROTTLED_POLL`], stay as paused
+    /// as it is.
+    Throttle,
+    /// At a hard limit: pause every assigned partition.
+    Pause,
+}
+
+/// Polled messages waiting for room, and their bytes.
+#[derive(Default)]
+struct PendingQueue {
+    items: VecDeque<Pending>,
+    bytes: usize,
+}
+
+impl PendingQueue {
+    fn push_back(&mut self, item: Pending) {
+        self.bytes += item.bytes;
+        self.items.push_back(item);
+    }
+
+    fn front(&self) -> Option<&Pending> {
+        self.items.front()
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let item = self.items.pop_front()?;
+        self.bytes -= item.bytes;
+        Some(item)
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Pending) -> bool) {
+        self.items.retain(|p| keep(p));
+        self.bytes = self.items.iter().map(|p| p.bytes).sum();
+    }
+
+    fn pressure(&self) -> Pressure {
+        let (n, bytes) = (self.items.len(), self.bytes);
+        if n >= PENDING_HARD_LIMIT || bytes >= PENDING_HARD_BYTES {
+            Pressure::Pause
+        } else if n >= PENDING_SOFT_LIMIT || bytes >= PENDING_SOFT_BYTES {
+            Pressure::Throttle
+        } else {
+            Pressure::Low
+        }
+    }
+}
+
 /// Poll interval while the pending queue is at its soft limit.
 pub const THROTTLED_POLL: Duration = Duration::from_millis(100);
 
@@ -114,6 +180,8 @@ struct Pending {
     lane: i32,
     offset: i64,
     event_ms: u64,
+    /// Key and payload bytes, counted against [`PENDING_HARD_BYTES`].
+    bytes: usize,
     decoded: Result<Task, Bad>,
 }
 
@@ -150,7 +218,7 @@ struct Shared {
     state: AtomicU8,
     lanes: Mutex<BTreeMap<(String, i32), Lane>>,
     next_lane: AtomicI32,
-    pending: Mutex<VecDeque<Pending>>,
+    pending: Mutex<PendingQueue>,
     assignment_gen: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     stats: KafkaStats,
@@ -385,6 +453,7 @@ impl Shared {
                 lane,
                 offset,
                 event_ms,
+                bytes: m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len),
                 decoded,
             });
     }
@@ -458,8 +527,9 @@ impl Shared {
         open
     }
 
-    fn pending_len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn pending_pressure(&self) -> (usize, Pressure) {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        (pending.items.len(), pending.pressure())
     }
 
     fn update_lag(&self, consumer: &BaseConsumer<Ctx>) {
@@ -581,7 +651,7 @@ impl KafkaSource {
             state: AtomicU8::new(RUN),
             lanes: Mutex::new(BTreeMap::new()),
             next_lane: AtomicI32::new(1),
-            pending: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(PendingQueue::default()),
             assignment_gen: AtomicU64::new(0),
             lag: Mutex::new(BTreeMap::new()),
             stats: KafkaStats::default(),
@@ -772,8 +842,8 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
             // Let the pipeline see its input close once nothing more comes.
             tx = None;
         }
-        let waiting = shared.pending_len();
-        let want_pause = !intake || waiting >= PENDING_HARD_LIMIT;
+        let (waiting, pressure) = shared.pending_pressure();
+        let want_pause = !intake || pressure == Pressure::Pause;
         let generation = shared.assignment_gen.load(Ordering::Acquire);
         if want_pause && paused_gen != Some(generation) {
             if let Ok(assigned) = consumer.assignment() {
@@ -783,7 +853,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
             }
             shared.stats.pauses.fetch_add(1, Ordering::Relaxed);
             paused_gen = Some(generation);
-        } else if !want_pause && paused_gen.is_some() && waiting < PENDING_SOFT_LIMIT {
+        } else if !want_pause && paused_gen.is_some() && pressure == Pressure::Low {
             if let Ok(assigned) = consumer.assignment() {
                 if let Err(e) = consumer.resume(&assigned) {
                     tracing::warn!(error = %e, "resuming kafka partitions failed");
@@ -791,7 +861,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
             }
             paused_gen = None;
         }
-        let throttled = intake && waiting >= PENDING_SOFT_LIMIT;
+        let throttled = intake && pressure >= Pressure::Throttle;
         if throttled && last_poll.elapsed() < THROTTLED_POLL {
             // No room downstream: let librdkafka's bounded prefetch queue hold
             // the messages instead of polling them into ours.
@@ -839,6 +909,52 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, shared: Arc<Shared>, tx: mpsc::Sender<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(bytes: usize) -> Pending {
+        Pending {
+            topic: "t".into(),
+            partition: 0,
+            lane: 1,
+            offset: 0,
+            event_ms: 0,
+            bytes,
+            decoded: Err(Bad {
+                class: "invalid",
+                reason: String::new(),
+                raw: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_pending_queue_is_bounded_in_bytes_as_well_as_messages() {
+        let mut q = PendingQueue::default();
+        // Few large messages: under the count limits, over the byte limits.
+        for _ in 0..15 {
+            q.push_back(pending(1024 * 1024));
+        }
+        assert_eq!(q.pressure(), Pressure::Low);
+        q.push_back(pending(1024 * 1024));
+        assert_eq!(q.pressure(), Pressure::Throttle, "16 MiB in 16 messages");
+        for _ in 0..48 {
+            q.push_back(pending(1024 * 1024));
+        }
+        assert_eq!(q.items.len(), 64);
+        assert_eq!(q.pressure(), Pressure::Pause, "64 MiB in 64 messages");
+        // Resuming needs both soft limits: bytes go down as items leave.
+        while q.bytes >= PENDING_SOFT_BYTES {
+            assert!(q.pressure() >= Pressure::Throttle);
+            q.pop_front().unwrap();
+        }
+        assert_eq!(q.pressure(), Pressure::Low);
+        q.retain(|p| p.offset != 0);
+        assert_eq!((q.items.len(), q.bytes), (0, 0));
+        // Many small messages still count by number.
+        for _ in 0..PENDING_HARD_LIMIT {
+            q.push_back(pending(10));
+        }
+        assert_eq!(q.pressure(), Pressure::Pause);
+    }
 
     #[test]
     fn lag_does_not_trust_a_high_watermark_below_what_was_seen() {

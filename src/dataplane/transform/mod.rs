@@ -12,7 +12,7 @@
 //! 2. **columnar step** (Polars, on the batch's metadata): the quality and
 //!    length filters (`transform.min_quality`, each document's
 //!    `min_words`: [`MIN_WORDS`] for web pages, none for explicit
-//!    documents and CDC rows by default, see [`LengthFloors`]) and the
+//!    documents and CDC rows by default, see [`DocLimits`]) and the
 //!    within-batch dedupe on the document hash (the first row per hash, a
 //!    window `min(row) over doc_hash`);
 //! 3. **chunking** (in parallel): sentence-packed chunks of about `transform.chunk_tokens`
@@ -47,29 +47,40 @@ use crate::knobs::TransformKnobs;
 /// (the default of `[source] page_min_words`).
 pub const MIN_WORDS: u32 = 20;
 
-/// The fewest words a document needs after cleaning, by where it came from
-/// (`[source] page_min_words` and `document_min_words`). A page that is
-/// mostly navigation is not worth indexing; a user's own record (an explicit
-/// document, a CDC row such as an FAQ answer or a product name) is, however
-/// short. Whatever the setting, a document needs at least one word.
+/// The most chunks one document may become (the default of
+/// `[transform] max_chunks_per_doc`): about 2,000 × 256 tokens, a long book.
+pub const MAX_CHUNKS_PER_DOC: u32 = 2_000;
+
+/// How long a document may be. The floor: the fewest words it needs after
+/// cleaning, by where it came from (`[source] page_min_words` and
+/// `document_min_words`); a page that is mostly navigation is not worth
+/// indexing, while a user's own record (an explicit document, a CDC row such
+/// as an FAQ answer or a product name) is, however short, and whatever the
+/// setting a document needs at least one word. The ceiling: the most chunks
+/// it may become (`[transform] max_chunks_per_doc`), so one huge body cannot
+/// turn into thousands of embeddings and points; over it, the document is
+/// dead-lettered as `too_large` before any chunk text is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LengthFloors {
+pub struct DocLimits {
     /// Extracted web pages (`url` and `keyword` tasks).
     pub page: u32,
     /// Explicit `document` tasks, CDC rows included.
     pub document: u32,
+    /// The most chunks of one document.
+    pub max_chunks: u32,
 }
 
-impl Default for LengthFloors {
+impl Default for DocLimits {
     fn default() -> Self {
-        LengthFloors {
+        DocLimits {
             page: MIN_WORDS,
             document: 0,
+            max_chunks: MAX_CHUNKS_PER_DOC,
         }
     }
 }
 
-impl LengthFloors {
+impl DocLimits {
     /// The floor for a document of `kind` (at least 1).
     pub fn of(&self, kind: DocKind) -> u32 {
         match kind {
@@ -93,6 +104,8 @@ pub struct DocIn {
     pub quality: f64,
     /// Fewer words after cleaning: dropped as `too_short`.
     pub min_words: u32,
+    /// More chunks: dropped as `too_large`.
+    pub max_chunks: u32,
     /// Drop boilerplate lines (share/subscribe/cookie lines): for web
     /// pages, not for a user's own records.
     pub boilerplate: bool,
@@ -106,6 +119,7 @@ impl DocIn {
             text: text.into(),
             quality,
             min_words: MIN_WORDS,
+            max_chunks: MAX_CHUNKS_PER_DOC,
             boilerplate: true,
         }
     }
@@ -121,6 +135,8 @@ pub enum Dropped {
     TooShort,
     /// Same content as an earlier document of the batch.
     DuplicateInBatch,
+    /// More chunks than the document's `max_chunks`.
+    TooLarge,
 }
 
 impl Dropped {
@@ -130,6 +146,7 @@ impl Dropped {
             Dropped::LowQuality => "low_quality",
             Dropped::TooShort => "too_short",
             Dropped::DuplicateInBatch => "duplicate",
+            Dropped::TooLarge => "too_large",
         }
     }
 }
@@ -303,14 +320,18 @@ pub fn transform_batch(docs: &[DocIn], knobs: &TransformKnobs) -> Result<Vec<Doc
             None if docs[i].quality < knobs.min_quality => DocOut::Dropped(Dropped::LowQuality),
             None => DocOut::Dropped(Dropped::TooShort),
             Some(first) if first as usize != i => DocOut::Dropped(Dropped::DuplicateInBatch),
-            Some(_) => DocOut::Chunks {
-                doc_hash: cleaned[i].doc_hash.clone(),
-                chunks: chunk(
-                    &docs[i].doc_id,
-                    &cleaned[i].text,
-                    knobs.chunk_tokens,
-                    knobs.chunk_overlap,
-                ),
+            Some(_) => match chunk_at_most(
+                &docs[i].doc_id,
+                &cleaned[i].text,
+                knobs.chunk_tokens,
+                knobs.chunk_overlap,
+                docs[i].max_chunks.max(1) as usize,
+            ) {
+                Some(chunks) => DocOut::Chunks {
+                    doc_hash: cleaned[i].doc_hash.clone(),
+                    chunks,
+                },
+                None => DocOut::Dropped(Dropped::TooLarge),
             },
         })
         .collect())
@@ -350,6 +371,18 @@ fn sentences(text: &str) -> Vec<&str> {
 /// Packs sentences into chunks of about `chunk_tokens` tokens with
 /// `overlap` tokens of the previous chunk's end repeated at the start.
 pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<Chunk> {
+    chunk_at_most(doc_id, text, chunk_tokens, overlap, usize::MAX).unwrap_or_default()
+}
+
+/// [`chunk`], or `None` when the text would become more than `max_chunks`
+/// chunks (found before any chunk text is built or hashed).
+pub fn chunk_at_most(
+    doc_id: &str,
+    text: &str,
+    chunk_tokens: u32,
+    overlap: u32,
+    max_chunks: usize,
+) -> Option<Vec<Chunk>> {
     let budget = chunk_tokens.max(16) as usize;
     let overlap = (overlap as usize).min(budget / 2);
     // Sentences longer than the budget are cut into word runs.
@@ -391,6 +424,9 @@ pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<C
         let tokens = pieces[i].1;
         if used + tokens > budget && i > fresh_from {
             ranges.push((start, i));
+            if ranges.len() > max_chunks {
+                return None;
+            }
             // carry the tail of the chunk for overlap
             let mut carried = 0;
             let mut new_start = i;
@@ -413,7 +449,10 @@ pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<C
     if pieces.len() > fresh_from {
         ranges.push((start, pieces.len()));
     }
-    ranges
+    if ranges.len() > max_chunks {
+        return None;
+    }
+    let chunks = ranges
         .into_iter()
         .enumerate()
         .map(|(index, (from, to))| {
@@ -433,7 +472,8 @@ pub fn chunk(doc_id: &str, text: &str, chunk_tokens: u32, overlap: u32) -> Vec<C
                 text,
             }
         })
-        .collect()
+        .collect();
+    Some(chunks)
 }
 
 #[cfg(test)]
@@ -462,7 +502,8 @@ mod tests {
             doc_id: "faq:1".into(),
             text: text.into(),
             quality: 1.0,
-            min_words: LengthFloors::default().of(DocKind::Document),
+            min_words: DocLimits::default().of(DocKind::Document),
+            max_chunks: MAX_CHUNKS_PER_DOC,
             boilerplate: false,
         };
         let docs = vec![
@@ -513,6 +554,7 @@ mod tests {
                 text: prose(40, "first"),
                 quality: 0.9,
                 min_words: MIN_WORDS,
+                max_chunks: MAX_CHUNKS_PER_DOC,
                 boilerplate: true,
             },
             DocIn {
@@ -520,6 +562,7 @@ mod tests {
                 text: prose(40, "first"),
                 quality: 0.9,
                 min_words: MIN_WORDS,
+                max_chunks: MAX_CHUNKS_PER_DOC,
                 boilerplate: true,
             },
             DocIn {
@@ -527,6 +570,7 @@ mod tests {
                 text: prose(40, "third"),
                 quality: 0.1,
                 min_words: MIN_WORDS,
+                max_chunks: MAX_CHUNKS_PER_DOC,
                 boilerplate: true,
             },
             DocIn {
@@ -534,6 +578,7 @@ mod tests {
                 text: "too short".into(),
                 quality: 0.9,
                 min_words: MIN_WORDS,
+                max_chunks: MAX_CHUNKS_PER_DOC,
                 boilerplate: true,
             },
             DocIn {
@@ -544,6 +589,7 @@ mod tests {
                 ),
                 quality: 0.9,
                 min_words: MIN_WORDS,
+                max_chunks: MAX_CHUNKS_PER_DOC,
                 boilerplate: true,
             },
         ];
@@ -610,6 +656,7 @@ mod tests {
             ),
             quality: 1.0,
             min_words: MIN_WORDS,
+            max_chunks: MAX_CHUNKS_PER_DOC,
             boilerplate: true,
         }];
         let out = transform_batch(&docs, &knobs()).unwrap();
@@ -621,5 +668,29 @@ mod tests {
             "{}",
             chunks[0].text
         );
+    }
+
+    #[test]
+    fn a_document_over_max_chunks_is_dropped_as_too_large() {
+        let text = prose(400, "long");
+        let all = chunk("big", &text, 64, 8);
+        assert!(all.len() > 10, "{} chunks", all.len());
+        let doc = |max_chunks| DocIn {
+            max_chunks,
+            ..DocIn::page("big", text.clone(), 1.0)
+        };
+        let knobs = TransformKnobs {
+            chunk_tokens: 64,
+            chunk_overlap: 8,
+            ..TransformKnobs::default()
+        };
+        let out = transform_batch(&[doc(all.len() as u32 - 1)], &knobs).unwrap();
+        assert_eq!(out, vec![DocOut::Dropped(Dropped::TooLarge)]);
+        let out = transform_batch(&[doc(all.len() as u32)], &knobs).unwrap();
+        match &out[0] {
+            DocOut::Chunks { chunks, .. } => assert_eq!(chunks, &all, "at the cap, every chunk"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(chunk_at_most("big", &text, 64, 8, 3), None);
     }
 }

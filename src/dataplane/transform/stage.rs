@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{transform_batch, Chunk, DocIn, DocKind, DocOut, Dropped, LengthFloors};
+use super::{transform_batch, Chunk, DocIn, DocKind, DocLimits, DocOut, Dropped};
 use crate::dataplane::events::{
     DocChunked, DocFiltered, DocSkipped, FilterReason, InternalEvent, LetterClass, QueueDepth,
     SkipReason, StageCompleted, StageRequested,
@@ -32,7 +32,7 @@ const STAGE: Stage = Stage::Transform;
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
     index: Arc<dyn VectorIndex>,
-    floors: LengthFloors,
+    limits: DocLimits,
     mut rx: mpsc::Receiver<TransformIn>,
     embed_tx: mpsc::Sender<Write>,
 ) {
@@ -58,7 +58,7 @@ pub(crate) async fn run(
             depth: rx.len(),
         }
         .emit();
-        transform(&ctx, index.as_ref(), batch, &knobs, floors, &embed_tx).await;
+        transform(&ctx, index.as_ref(), batch, &knobs, limits, &embed_tx).await;
     }
 }
 
@@ -68,7 +68,7 @@ async fn transform(
     index: &dyn VectorIndex,
     batch: Vec<TransformIn>,
     knobs: &TransformKnobs,
-    floors: LengthFloors,
+    limits: DocLimits,
     embed_tx: &mpsc::Sender<Write>,
 ) {
     let started = Instant::now();
@@ -80,7 +80,8 @@ async fn transform(
             doc_id: d.doc_id.clone(),
             text: d.text.clone(),
             quality: d.quality,
-            min_words: floors.of(d.kind),
+            min_words: limits.of(d.kind),
+            max_chunks: limits.max_chunks,
             boilerplate: d.kind == DocKind::Page,
         })
         .collect();
@@ -101,7 +102,7 @@ async fn transform(
     for ((doc, seq), out) in docs.into_iter().zip(outs) {
         match out {
             DocOut::Dropped(why) => {
-                let message = why_dropped(why, &doc, knobs, floors);
+                let message = why_dropped(why, &doc, knobs, limits);
                 dropped(ctx, index, doc, seq, why, message, embed_tx).await
             }
             DocOut::Chunks { doc_hash, chunks } => {
@@ -157,28 +158,28 @@ async fn failed(ctx: &Ctx, docs: Vec<(DocItem, u64)>, why: String) {
 }
 
 /// What a dead letter of a dropped document says.
-fn why_dropped(
-    why: Dropped,
-    doc: &DocItem,
-    knobs: &TransformKnobs,
-    floors: LengthFloors,
-) -> String {
+fn why_dropped(why: Dropped, doc: &DocItem, knobs: &TransformKnobs, limits: DocLimits) -> String {
     let (kind, setting) = match doc.kind {
         DocKind::Page => ("web page", "page_min_words"),
         DocKind::Document => ("document", "document_min_words"),
     };
     match why {
         Dropped::DuplicateInBatch => "same content as another document of the batch".into(),
+        Dropped::TooLarge => format!(
+            "{} bytes of text would become more than {} chunks ([transform] max_chunks_per_doc); split it into smaller documents",
+            doc.text.len(),
+            limits.max_chunks
+        ),
         Dropped::LowQuality => format!(
             "quality {:.2} is below transform.min_quality {:.2}",
             doc.quality, knobs.min_quality
         ),
-        Dropped::TooShort if floors.of(doc.kind) <= 1 => {
+        Dropped::TooShort if limits.of(doc.kind) <= 1 => {
             "no words after cleaning: nothing to index".into()
         }
         Dropped::TooShort => format!(
             "fewer than {} words after cleaning (the floor for a {kind}: [source] {setting})",
-            floors.of(doc.kind)
+            limits.of(doc.kind)
         ),
     }
 }
@@ -199,6 +200,7 @@ async fn dropped(
         }
         Dropped::LowQuality => FilterReason::LowQuality,
         Dropped::TooShort => FilterReason::TooShort,
+        Dropped::TooLarge => FilterReason::TooLarge,
     };
     ctx.versions.retire(&doc.doc_id, seq);
     ctx.emit(DocFiltered {
