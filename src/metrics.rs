@@ -56,6 +56,11 @@ pub const EXTRACT_BYTES_TOTAL: &str = "freshet_extract_bytes_total";
 /// (extract) and `rule` (loopback, link_local, private, cgnat, unspecified, multicast, broadcast,
 /// reserved, benchmark, documentation, unique_local, site_local, scheme, no_host).
 pub const FETCH_BLOCKED_TOTAL: &str = "freshet_fetch_blocked_total";
+/// Gauge: 1 while the stage's upstream circuit is open (its work held);
+/// label `stage` (search, embed, index).
+pub const CIRCUIT_OPEN: &str = "freshet_circuit_open";
+/// Counter: times a stage's upstream circuit opened; label `stage`.
+pub const CIRCUIT_OPENED_TOTAL: &str = "freshet_circuit_opened_total";
 /// Labels: `stage`, `error_type`.
 pub const DLQ_RECORDS_TOTAL: &str = "freshet_dlq_records_total";
 /// Labels: `type` (keyword, url, document, delete, invalid).
@@ -523,6 +528,14 @@ pub fn describe() {
     describe_counter!(
         FETCH_BLOCKED_TOTAL,
         "Outbound fetches refused by the address guard (each also an error of type blocked). stage: extract; rule: loopback|link_local|private|cgnat|unspecified|multicast|broadcast|reserved|benchmark|documentation|unique_local|site_local|scheme|no_host"
+    );
+    describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while the stage's upstream is failing and its work is held instead of dead-lettered. stage: search|embed|index"
+    );
+    describe_counter!(
+        CIRCUIT_OPENED_TOTAL,
+        "Times a stage's upstream circuit opened. stage: search|embed|index"
     );
     describe_counter!(
         STAGE_RETRIES_TOTAL,

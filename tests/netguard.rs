@@ -176,7 +176,7 @@ async fn the_pipeline_dead_letters_a_loopback_url_as_blocked() {
     .join("\n");
     let report = runtime
         .source
-        .feed_lines(lines.as_bytes(), "test", None)
+        .feed_lines(lines.as_bytes(), "test", Default::default())
         .await
         .unwrap();
     assert_eq!(report.accepted, 3);

@@ -1,8 +1,9 @@
 //! Secrets stay hidden: a configuration full of known credentials (tokens,
 //! API keys, Kafka passwords, passwords in URLs) is shown, checked and run
-//! until the embedder fails, and every output is searched for them: stdout
-//! and stderr of every command, the logs, the dead letters, the audit log
-//! and `index-meta.json`.
+//! until the embedder fails (its circuit opens: `/readyz` reports it with the
+//! embedder's error, and the work is held), and every output is searched for
+//! them: stdout and stderr of every command, the logs, `/readyz`, the dead
+//! letters, the audit log and `index-meta.json`.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -40,6 +41,7 @@ fn no_output_of_a_run_shows_a_secret() {
         .merge(&format!(
             r#"[service]
 listen = "127.0.0.1:{port}"
+drain_timeout_s = 3
 log_format = "json"
 admin_token = "ADMIN-SECRET-0001"
 ingest_token = "INGEST-SECRET-0002"
@@ -144,15 +146,31 @@ max_attempts = 1
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
+    // A line that is not a task: a dead letter to search too.
+    let r = client
+        .post(format!("{base}/v1/ingest"))
+        .bearer_auth("INGEST-SECRET-0002")
+        .header("content-type", "application/x-ndjson")
+        .body("{\"type\": \"document\", \"id\": 7}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let dlq = data.join("dlq.jsonl");
+    // The unreachable embedder opens its circuit; readyz names its error.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&dlq).unwrap_or_default().is_empty() {
+    let degraded = loop {
+        let r = client.get(format!("{base}/readyz")).send().unwrap();
+        let (status, body) = (r.status(), r.text().unwrap());
+        if status == 503 && body.contains("embed upstream down") {
+            break body;
+        }
         assert!(
             Instant::now() < deadline,
-            "the embedder failure was not dead-lettered"
+            "the embedder failure never showed: {status} {body}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    assert_clean("/readyz", &degraded);
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -160,14 +178,20 @@ max_attempts = 1
         .text()
         .unwrap();
     assert_clean("/metrics", &metrics);
-    let status = common::terminate(&mut child, Duration::from_secs(60))
+    // The held document is abandoned at the drain deadline (not dead-lettered):
+    // the exit says the drain did not finish.
+    let _status = common::terminate(&mut child, Duration::from_secs(60))
         .expect("an exit within 60 s of SIGTERM");
     let log = err_reader.join().unwrap() + &out_reader.join().unwrap();
-    assert!(status.success(), "{log}");
+    assert!(log.contains("circuit open"), "{log}");
     assert_clean("the run's logs", &log);
 
     let letters = std::fs::read_to_string(&dlq).unwrap();
-    assert!(letters.contains("\"embed\""), "{letters}");
+    assert!(letters.contains("\"source\""), "{letters}");
+    assert!(
+        !letters.contains("\"embed\""),
+        "an outage was dead-lettered: {letters}"
+    );
     assert_clean("dlq.jsonl", &letters);
     // Every file the run left in the data dir.
     let mut files = vec![data.clone()];

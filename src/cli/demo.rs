@@ -33,6 +33,9 @@ pub struct DemoOptions {
     /// Length of one control window (the controller runs unless the
     /// settings say `[controller] mode = "off"`).
     pub control_interval: Duration,
+    /// Kept up to date with the chunks indexed so far (for a watcher such
+    /// as `freshet bench soak`).
+    pub chunks_seen: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What the demo did.
@@ -229,21 +232,24 @@ pub async fn run(base: &Settings, opts: DemoOptions) -> Result<DemoSummary> {
     let mut last_draw = Instant::now();
     loop {
         tokio::select! {
-            _ = &mut stop => break,
-            _ = &mut ctrl_c => break,
-            _ = ticker.tick() => {
-                let task = stream.next().expect("the stream is endless");
-                if !source.push(task, "demo").await {
-                    break;
-                }
-                if let Some(bar) = &bar {
-                    if last_draw.elapsed() > Duration::from_millis(250) {
-                        bar.set_message(status(&counters, started.elapsed().as_secs_f64()));
-                        last_draw = Instant::now();
+                    _ = &mut stop => break,
+                    _ = &mut ctrl_c => break,
+                    _ = ticker.tick() => {
+        if let Some(seen) = &opts.chunks_seen {
+                            seen.store(Counters::get(&counters.chunks_indexed), std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let task = stream.next().expect("the stream is endless");
+                        if !source.push(task, "demo").await {
+                            break;
+                        }
+                        if let Some(bar) = &bar {
+                            if last_draw.elapsed() > Duration::from_millis(250) {
+                                bar.set_message(status(&counters, started.elapsed().as_secs_f64()));
+                                last_draw = Instant::now();
+                            }
+                        }
                     }
                 }
-            }
-        }
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some(bar) = &bar {
@@ -432,6 +438,7 @@ pub(super) async fn command(cli: &super::Cli, args: &DemoArgs) -> Result<ExitCod
         sim_embeddings: args.embed == DemoEmbed::Sim,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         control_interval: args.control_interval,
+        chunks_seen: None,
     };
     eprintln!(
         "freshet demo: simulated web + pipeline for {:.0} s at {rate} tasks/s (Ctrl-C stops early)",

@@ -61,7 +61,7 @@ async fn run_service(s: &Settings, mcp_stdio: bool) -> Result<ExitCode> {
         feeders.spawn(async move {
             let opened = tokio::fs::File::open(&file).await;
             match opened {
-                Ok(f) => match source.feed_lines(tokio::io::BufReader::new(f), &file.display().to_string(), None).await {
+                Ok(f) => match source.feed_lines(tokio::io::BufReader::new(f), &file.display().to_string(), Default::default()).await {
                     Ok(report) => tracing::info!(file = %file.display(), accepted = report.accepted, rejected = report.rejected, "file fed"),
                     Err(e) => tracing::error!(file = %file.display(), error = %e, "reading tasks failed"),
                 },
@@ -73,7 +73,7 @@ async fn run_service(s: &Settings, mcp_stdio: bool) -> Result<ExitCode> {
         let source = runtime.source.clone();
         feeders.spawn(async move {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            if let Err(e) = source.feed_lines(stdin, "stdin", None).await {
+            if let Err(e) = source.feed_lines(stdin, "stdin", Default::default()).await {
                 tracing::error!(error = %e, "reading stdin failed");
             }
         });

@@ -782,9 +782,11 @@ impl Controller {
     }
 }
 
-/// The guard's verdicts on `changes`, with the freeze window and the
-/// credits budget applied on top: in a freeze window every change is
-/// refused; over budget, every change that raises spend is.
+/// The guard's verdicts on `changes`, with the freeze window, held stages
+/// and the credits budget applied on top: in a freeze window every change
+/// is refused; a stage whose upstream was down in the window
+/// ([`Observation::held`]) keeps its knobs; over budget, every change that
+/// raises spend is refused.
 fn screen(
     guard: &Guard,
     obs: &Observation,
@@ -803,6 +805,20 @@ fn screen(
                     reason: format!(
                         "freeze window {}-{} UTC: the controller changes nothing now",
                         w.start, w.end
+                    ),
+                };
+            }
+        }
+    }
+    for v in verdicts.iter_mut() {
+        if let Some(change) = v.change() {
+            let stage = change.knob.split('.').next().unwrap_or_default();
+            if obs.held.iter().any(|h| h == stage) {
+                *v = Verdict::Rejected {
+                    knob: change.knob.clone(),
+                    proposed: change.value.clone(),
+                    reason: format!(
+                        "the {stage} stage's upstream is down (circuit open): its work is held, and the controller changes nothing of it until it is back"
                     ),
                 };
             }
@@ -844,5 +860,43 @@ fn raises_spend(change: &Change, knobs: &crate::knobs::Knobs) -> bool {
             })
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_stage_keeps_its_knobs_and_the_others_may_change() {
+        let guard = Guard::builtin();
+        let knobs = crate::knobs::Knobs::default();
+        let obs = Observation {
+            at_ms: 1_700_000_000_000,
+            held: vec!["embed".into()],
+            ..Default::default()
+        };
+        let changes = vec![
+            Change::new("embed.slots", knobs.embed.slots + 1),
+            Change::new("extract.slots", knobs.extract.slots + 1),
+        ];
+        let verdicts = screen(&guard, &obs, &changes, &knobs, |_| None);
+        match &verdicts[0] {
+            Verdict::Rejected { knob, reason, .. } => {
+                assert_eq!(knob, "embed.slots");
+                assert!(reason.contains("circuit open"), "{reason}");
+            }
+            other => panic!("embed.slots changed while held: {other:?}"),
+        }
+        assert!(verdicts[1].change().is_some(), "{:?}", verdicts[1]);
+        let not_held = Observation {
+            held: Vec::new(),
+            ..obs
+        };
+        let verdicts = screen(&guard, &not_held, &changes, &knobs, |_| None);
+        assert!(
+            verdicts.iter().all(|v| v.change().is_some()),
+            "{verdicts:?}"
+        );
     }
 }

@@ -160,6 +160,11 @@ pub struct Observation {
     pub quality: Quality,
     /// Messages behind the source's end (Kafka; None for the embedded source).
     pub source_lag: Option<f64>,
+    /// Stages whose upstream was down (circuit open) at some point of the
+    /// window: their work was held, so their figures say nothing about
+    /// their knobs, and the controller changes none of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 impl StageStats {
@@ -217,6 +222,7 @@ impl Observation {
             "freshness_p99_s": self.freshness_p99_s.map(r3),
             "credits_per_min": r3(self.credits_per_min),
             "stages": stages,
+            "held": self.held,
         })
     }
 }
@@ -227,6 +233,8 @@ struct GaugeSums {
     in_flight: BTreeMap<String, f64>,
     queue: BTreeMap<String, f64>,
     lag: Option<f64>,
+    /// Stages whose circuit was open in a sample.
+    held: std::collections::BTreeSet<String>,
 }
 
 /// Turns tap snapshots into [`Observation`]s, one per window.
@@ -275,6 +283,9 @@ impl Observer {
                 }
                 metrics::STAGE_QUEUE_DEPTH => *g.queue.entry(stage).or_default() += value.max(0.0),
                 metrics::SOURCE_LAG => *lag.get_or_insert(0.0) += value.max(0.0),
+                metrics::CIRCUIT_OPEN if *value > 0.0 => {
+                    g.held.insert(stage);
+                }
                 _ => {}
             }
         }
@@ -537,6 +548,16 @@ fn build(
         credits_per_chunk: (chunks > 0).then(|| credits as f64 / chunks as f64),
         quality: quality(start, end, knobs.transform.min_quality),
         source_lag: gauges.lag.map(|l| l / samples),
+        held: {
+            // Open when sampled, or opened (and maybe closed) in between.
+            let mut held = gauges.held.clone();
+            for (labels, n) in counter_delta(start, end, metrics::CIRCUIT_OPENED_TOTAL) {
+                if n > 0 {
+                    held.insert(labels.get("stage").cloned().unwrap_or_default());
+                }
+            }
+            held.into_iter().collect()
+        },
     }
 }
 

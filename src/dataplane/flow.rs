@@ -8,6 +8,7 @@
 //! (the embed stage its embedder, the index stage its index), so there is
 //! no import cycle between the stages and what they share.
 
+use crate::dataplane::circuit::Circuits;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -230,10 +231,11 @@ pub(crate) struct Ctx {
     pub counters: Arc<Counters>,
     pub letters: DeadLetters,
     pub versions: Versions,
+    pub circuits: Circuits,
 }
 
 impl Ctx {
-    pub fn new(live: Arc<LiveConfig>, dlq: Arc<Dlq>) -> Ctx {
+    pub fn new(live: Arc<LiveConfig>, dlq: Arc<Dlq>, circuits: Circuits) -> Ctx {
         let counters = Arc::new(Counters::default());
         let letters = DeadLetters {
             dlq,
@@ -244,6 +246,7 @@ impl Ctx {
             counters,
             letters,
             versions: Versions::new(),
+            circuits,
         }
     }
 

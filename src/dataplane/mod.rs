@@ -9,6 +9,7 @@
 //! outcome is one typed event ([`events`]) that counts and logs together.
 
 pub mod ack;
+pub mod circuit;
 mod dispatch;
 pub mod dlq;
 pub mod embed;

@@ -37,6 +37,7 @@
 //!   up to a deadline, then aborts: unfinished shares are dropped undone, so
 //!   their messages are redelivered, never lost.
 
+use super::circuit::Circuits;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +86,7 @@ pub struct Pipeline {
     input: Option<mpsc::Sender<Envelope>>,
     tasks: JoinSet<()>,
     counters: Arc<Counters>,
+    circuits: Circuits,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -98,7 +100,11 @@ impl Pipeline {
     pub fn start(deps: Deps) -> Pipeline {
         let embed = EmbedStage::new(&deps.live, deps.embedder);
         let index = IndexStage::new(&deps.live, deps.index.clone());
-        let ctx = Arc::new(Ctx::new(deps.live, deps.dlq));
+        let circuits = Circuits {
+            search: deps.search.as_ref().map(|s| s.circuit()),
+            ..Circuits::default()
+        };
+        let ctx = Arc::new(Ctx::new(deps.live, deps.dlq, circuits.clone()));
         let counters = ctx.counters.clone();
         let (input_tx, input_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (search_tx, search_rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -139,6 +145,7 @@ impl Pipeline {
             input: Some(input_tx),
             tasks,
             counters,
+            circuits,
         }
     }
 
@@ -147,6 +154,11 @@ impl Pipeline {
         self.input
             .clone()
             .expect("pipeline input is open until finish")
+    }
+
+    /// The upstream circuits of the search, embed and index stages.
+    pub fn circuits(&self) -> Circuits {
+        self.circuits.clone()
     }
 
     /// Exact counters.

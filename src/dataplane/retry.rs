@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::Serialize;
 
+use crate::dataplane::circuit::{Circuit, Pass};
 use crate::dataplane::Stage;
 use crate::knobs::{Knobs, RetryKnobs};
 use crate::live::{LiveConfig, SlotPermit, Slots};
@@ -72,6 +73,15 @@ impl ErrorClass {
                 | ErrorClass::Connect
                 | ErrorClass::Reset
         )
+    }
+
+    /// Whether the failure says the upstream is unavailable (so every
+    /// item would fail alike) rather than that this item is bad: a stage
+    /// with a circuit holds such work instead of dead-lettering it
+    /// ([`crate::dataplane::circuit`]). Refused credentials count: they
+    /// fail every item until an operator fixes them.
+    pub fn is_outage(self) -> bool {
+        self.retryable() || self == ErrorClass::Auth
     }
 
     /// The `error_type` metric label.
@@ -211,76 +221,154 @@ fn stage_retry(knobs: &Knobs, stage: Stage) -> (RetryKnobs, Duration) {
 /// stage's retry budget (read live before every attempt) is spent. Each
 /// attempt is bounded by the stage's live `timeout_ms`, and so is the wait a
 /// `Retry-After` asks for. Retries are counted in
-/// `freshet_stage_retries_total`.
+/// `freshet_stage_retries_total`. [`Retry`] adds a slot to give back while
+/// waiting and a circuit to hold on.
 pub async fn retry<T, E, F, Fut>(live: &LiveConfig, stage: Stage, op: F) -> Result<T, E>
 where
-    E: Classify,
+    E: Classify + std::fmt::Display,
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    retry_holding(live, stage, None, op).await
+    Retry::new(live, stage).run(op).await
 }
 
-/// A stage slot held by the caller of [`retry_holding`]: given back while
-/// the retry waits, taken again before the next attempt.
+/// A probe of an open circuit gets this many times the stage's timeout...
+pub const PROBE_TIMEOUT_FACTOR: u32 = 4;
+
+/// ...and at least this long.
+pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stage slot held by the caller of a [`Retry`]: given back while the
+/// retry waits, taken again before the next attempt.
 pub type HeldSlot<'a> = (&'a Slots, &'a mut Option<SlotPermit>);
 
-/// [`retry`], giving `slot` back while it waits between attempts (so an
-/// upstream's `Retry-After` or a long backoff does not keep a slot from
-/// other work) and waiting for a slot again before the next attempt.
-pub async fn retry_holding<T, E, F, Fut>(
-    live: &LiveConfig,
+/// One retried operation of a stage: [`retry`] with options.
+pub struct Retry<'a> {
+    live: &'a LiveConfig,
     stage: Stage,
-    mut slot: Option<HeldSlot<'_>>,
-    mut op: F,
-) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut(Attempt) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut number = 1;
-    loop {
-        let (_, timeout) = stage_retry(&live.load().knobs, stage);
-        let attempt = Attempt { number, timeout };
-        let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, op(attempt)).await {
-            Ok(result) => result,
-            Err(_) => Err(E::timed_out(started.elapsed())),
-        };
-        let err = match result {
-            Ok(value) => return Ok(value),
-            Err(err) => err,
-        };
-        let class = err.class();
-        // Re-read: the budget may have changed while the attempt ran.
-        let (retry_knobs, timeout) = stage_retry(&live.load().knobs, stage);
-        if !class.retryable() || number >= retry_knobs.max_attempts {
-            return Err(err);
+    slot: Option<HeldSlot<'a>>,
+    circuit: Option<&'a Circuit>,
+}
+
+impl<'a> Retry<'a> {
+    /// Retries under `stage`'s live retry knobs.
+    pub fn new(live: &'a LiveConfig, stage: Stage) -> Retry<'a> {
+        Retry {
+            live,
+            stage,
+            slot: None,
+            circuit: None,
         }
-        let retry_after = err.retry_after();
-        if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
-            return Err(err);
+    }
+
+    /// Gives `slot` back while waiting between attempts (so an upstream's
+    /// `Retry-After` or a long backoff does not keep a slot from other
+    /// work) and waits for a slot again before the next attempt.
+    pub fn holding(mut self, slot: HeldSlot<'a>) -> Retry<'a> {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// Goes through the upstream's `circuit`: while it is open, attempts
+    /// wait for it (one probes); outage-class failures
+    /// ([`ErrorClass::is_outage`]) never spend the retry budget, so the
+    /// work is held, not failed. Only an item that keeps failing while the
+    /// upstream answers other work (poison) fails after its budget.
+    pub fn through(mut self, circuit: &'a Circuit) -> Retry<'a> {
+        self.circuit = Some(circuit);
+        self
+    }
+
+    /// Runs `op` (see [`retry`]).
+    pub async fn run<T, E, F, Fut>(mut self, mut op: F) -> Result<T, E>
+    where
+        E: Classify + std::fmt::Display,
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (live, stage) = (self.live, self.stage);
+        let mut number = 1;
+        // What the circuit had answered when this item first failed.
+        let mut answered_then: Option<u64> = None;
+        loop {
+            let pass = match self.circuit {
+                Some(c) => Some(c.pass().await),
+                None => None,
+            };
+            let (_, mut timeout) = stage_retry(&live.load().knobs, stage);
+            if matches!(pass, Some(Pass::Probe(_))) {
+                // A probe waits longer: an upstream that is slower than
+                // the timeout (or a timeout set too short) must be able to
+                // close the circuit, or the stage would be held forever.
+                timeout = (timeout * PROBE_TIMEOUT_FACTOR).max(MIN_PROBE_TIMEOUT);
+            }
+            let attempt = Attempt { number, timeout };
+            let started = Instant::now();
+            let result = match tokio::time::timeout(timeout, op(attempt)).await {
+                Ok(result) => result,
+                Err(_) => Err(E::timed_out(started.elapsed())),
+            };
+            let err = match result {
+                Ok(value) => {
+                    if let (Some(c), Some(pass)) = (self.circuit, pass) {
+                        c.succeeded(pass);
+                    }
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            let class = err.class();
+            // Re-read: the budget may have changed while the attempt ran.
+            let (retry_knobs, timeout) = stage_retry(&live.load().knobs, stage);
+            let mut held = false;
+            if let (Some(c), Some(pass)) = (self.circuit, pass) {
+                if class.is_outage() {
+                    c.failed(pass, class, &err.to_string());
+                    let answered = c.answered();
+                    let then = *answered_then.get_or_insert(answered);
+                    let poison = answered > then && number >= retry_knobs.max_attempts;
+                    held = !poison;
+                } else {
+                    // The upstream answered: it is up, this item is the problem.
+                    c.succeeded(pass);
+                }
+            }
+            if !held && (!class.retryable() || number >= retry_knobs.max_attempts) {
+                return Err(err);
+            }
+            let retry_after = err.retry_after();
+            if !held && retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
+                return Err(err);
+            }
+            let retry_after = retry_after.map(|d| d.min(timeout));
+            metrics::counter!(metrics::STAGE_RETRIES_TOTAL, "stage" => stage.as_str(), "error_type" => class.as_str())
+                .increment(1);
+            number = number.saturating_add(1);
+            if held && self.circuit.is_some_and(Circuit::is_open) {
+                // The circuit paces the next attempt (a probe).
+                tracing::debug!(
+                    stage = stage.as_str(),
+                    error_type = class.as_str(),
+                    "upstream down; held"
+                );
+                continue;
+            }
+            let delay = backoff(&retry_knobs, number, retry_after, &mut rand::rng());
+            tracing::debug!(
+                stage = stage.as_str(),
+                error_type = class.as_str(),
+                attempt = number - 1,
+                ?delay,
+                "retrying"
+            );
+            if let Some((_, permit)) = self.slot.as_mut() {
+                permit.take();
+            }
+            tokio::time::sleep(delay).await;
+            if let Some((slots, permit)) = self.slot.as_mut() {
+                **permit = Some(slots.acquire().await);
+            }
         }
-        let retry_after = retry_after.map(|d| d.min(timeout));
-        let delay = backoff(&retry_knobs, number + 1, retry_after, &mut rand::rng());
-        metrics::counter!(metrics::STAGE_RETRIES_TOTAL, "stage" => stage.as_str(), "error_type" => class.as_str())
-            .increment(1);
-        tracing::debug!(
-            stage = stage.as_str(),
-            error_type = class.as_str(),
-            attempt = number,
-            ?delay,
-            "retrying"
-        );
-        if let Some((_, permit)) = slot.as_mut() {
-            permit.take();
-        }
-        tokio::time::sleep(delay).await;
-        if let Some((slots, permit)) = slot.as_mut() {
-            **permit = Some(slots.acquire().await);
-        }
-        number += 1;
     }
 }
 
@@ -293,6 +381,12 @@ mod tests {
 
     #[derive(Debug)]
     struct TestError(ErrorClass, Option<Duration>);
+
+    impl std::fmt::Display for TestError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
     impl Classify for TestError {
         fn class(&self) -> ErrorClass {
             self.0
@@ -443,19 +537,21 @@ mod tests {
                 let other = slots_ref.try_acquire();
                 free.store(other.is_some(), Ordering::SeqCst);
             };
-            let retried = retry_holding(&live, Stage::Extract, Some((&slots, &mut permit)), |_| {
-                let n = calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    match n {
-                        // `Retry-After: 100`: under MAX_RETRY_AFTER, over the timeout.
-                        0 => Err(TestError(
-                            ErrorClass::RateLimited,
-                            Some(Duration::from_secs(100)),
-                        )),
-                        _ => Ok(7),
+            let retried = Retry::new(&live, Stage::Extract)
+                .holding((&slots, &mut permit))
+                .run(|_| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match n {
+                            // `Retry-After: 100`: under MAX_RETRY_AFTER, over the timeout.
+                            0 => Err(TestError(
+                                ErrorClass::RateLimited,
+                                Some(Duration::from_secs(100)),
+                            )),
+                            _ => Ok(7),
+                        }
                     }
-                }
-            });
+                });
             let (result, ()) = tokio::join!(retried, waiting);
             result
         };

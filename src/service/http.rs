@@ -1,14 +1,19 @@
 //! The service's HTTP endpoint: health, Prometheus metrics and task ingest.
 //!
 //! - `GET /healthz`: the process is up;
-//! - `GET /readyz`: the pipeline accepts work (503 while draining);
+//! - `GET /readyz`: the pipeline accepts work (503 while draining, and
+//!   `degraded: …` 503 while an upstream circuit is open, see
+//!   [`crate::dataplane::circuit`]);
 //! - `GET /metrics`: Prometheus text format;
 //! - `POST /v1/ingest`: one JSON task per line of the body (at most 16 MiB);
 //!   answers `{"accepted": n, "rejected": m}`; malformed lines are
 //!   dead-lettered with their line number. After
 //!   `[service] ingest_max_invalid_lines` of them (default 100) the rest of
 //!   the body is not read: one summary dead letter (`too_many_invalid`)
-//!   names the line, and the answer is 400 with `stopped_at_line`. It needs
+//!   names the line, and the answer is 400 with `stopped_at_line`. While
+//!   an upstream is down, or when a line finds no room in the pipeline
+//!   within [`INGEST_ROOM_WAIT`], it answers 503 with `Retry-After` (and
+//!   `stopped_at_line`, `busy` when part of the body was taken). It needs
 //!   `Authorization: Bearer <ingest_token or admin_token>` (401 otherwise;
 //!   `[service] open_ingest = true` lifts this on loopback when no token is
 //!   set) and `Content-Type: application/x-ndjson` or `application/json`
@@ -55,6 +60,9 @@ pub struct HttpState {
     /// Malformed lines one ingest request may carry before it is answered
     /// 400 (`[service] ingest_max_invalid_lines`).
     pub ingest_max_invalid: u64,
+    /// The pipeline's upstream circuits: while one is open, `/readyz`
+    /// reports the stage degraded and ingest answers 503.
+    pub circuits: crate::dataplane::circuit::Circuits,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,
     /// False once draining starts.
@@ -104,11 +112,54 @@ pub fn router_until(
 }
 
 async fn readyz(State(st): State<HttpState>) -> Response {
-    if st.ready.load(Ordering::Acquire) {
+    if !st.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let open: Vec<String> = st
+        .circuits
+        .status()
+        .into_iter()
+        .filter(|c| c.open)
+        .map(|c| {
+            format!(
+                "{} upstream down for {:.1} s ({})",
+                c.stage.as_str(),
+                c.open_for_ms as f64 / 1e3,
+                c.last_error
+            )
+        })
+        .collect();
+    if open.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {}; work is held, not dropped\n", open.join("; ")),
+        )
+            .into_response()
     }
+}
+
+/// Seconds a client is asked to wait (`Retry-After`) while the pipeline
+/// holds work for an upstream that is down, or has no room.
+pub const BUSY_RETRY_AFTER_S: u64 = 5;
+
+/// How long one ingested line waits for room in the pipeline before the
+/// request is answered 503.
+pub const INGEST_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn busy(message: String, report: Option<serde_json::Value>) -> Response {
+    let mut body = report.unwrap_or_else(|| serde_json::json!({}));
+    body["error"] = serde_json::Value::String(message);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(
+            axum::http::header::RETRY_AFTER,
+            BUSY_RETRY_AFTER_S.to_string(),
+        )],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
@@ -241,11 +292,31 @@ async fn ingest(
         )
             .into_response();
     }
-    match st
-        .source
-        .feed_lines(&body[..], "ingest", Some(st.ingest_max_invalid))
-        .await
-    {
+    let held = st.circuits.open();
+    if !held.is_empty() {
+        let stages: Vec<&str> = held.iter().map(|s| s.as_str()).collect();
+        return busy(
+            format!(
+                "the {} upstream is down; work already taken is held, new work is refused until it is back",
+                stages.join(" and ")
+            ),
+            None,
+        );
+    }
+    let limits = crate::dataplane::source::embedded::FeedLimits {
+        max_invalid: Some(st.ingest_max_invalid),
+        room_wait: Some(INGEST_ROOM_WAIT),
+    };
+    match st.source.feed_lines(&body[..], "ingest", limits).await {
+        Ok(report) if report.busy => {
+            let line = report.stopped_at_line.unwrap_or_default();
+            busy(
+                format!(
+                    "the pipeline has no room (an upstream is slow or down); reading stopped at line {line}: it and the lines after it were not read, the tasks before it were accepted"
+                ),
+                serde_json::to_value(report).ok(),
+            )
+        }
         Ok(report) if report.stopped_at_line.is_some() => {
             let mut answer = serde_json::to_value(report).unwrap_or_default();
             answer["error"] = serde_json::Value::String(format!(

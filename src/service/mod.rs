@@ -514,6 +514,7 @@ impl Runtime {
         http::HttpState {
             source: self.source.clone(),
             ingest_max_invalid: self.ingest_max_invalid,
+            circuits: self.pipeline.circuits(),
             metrics,
             ready: ready.clone(),
             admin: Some(self.admin.clone()),

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "kafka")]
 mod kafka;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -385,6 +386,29 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         words: usize,
     },
+    /// The demo workload for a long time with the controller on: RSS, open
+    /// files, threads, disk use and goodput sampled every few seconds, a
+    /// table, samples.csv and soak.svg; fails when they grow after warm-up.
+    Soak {
+        /// How long the workload runs (e.g. 30m).
+        #[arg(long, default_value = "30m", value_parser = super::parse_duration)]
+        duration: Duration,
+        /// Time between samples.
+        #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+        every: Duration,
+        /// Tasks per second of the demo stream.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seed of the simulated web and the stream.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The run's data dir (emptied first).
+        #[arg(long, default_value = "./freshet-soak")]
+        data_dir: std::path::PathBuf,
+        /// Where samples.csv and soak.svg go.
+        #[arg(long, default_value = "bench-out/soak")]
+        out: std::path::PathBuf,
+    },
     /// How well freshet tunes itself: every scenario under every policy
     /// (static, aimd, heuristic, llm-scripted, oracle), per-phase figures, summary.json,
     /// Markdown tables and SVG charts.
@@ -435,6 +459,30 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             kafka::command(&s, &opts, *backlog, rate, *duration).await?;
         }
         BenchCommand::Scenarios(args) => scenarios(&s, args).await?,
+        BenchCommand::Soak {
+            duration,
+            every,
+            rate,
+            seed,
+            data_dir,
+            out,
+        } => {
+            crate::metrics::install();
+            let opts = soak::SoakOptions {
+                duration: *duration,
+                every: *every,
+                rate: *rate,
+                seed: *seed,
+                data_dir: data_dir.clone(),
+                out: out.clone(),
+            };
+            let report = soak::run(&s, &opts).await?;
+            super::print_out(&soak::table(&report))?;
+            eprintln!("wrote {}/samples.csv and soak.svg", out.display());
+            if !report.failures().is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,7 +150,10 @@ async fn embed_all(
         let request = &texts[start..end];
         let started = Instant::now();
         StageRequested { stage: STAGE }.emit();
-        let result = retry::retry(&ctx.live, STAGE, |_| embedder.embed(request)).await;
+        let result = retry::Retry::new(&ctx.live, STAGE)
+            .through(&ctx.circuits.embed)
+            .run(|_| embedder.embed(request))
+            .await;
         StageCompleted {
             stage: STAGE,
             ok: result.is_ok(),

@@ -134,14 +134,14 @@ impl ExtractStage {
         let fetch_started = Instant::now();
         let (out, final_url, html_bytes) = match mode {
             RenderMode::Http => {
-                let held = Some((&*self.slots, &mut permit));
-                let fetched =
-                    retry::retry_holding(&self.live, STAGE, held, |_| self.fetcher.fetch(&parsed))
-                        .await
-                        .map_err(|mut e| {
-                            e.url = url.to_string();
-                            e
-                        })?;
+                let fetched = retry::Retry::new(&self.live, STAGE)
+                    .holding((&*self.slots, &mut permit))
+                    .run(|_| self.fetcher.fetch(&parsed))
+                    .await
+                    .map_err(|mut e| {
+                        e.url = url.to_string();
+                        e
+                    })?;
                 let final_url = fetched.final_url.to_string();
                 let html_bytes = fetched.body.len();
                 let target = final_url.clone();
@@ -157,14 +157,14 @@ impl ExtractStage {
                 (out, final_url, html_bytes)
             }
             RenderMode::Remote => {
-                let held = Some((&*self.slots, &mut permit));
-                let rendered =
-                    retry::retry_holding(&self.live, STAGE, held, |_| self.renderer.render(url))
-                        .await
-                        .map_err(|mut e| {
-                            e.url = url.to_string();
-                            e
-                        })?;
+                let rendered = retry::Retry::new(&self.live, STAGE)
+                    .holding((&*self.slots, &mut permit))
+                    .run(|_| self.renderer.render(url))
+                    .await
+                    .map_err(|mut e| {
+                        e.url = url.to_string();
+                        e
+                    })?;
                 (
                     content::from_remote(rendered.title, &rendered.markdown),
                     url.to_string(),

@@ -174,7 +174,10 @@ async fn upsert(ctx: &Ctx, index: &dyn VectorIndex, upserts: Vec<Upsert>) {
     let n = points.len() as u64;
     let started = Instant::now();
     StageRequested { stage: STAGE }.emit();
-    let result = retry::retry(live, STAGE, |_| index.upsert(points.clone())).await;
+    let result = retry::Retry::new(live, STAGE)
+        .through(&ctx.circuits.index)
+        .run(|_| index.upsert(points.clone()))
+        .await;
     StageCompleted {
         stage: STAGE,
         ok: result.is_ok(),
@@ -196,7 +199,10 @@ async fn upsert(ctx: &Ctx, index: &dyn VectorIndex, upserts: Vec<Upsert>) {
     for (doc, _) in upserts {
         if !doc.stale.is_empty() {
             let stale = doc.stale.clone();
-            if let Err(e) = retry::retry(live, STAGE, |_| index.delete_points(stale.clone())).await
+            if let Err(e) = retry::Retry::new(live, STAGE)
+                .through(&ctx.circuits.index)
+                .run(|_| index.delete_points(stale.clone()))
+                .await
             {
                 // The new chunks are in; the stale ones stay until the
                 // document's next version or a replay.
@@ -223,7 +229,11 @@ async fn upsert(ctx: &Ctx, index: &dyn VectorIndex, upserts: Vec<Upsert>) {
 
 /// Applies one delete task.
 async fn delete(ctx: &Ctx, index: &dyn VectorIndex, doc_id: String, origin: Origin, seq: u64) {
-    match retry::retry(&ctx.live, STAGE, |_| index.delete_doc(&doc_id)).await {
+    match retry::Retry::new(&ctx.live, STAGE)
+        .through(&ctx.circuits.index)
+        .run(|_| index.delete_doc(&doc_id))
+        .await
+    {
         Ok(_) => {
             ctx.emit(DocDeleted { doc_id: &doc_id });
             ctx.versions.retire(&doc_id, seq);

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{ProviderError, SearchHit, SearchProvider};
+use crate::dataplane::circuit::Circuit;
 use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
     InternalEvent, LetterClass, SearchSucceeded, StageCompleted, StageFailed, StageRequested,
@@ -27,6 +28,7 @@ pub struct SearchStage {
     provider: Arc<dyn SearchProvider>,
     live: Arc<LiveConfig>,
     slots: Arc<Slots>,
+    circuit: Arc<Circuit>,
     _follow: tokio::task::JoinHandle<()>,
 }
 
@@ -39,8 +41,14 @@ impl SearchStage {
             provider,
             live,
             slots,
+            circuit: Arc::new(Circuit::new(STAGE)),
             _follow: follow,
         }
+    }
+
+    /// The provider's circuit.
+    pub fn circuit(&self) -> Arc<Circuit> {
+        self.circuit.clone()
     }
 
     /// The stage's slot limit (for observation).
@@ -78,9 +86,11 @@ impl SearchStage {
         StageRequested { stage: STAGE }.emit();
         let in_flight = dispatch::occupy(STAGE, &self.slots);
         let started = Instant::now();
-        let held = Some((&*self.slots, &mut permit));
-        let result =
-            retry::retry_holding(&self.live, STAGE, held, |_| self.provider.search(query)).await;
+        let result = retry::Retry::new(&self.live, STAGE)
+            .holding((&*self.slots, &mut permit))
+            .through(&self.circuit)
+            .run(|_| self.provider.search(query))
+            .await;
         drop(in_flight);
         StageCompleted {
             stage: STAGE,

@@ -34,11 +34,27 @@ pub struct FeedReport {
     /// Lines dead-lettered as malformed (the summary of a stopped feed
     /// included).
     pub rejected: u64,
-    /// The line at which reading stopped because the stream had more
-    /// malformed lines than allowed; it and the lines after it were not
-    /// read (resend them once fixed).
+    /// The line at which reading stopped, because the stream had more
+    /// malformed lines than allowed or (`busy`) the pipeline had no room;
+    /// it and the lines after it were not read (resend them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at_line: Option<u64>,
+    /// Reading stopped because the pipeline had no room within
+    /// [`FeedLimits::room_wait`] (an upstream is down or slow).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
+}
+
+/// Bounds on one fed stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedLimits {
+    /// Malformed lines allowed before reading stops (see
+    /// [`EmbeddedSource::feed_lines`]); `None`: no limit.
+    pub max_invalid: Option<u64>,
+    /// How long one line may wait for room in the pipeline before reading
+    /// stops with [`FeedReport::busy`]; `None`: as long as it takes (files,
+    /// stdin).
+    pub room_wait: Option<std::time::Duration>,
 }
 
 /// The in-process queue in front of a pipeline: a cheap handle to clone
@@ -123,25 +139,20 @@ impl EmbeddedSource {
     /// `max_invalid`, the malformed line after that many is not
     /// dead-lettered itself: one summary dead letter (`too_many_invalid`)
     /// names where reading stopped, and nothing after it is read
-    /// ([`FeedReport::stopped_at_line`]).
+    /// ([`FeedReport::stopped_at_line`]). With `room_wait`, a line that
+    /// finds no room in the pipeline within it stops the feed the same way
+    /// (`busy`), instead of holding the caller while an upstream is down.
     pub async fn feed_lines<R: AsyncBufRead + Unpin>(
         &self,
         mut reader: R,
         name: &str,
-        max_invalid: Option<u64>,
+        limits: FeedLimits,
     ) -> std::io::Result<FeedReport> {
         let partition = self.queue.next_partition.fetch_add(1, Ordering::Relaxed);
         let mut report = FeedReport::default();
         let mut bad = BadLines::default();
         let read = self
-            .feed_until(
-                &mut reader,
-                name,
-                partition,
-                max_invalid,
-                &mut report,
-                &mut bad,
-            )
+            .feed_until(&mut reader, name, partition, limits, &mut report, &mut bad)
             .await;
         // Whatever ended the feed, the dead letters gathered so far are written.
         self.write_bad(&mut bad, &mut report).await;
@@ -153,10 +164,11 @@ impl EmbeddedSource {
         reader: &mut R,
         name: &str,
         partition: i32,
-        max_invalid: Option<u64>,
+        limits: FeedLimits,
         report: &mut FeedReport,
         bad: &mut BadLines,
     ) -> std::io::Result<()> {
+        let max_invalid = limits.max_invalid;
         let mut line = Vec::new();
         let mut number: i64 = 0;
         let mut invalid: u64 = 0;
@@ -181,6 +193,25 @@ impl EmbeddedSource {
                 partition,
                 offset: number,
             };
+            let source = format!("{name}:{partition}:{number}");
+            let parsed = if n > MAX_LINE_BYTES {
+                Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))
+            } else {
+                Task::parse(text)
+            };
+            let busy = |report: &mut FeedReport| {
+                report.stopped_at_line = Some(number as u64);
+                report.busy = true;
+            };
+            // A task needs room in the pipeline's input first.
+            let slot = match &parsed {
+                Ok(_) => match room(limits.room_wait, self.tx.reserve()).await {
+                    None => return Ok(busy(report)),
+                    Some(Err(_)) => return Ok(()), // pipeline closed
+                    Some(Ok(slot)) => Some(slot),
+                },
+                Err(_) => None,
+            };
             let ack = match self.tracker().try_register(position) {
                 Some(ack) => ack,
                 None => {
@@ -188,30 +219,25 @@ impl EmbeddedSource {
                     // letters hold shares too, so they are written (and
                     // their shares freed) before waiting.
                     self.write_bad(bad, report).await;
-                    self.tracker().register(position).await
+                    match room(limits.room_wait, self.tracker().register(position)).await {
+                        Some(ack) => ack,
+                        None => return Ok(busy(report)),
+                    }
                 }
             };
-            let source = format!("{name}:{partition}:{number}");
-            let parsed = if n > MAX_LINE_BYTES {
-                Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))
-            } else {
-                Task::parse(text)
-            };
-            let why = match parsed {
-                Ok(task) => {
-                    let envelope = Envelope {
+            let why = match (parsed, slot) {
+                (Ok(task), Some(slot)) => {
+                    slot.send(Envelope {
                         task,
                         ack,
                         received_ms: now_ms(),
                         source,
-                    };
-                    if self.tx.send(envelope).await.is_err() {
-                        return Ok(()); // pipeline closed: the share is dropped undone
-                    }
+                    });
                     report.accepted += 1;
                     continue;
                 }
-                Err(why) => why,
+                (Ok(_), None) => unreachable!("a task has its slot"),
+                (Err(why), _) => why,
             };
             let snippet: String = text.chars().take(500).collect();
             invalid += 1;
@@ -285,6 +311,17 @@ impl BadLines {
     fn push(&mut self, letter: DeadLetter, ack: crate::dataplane::ack::Ack) {
         self.letters.push(letter);
         self.acks.push(ack);
+    }
+}
+
+/// Waits for `f`, at most `wait`; `None` when it did not finish in time.
+async fn room<T>(
+    wait: Option<std::time::Duration>,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match wait {
+        Some(wait) => tokio::time::timeout(wait, f).await.ok(),
+        None => Some(f.await),
     }
 }
 
@@ -418,7 +455,7 @@ mod tests {
     async fn malformed_lines_are_written_in_batches_and_every_share_finishes() {
         let (src, mut rx, sink) = source(10_000);
         let report = src
-            .feed_lines(body(3, 1000).as_bytes(), "t", None)
+            .feed_lines(body(3, 1000).as_bytes(), "t", FeedLimits::default())
             .await
             .unwrap();
         assert_eq!((report.accepted, report.rejected), (3, 1000));
@@ -443,7 +480,7 @@ mod tests {
         let (src, _rx, sink) = source(5);
         let fed = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            src.feed_lines(body(0, 40).as_bytes(), "t", None),
+            src.feed_lines(body(0, 40).as_bytes(), "t", FeedLimits::default()),
         )
         .await
         .expect("no deadlock on max_in_flight")
@@ -458,7 +495,14 @@ mod tests {
         let mut input = body(2, 0);
         input.push_str(&body(5, 150));
         let report = src
-            .feed_lines(input.as_bytes(), "ingest", Some(100))
+            .feed_lines(
+                input.as_bytes(),
+                "ingest",
+                FeedLimits {
+                    max_invalid: Some(100),
+                    ..FeedLimits::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(report.accepted, 2, "the tasks before the stop");
@@ -520,7 +564,10 @@ mod tests {
         let (src, _rx, sink) = source(10_000);
         let reader = Idle(Some(body(0, 3).into_bytes()), Vec::new());
         let src2 = src.clone();
-        let feed = tokio::spawn(async move { src2.feed_lines(reader, "stdin", None).await });
+        let feed = tokio::spawn(async move {
+            src2.feed_lines(reader, "stdin", FeedLimits::default())
+                .await
+        });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while sink.letters.lock().unwrap().len() < 3 {
             assert!(

@@ -226,7 +226,10 @@ async fn duplicate_in_batch(
     });
     let state = {
         let _guard = ctx.versions.lock(&doc.doc_id).await;
-        retry::retry(&ctx.live, Stage::Index, |_| index.doc_state(&doc.doc_id)).await
+        retry::Retry::new(&ctx.live, Stage::Index)
+            .through(&ctx.circuits.index)
+            .run(|_| index.doc_state(&doc.doc_id))
+            .await
     };
     match state {
         Ok(state) if !state.chunk_ids.is_empty() => {
@@ -326,15 +329,18 @@ async fn against_index(
     // Under the document's lock, so a write of an older version that is in
     // progress finishes before the state it changes is read.
     let _guard = ctx.versions.lock(&doc.doc_id).await;
-    let state = retry::retry(live, Stage::Index, |_| index.doc_state(&doc.doc_id)).await?;
+    let state = retry::Retry::new(live, Stage::Index)
+        .through(&ctx.circuits.index)
+        .run(|_| index.doc_state(&doc.doc_id))
+        .await?;
     let new_ids: HashSet<Uuid> = chunks.iter().map(|c| c.id).collect();
     if state.doc_hash.as_deref() == Some(doc_hash) && state.chunk_ids.len() == chunks.len() {
         return Ok(Verdict::Unchanged);
     }
-    if let Some(other) = retry::retry(live, Stage::Index, |_| {
-        index.find_doc_hash(doc_hash, &doc.doc_id)
-    })
-    .await?
+    if let Some(other) = retry::Retry::new(live, Stage::Index)
+        .through(&ctx.circuits.index)
+        .run(|_| index.find_doc_hash(doc_hash, &doc.doc_id))
+        .await?
     {
         return Ok(Verdict::Duplicate {
             of: other,
