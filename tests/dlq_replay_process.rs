@@ -7,28 +7,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-
-fn freshet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
-        .env_remove("FRESHET_SERVICE__READ_TOKEN")
-        .env_remove("FRESHET_SERVICE__ADMIN_TOKEN")
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the freshet binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 const PAGE: &str = "<html><head><title>Descaling a kettle</title></head><body><main><article>\
 <h1>Descaling a kettle</h1>\
@@ -89,19 +72,13 @@ fn dlq_replay_goes_through_the_running_instance() {
     )
     .unwrap();
     let config_arg = config.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(["--config", config_arg, "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let common::Logged {
+        mut child,
+        stderr: lines,
+    } = common::spawn_logged(
+        env!("CARGO_BIN_EXE_freshet"),
+        &["--config", config_arg, "run"],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::new();
     common::wait_ready(&client, &base, Duration::from_secs(60));
@@ -153,12 +130,12 @@ fn dlq_replay_goes_through_the_running_instance() {
         .unwrap();
     assert_eq!(refused.status(), 400);
     // Without the token, the CLI says which variable to set.
-    let (ok, _, err) = freshet_env(&["--config", config_arg, "dlq", "replay"], &[]);
+    let (ok, _, err) = common::freshet_env(&["--config", config_arg, "dlq", "replay"], &[]);
     assert!(!ok);
     assert!(err.contains("401") && err.contains("ADMIN_TOKEN"), "{err}");
 
     // The data dir is held: the replay goes through the instance.
-    let (ok, out, err) = freshet_env(
+    let (ok, out, err) = common::freshet_env(
         &[
             "dlq",
             "replay",
@@ -203,7 +180,7 @@ fn dlq_replay_goes_through_the_running_instance() {
     assert!(status.success(), "exit {status:?}\n{log}");
 
     // The replayed record moved out; the raw line stays, readable.
-    let (ok, out, err) = freshet_env(&["--config", config_arg, "dlq", "list"], &[]);
+    let (ok, out, err) = common::freshet_env(&["--config", config_arg, "dlq", "list"], &[]);
     assert!(ok, "{err}");
     assert!(out.starts_with("1 dead letters"), "{out}");
     assert!(!out.contains("is not a dead letter"), "{out}");
@@ -219,6 +196,6 @@ fn dlq_replay_goes_through_the_running_instance() {
         .collect();
     assert_eq!(replays.len(), 1, "{audit}");
     assert!(replays[0].contains("ops-test"), "{}", replays[0]);
-    let (ok, out, err) = freshet_env(&["--config", config_arg, "audit", "verify"], &[]);
+    let (ok, out, err) = common::freshet_env(&["--config", config_arg, "audit", "verify"], &[]);
     assert!(ok, "audit verify failed: {out}{err}");
 }

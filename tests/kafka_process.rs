@@ -528,4 +528,18 @@ async fn two_instances_split_partitions_and_share_knob_changes() {
             .any(|(i, k)| i == "inst-a" && *k == freshet::control::audit::EventKind::Override),
         "{kinds_b:?}"
     );
+    // Each audit head is mirrored to the control topic, equal to the one
+    // on the instance's disk.
+    let topic_state = kafka::latest_by_key(&broker, &control);
+    for (name, data) in [("inst-a", &data_a), ("inst-b", &data_b)] {
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("audit.head")).unwrap()).unwrap();
+        let mirrored = topic_state
+            .get(&format!("head/{name}"))
+            .and_then(|v| v.as_deref())
+            .unwrap_or_else(|| panic!("no head/{name} on the control topic"));
+        let mirrored: serde_json::Value = serde_json::from_slice(mirrored).unwrap();
+        assert_eq!(mirrored["seq"], on_disk["seq"], "{name}");
+        assert_eq!(mirrored["hash"], on_disk["hash"], "{name}");
+    }
 }

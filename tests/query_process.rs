@@ -4,27 +4,10 @@
 //! `run` on the same data dir is refused and names the holder; after the
 //! instance stops, `query` opens the index itself.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-
-fn freshet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
-        .env_remove("FRESHET_SERVICE__READ_TOKEN")
-        .env_remove("FRESHET_SERVICE__ADMIN_TOKEN")
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the freshet binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn query_uses_the_running_instance_and_a_second_run_is_refused() {
@@ -44,20 +27,14 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     )
     .unwrap();
     let config_arg = config.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(["--config", config_arg, "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let common::Logged {
+        mut child,
+        stderr: lines,
+    } = common::spawn_logged(
+        env!("CARGO_BIN_EXE_freshet"),
+        &["--config", config_arg, "run"],
+    );
     let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::new();
     common::wait_ready(&client, &base, Duration::from_secs(60));
@@ -91,7 +68,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     }
 
     // The data dir is held: query goes through the instance's API.
-    let (ok, out, err) = freshet_env(
+    let (ok, out, err) = common::freshet_env(
         &["--config", config_arg, "query", "refunds", "-k", "3"],
         &[],
     );
@@ -100,14 +77,14 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     assert!(out.contains("https://shop.example/help/refunds"), "{out}");
     assert!(!err.contains("WouldBlock"), "{err}");
     // Without settings, only the data dir: the token comes from the environment.
-    let (ok, out, err) = freshet_env(
+    let (ok, out, err) = common::freshet_env(
         &["query", "refunds", "--data-dir", &data_arg],
         &[("FRESHET_SERVICE__READ_TOKEN", "read-t0ken")],
     );
     assert!(ok, "{err}");
     assert!(out.contains("Refund policy"), "{out}");
     // A wrong token is the instance's 401, said plainly.
-    let (ok, _, err) = freshet_env(
+    let (ok, _, err) = common::freshet_env(
         &["query", "refunds", "--data-dir", &data_arg],
         &[("FRESHET_SERVICE__READ_TOKEN", "nope")],
     );
@@ -115,7 +92,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     assert!(err.contains("401") && err.contains("READ_TOKEN"), "{err}");
     // --addr names the instance directly (the data dir does not matter).
     let elsewhere = tmp.0.join("elsewhere").display().to_string();
-    let (ok, out, err) = freshet_env(
+    let (ok, out, err) = common::freshet_env(
         &[
             "query",
             "refunds",
@@ -129,7 +106,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     assert!(ok, "{err}");
     assert!(out.contains("Refund policy"), "{out}");
     // Bad input is the instance's 400.
-    let (ok, _, err) = freshet_env(
+    let (ok, _, err) = common::freshet_env(
         &["--config", config_arg, "query", "refunds", "-k", "1000"],
         &[],
     );
@@ -151,7 +128,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     )
     .unwrap();
     let started = Instant::now();
-    let (ok, _, err) = freshet_env(&["--config", second.to_str().unwrap(), "run"], &[]);
+    let (ok, _, err) = common::freshet_env(&["--config", second.to_str().unwrap(), "run"], &[]);
     assert!(!ok, "a second run on the same data dir started");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
@@ -181,7 +158,7 @@ fn query_uses_the_running_instance_and_a_second_run_is_refused() {
     assert!(status.success(), "exit {status:?}\n{log}");
 
     // Nobody holds the data dir now: query opens the index itself.
-    let (ok, out, err) = freshet_env(&["--config", config_arg, "query", "refunds"], &[]);
+    let (ok, out, err) = common::freshet_env(&["--config", config_arg, "query", "refunds"], &[]);
     assert!(ok, "{err}");
     assert!(out.contains("Refund policy"), "{out}");
 }

@@ -1,8 +1,6 @@
 //! `freshet run` as a process: it serves ingest and metrics, and SIGTERM
 //! drains in-flight work and exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -53,19 +51,10 @@ fn serves_ingest_and_drains_on_sigterm(bin: &str, name: &str) {
             toml::Value::Array(vec![tasks.display().to_string().into()]),
         )
         .write(&config);
-    let mut child = Command::new(bin)
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let common::Logged {
+        mut child,
+        stderr: lines,
+    } = common::spawn_logged(bin, &["--config", config.to_str().unwrap(), "run"]);
 
     // Wait for the endpoint, then ingest one more document.
     let base = format!("http://127.0.0.1:{port}");

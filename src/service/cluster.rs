@@ -9,6 +9,10 @@
 //! - `audit/<instance>/<seq>` -> `{"instance", "record"}`: every record of
 //!   every instance's change-audit log (unique keys: compaction keeps them
 //!   all, so the topic holds the cluster's complete trail).
+//! - `head/<instance>` -> `{"instance", "seq", "hash", "time_ms"}`: the head
+//!   of that instance's audit chain (what `audit.head` holds on its disk),
+//!   kept off the box: compaction keeps the latest, so a data dir whose log
+//!   and head were cut back together still disagrees with the topic.
 //! - `hello/<instance>` -> a start-up marker (then a tombstone): an instance
 //!   that reads its own marker back has read everything before it.
 //!
@@ -274,10 +278,13 @@ impl Cluster {
                     instance: instance.clone(),
                     record: record.clone(),
                 };
-                if let Ok(bytes) = serde_json::to_vec(&line) {
+if let Ok(bytes) = serde_json::to_vec(&line) {
                     let key = format!("audit/{instance}/{:020}", record.seq);
                     publisher.publish(&key, Some(&bytes));
                 }
+                // The head, off the box: compaction keeps the latest.
+                let head = json!({"instance": instance, "seq": record.seq, "hash": record.hash, "time_ms": record.time_ms});
+                publisher.publish(&format!("head/{instance}"), Some(head.to_string().as_bytes()));
             });
         }
 

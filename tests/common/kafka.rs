@@ -175,6 +175,44 @@ pub fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTr
         .collect()
 }
 
+/// The latest value of every key of partition 0 of `topic`, read from the
+/// beginning to its end (a compacted topic's state).
+pub fn latest_by_key(broker: &str, topic: &str) -> BTreeMap<String, Option<Vec<u8>>> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut next = 0;
+    while next < high {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} not read to {high}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            next = m.offset() + 1;
+            if let Some(key) = m.key() {
+                out.insert(
+                    String::from_utf8_lossy(key).into_owned(),
+                    m.payload().map(<[u8]>::to_vec),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Prose of `sentences` sentences that no other document shares.
 pub fn prose(doc: &str, sentences: usize) -> String {
     (0..sentences)

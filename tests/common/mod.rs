@@ -49,8 +49,25 @@ impl Drop for TempDir {
 
 /// Runs the `freshet` binary from the package root: (success, stdout, stderr).
 pub fn freshet(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
+    output(std::process::Command::new(env!("CARGO_BIN_EXE_freshet")).args(args))
+}
+
+/// Runs the `freshet` binary with `env` set and the caller's token
+/// variables (`FRESHET_SERVICE__READ_TOKEN`, `__ADMIN_TOKEN`) removed:
+/// (success, stdout, stderr).
+#[allow(dead_code)]
+pub fn freshet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_freshet"))
+            .args(args)
+            .env_remove("FRESHET_SERVICE__READ_TOKEN")
+            .env_remove("FRESHET_SERVICE__ADMIN_TOKEN")
+            .envs(env.iter().copied()),
+    )
+}
+
+fn output(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("the freshet binary runs");
@@ -59,6 +76,35 @@ pub fn freshet(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A `freshet` child process whose stderr is collected line by line.
+#[allow(dead_code)]
+pub struct Logged {
+    /// The child.
+    pub child: std::process::Child,
+    /// Returns the stderr lines once the child has exited.
+    pub stderr: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Starts `bin ARGS` with stdout discarded and stderr collected.
+#[allow(dead_code)]
+pub fn spawn_logged(bin: &str, args: &[&str]) -> Logged {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the freshet binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    Logged { child, stderr }
 }
 
 /// Test settings, built as a TOML table so each test states only what it

@@ -264,24 +264,43 @@ pub async fn run(base: &Settings, opts: &SoakOptions) -> Result<SoakReport> {
     Ok(report)
 }
 
+impl Sample {
+    /// The figures as text, in the column order of [`COLUMNS`].
+    fn cells(&self) -> [String; 10] {
+        [
+            format!("{:.0}", self.t_s),
+            format!("{:.1}", self.rss_mib),
+            self.fds.to_string(),
+            self.threads.to_string(),
+            format!("{:.2}", self.index_mib),
+            format!("{:.1}", self.dlq_kib),
+            format!("{:.1}", self.audit_kib),
+            format!("{:.2}", self.data_mib),
+            self.chunks.to_string(),
+            format!("{:.1}", self.goodput),
+        ]
+    }
+}
+
+/// Column names of `samples.csv` (and, with units, of the table).
+const COLUMNS: [&str; 10] = [
+    "t_s",
+    "rss_mib",
+    "fds",
+    "threads",
+    "index_mib",
+    "dlq_kib",
+    "audit_kib",
+    "data_mib",
+    "chunks",
+    "goodput",
+];
+
 fn csv(samples: &[Sample]) -> String {
-    let mut out = String::from(
-        "t_s,rss_mib,fds,threads,index_mib,dlq_kib,audit_kib,data_mib,chunks,goodput\n",
-    );
+    let mut out = COLUMNS.join(",") + "\n";
     for s in samples {
-        out.push_str(&format!(
-            "{:.1},{:.2},{},{},{:.3},{:.1},{:.1},{:.3},{},{:.2}\n",
-            s.t_s,
-            s.rss_mib,
-            s.fds,
-            s.threads,
-            s.index_mib,
-            s.dlq_kib,
-            s.audit_kib,
-            s.data_mib,
-            s.chunks,
-            s.goodput
-        ));
+        out.push_str(&s.cells().join(","));
+        out.push('\n');
     }
     out
 }
@@ -302,19 +321,7 @@ pub fn table(r: &SoakReport) -> String {
     let mut next = 0.0;
     for (i, s) in r.samples.iter().enumerate() {
         if s.t_s + 1e-9 >= next || i + 1 == n {
-            out.push_str(&format!(
-                "| {:.0} | {:.1} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {:.1} |\n",
-                s.t_s,
-                s.rss_mib,
-                s.fds,
-                s.threads,
-                s.index_mib,
-                s.dlq_kib,
-                s.audit_kib,
-                s.data_mib,
-                s.chunks,
-                s.goodput
-            ));
+            out.push_str(&format!("| {} |\n", s.cells().join(" | ")));
             next = s.t_s + step_s;
         }
     }
