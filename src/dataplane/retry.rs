@@ -79,9 +79,17 @@ impl ErrorClass {
     /// item would fail alike) rather than that this item is bad: a stage
     /// with a circuit holds such work instead of dead-lettering it
     /// ([`crate::dataplane::circuit`]). Refused credentials count: they
-    /// fail every item until an operator fixes them.
+    /// fail every item until an operator fixes them. A 429 is not: the
+    /// upstream is up and paces the item (`Retry-After`) within its budget.
     pub fn is_outage(self) -> bool {
-        self.retryable() || self == ErrorClass::Auth
+        matches!(
+            self,
+            ErrorClass::Timeout
+                | ErrorClass::Upstream
+                | ErrorClass::Connect
+                | ErrorClass::Reset
+                | ErrorClass::Auth
+        )
     }
 
     /// The `error_type` metric label.
