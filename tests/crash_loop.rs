@@ -85,7 +85,7 @@ fn kill_schedule(seed: u64, lo_ms: u64, hi_ms: u64) -> Vec<Duration> {
 /// The documents: unique prose (no two share content, so none is a
 /// duplicate of another) of 2..40 sentences, so chunk counts vary.
 fn documents(prefix: &str, n: usize) -> Vec<(String, String)> {
-    let mut rng = XorShift(SEED ^ 0x00d0_c5);
+    let mut rng = XorShift(SEED ^ 0xd0c5);
     (0..n)
         .map(|i| {
             let id = format!("{prefix}-{i}");
@@ -602,7 +602,7 @@ async fn kafka_crash_loop_indexes_every_document_exactly_once() {
          task_topics = [\"{topic}\"]\ncontrol_topic = \"{control}\"\ninstance_id = \"crash-loop-node\"\n\
          static_membership = true\ncommit_interval_ms = 100\n"
     );
-    let schedule = kill_schedule(SEED ^ 0x0ca_fca, 300, 1200);
+    let schedule = kill_schedule(SEED ^ 0x00ca_fca0, 300, 1200);
     let (d, b, g, t, e) = (
         dir.0.clone(),
         broker.clone(),
