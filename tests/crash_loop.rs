@@ -315,6 +315,8 @@ struct Driver {
     /// Posts that reached the instance / failed (the instance gone).
     posts_ok: usize,
     posts_failed: usize,
+    /// Posts answered 503 (busy): their rest was sent again.
+    posts_busy: usize,
     /// Documents posted again after a restart.
     resent: usize,
 }
@@ -333,31 +335,49 @@ fn producer(
     stop: Arc<AtomicBool>,
 ) {
     let client = client();
+    // Posts a batch; a 503 (the pipeline holding work, or without room)
+    // means "the first `accepted` lines were taken": wait and send the rest,
+    // as a producer honouring Retry-After does.
     let post = |batch: &[usize]| -> bool {
-        let body: String = batch.iter().map(|&i| format!("{}\n", docs[i].1)).collect();
-        let sent = client
-            .post(format!("{base}/v1/ingest"))
-            .bearer_auth(INGEST_TOKEN)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send();
-        let ok = match sent {
-            Ok(r) if r.status() == 200 => {
-                let answer: serde_json::Value = r.json().unwrap_or_default();
-                assert_eq!(answer["accepted"], json!(batch.len()), "{answer}");
-                true
-            }
-            Ok(r) => panic!("ingest answered {}: {:?}", r.status(), r.text()),
-            Err(_) => false,
-        };
-        let mut d = driver.lock().unwrap();
-        if ok {
+        let mut rest = batch;
+        loop {
+            let body: String = rest.iter().map(|&i| format!("{}\n", docs[i].1)).collect();
+            let sent = client
+                .post(format!("{base}/v1/ingest"))
+                .bearer_auth(INGEST_TOKEN)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send();
+            let taken = match sent {
+                Ok(r) if r.status() == 200 => {
+                    let answer: serde_json::Value = r.json().unwrap_or_default();
+                    assert_eq!(answer["accepted"], json!(rest.len()), "{answer}");
+                    rest.len()
+                }
+                Ok(r) if r.status() == 503 => {
+                    let answer: serde_json::Value = r.json().unwrap_or_default();
+                    answer["accepted"].as_u64().unwrap_or(0) as usize
+                }
+                Ok(r) => panic!("ingest answered {}: {:?}", r.status(), r.text()),
+                Err(_) => {
+                    driver.lock().unwrap().posts_failed += 1;
+                    return false;
+                }
+            };
+            let mut d = driver.lock().unwrap();
             d.posts_ok += 1;
-            d.accepted.extend(batch.iter().copied());
-        } else {
-            d.posts_failed += 1;
+            d.accepted.extend(rest[..taken].iter().copied());
+            rest = &rest[taken..];
+            if rest.is_empty() {
+                return true;
+            }
+            d.posts_busy += 1;
+            drop(d);
+            if stop.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
-        ok
     };
     // Resend what a crash may have lost.
     let resend: Vec<usize> = {
