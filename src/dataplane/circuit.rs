@@ -2,7 +2,7 @@
 //!
 //! Each stage that talks to one upstream of its own (search: the provider;
 //! embed: the embedder; index: the vector store) has a [`Circuit`]. Failed
-//! attempts of an *outage* class ([`ErrorClass::is_outage`]: timeouts,
+//! attempts of an *outage* class (`ErrorClass::is_outage`: timeouts,
 //! refused or broken connections, 5xx, refused credentials) count as
 //! consecutive failures (a 429 does not: the upstream is up and paces the
 //! item through `Retry-After` within its retry budget); [`TRIP_AFTER`] of them open the circuit. While it
@@ -30,7 +30,6 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::dataplane::retry::ErrorClass;
 use crate::dataplane::Stage;
 
 /// Consecutive outage-class failures that open a circuit.
@@ -210,9 +209,10 @@ impl Circuit {
         }
     }
 
-    /// An attempt failed with an outage class: counts towards opening the
-    /// circuit, or, for a probe, keeps it open with a longer delay.
-    pub fn failed(&self, pass: Pass<'_>, class: ErrorClass, why: &str) {
+    /// An attempt failed with an outage class (`class`: its `error_type`
+    /// label): counts towards opening the circuit, or, for a probe, keeps it
+    /// open with a longer delay.
+    pub fn failed(&self, pass: Pass<'_>, class: &'static str, why: &str) {
         let now = Instant::now();
         let opened = {
             let mut st = self.lock();
@@ -248,7 +248,7 @@ impl Circuit {
         if opened {
             tracing::warn!(
                 stage = self.stage.as_str(),
-                error_type = class.as_str(),
+                error_type = class,
                 error = why,
                 "upstream failing: circuit open, the stage's work is held (not dead-lettered) until it answers again"
             );
@@ -331,10 +331,10 @@ mod tests {
         for _ in 0..TRIP_AFTER - 1 {
             let pass = c.pass().await;
             assert!(matches!(pass, Pass::Closed));
-            c.failed(pass, ErrorClass::Connect, "refused");
+            c.failed(pass, "connect", "refused");
         }
         assert!(!c.is_open());
-        c.failed(c.pass().await, ErrorClass::Connect, "refused");
+        c.failed(c.pass().await, "connect", "refused");
         assert!(c.is_open());
         assert_eq!(c.status().last_error, "refused");
 
@@ -346,7 +346,7 @@ mod tests {
         let other = tokio::time::timeout(Duration::from_secs(10), c.pass()).await;
         assert!(other.is_err(), "a second probe while one runs");
         // The probe fails: the next one waits twice as long.
-        c.failed(probe, ErrorClass::Timeout, "slow");
+        c.failed(probe, "timeout", "slow");
         let before = Instant::now();
         let probe = c.pass().await;
         assert!(
@@ -377,11 +377,11 @@ mod tests {
     async fn probes_never_wait_longer_than_max_probe() {
         let c = Circuit::new(Stage::Index);
         for _ in 0..TRIP_AFTER {
-            c.failed(c.pass().await, ErrorClass::Upstream, "503");
+            c.failed(c.pass().await, "upstream", "503");
         }
         for _ in 0..10 {
             let p = c.pass().await;
-            c.failed(p, ErrorClass::Upstream, "503");
+            c.failed(p, "upstream", "503");
         }
         let before = Instant::now();
         let p = c.pass().await;
@@ -399,8 +399,8 @@ mod tests {
         rt.block_on(async {
             let c = Circuit::new(Stage::Search);
             for _ in 0..10 {
-                c.failed(c.pass().await, ErrorClass::Timeout, "t");
-                c.failed(c.pass().await, ErrorClass::Timeout, "t");
+                c.failed(c.pass().await, "timeout", "t");
+                c.failed(c.pass().await, "timeout", "t");
                 c.succeeded(c.pass().await);
             }
             assert!(!c.is_open());

@@ -331,7 +331,7 @@ impl<'a> Retry<'a> {
             let mut held = false;
             if let (Some(c), Some(pass)) = (self.circuit, pass) {
                 if class.is_outage() {
-                    c.failed(pass, class, &err.to_string());
+                    c.failed(pass, class.as_str(), &err.to_string());
                     let answered = c.answered();
                     let then = *answered_then.get_or_insert(answered);
                     let poison = answered > then && number >= retry_knobs.max_attempts;
