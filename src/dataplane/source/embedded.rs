@@ -199,14 +199,15 @@ impl EmbeddedSource {
             } else {
                 Task::parse(text)
             };
-            let busy = |report: &mut FeedReport| {
+            let busy = |report: &mut FeedReport| -> std::io::Result<()> {
                 report.stopped_at_line = Some(number as u64);
                 report.busy = true;
+                Ok(())
             };
             // A task needs room in the pipeline's input first.
             let slot = match &parsed {
                 Ok(_) => match room(limits.room_wait, self.tx.reserve()).await {
-                    None => return Ok(busy(report)),
+                    None => return busy(report),
                     Some(Err(_)) => return Ok(()), // pipeline closed
                     Some(Ok(slot)) => Some(slot),
                 },
@@ -221,7 +222,7 @@ impl EmbeddedSource {
                     self.write_bad(bad, report).await;
                     match room(limits.room_wait, self.tracker().register(position)).await {
                         Some(ack) => ack,
-                        None => return Ok(busy(report)),
+                        None => return busy(report),
                     }
                 }
             };
