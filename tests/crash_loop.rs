@@ -31,8 +31,11 @@
 //!   `FRESHET_TEST_KAFKA_REQUIRED=1`).
 //!
 //! The kill moments come from a fixed-seed xorshift, so a failure replays
-//! with the same schedule (the machine's speed still moves what is in
-//! flight at each moment). The expected chunk count of every document comes
+//! with the same schedule: times after each start for the ingest variant
+//! (the machine's speed still moves what is in flight at each moment), and
+//! points in the backlog for the Kafka variant (a kill once the committed
+//! offsets pass a seeded point of the round's share, so every kill leaves
+//! work in flight however fast the machine consumes). The expected chunk count of every document comes
 //! from a reference run of the same documents through a fresh in-process
 //! pipeline.
 
@@ -158,6 +161,19 @@ fn audit_verifies(data: &Path, when: &str) {
 
 /// Every check a kill is followed by: the audit chain verifies and no
 /// dead letter was written.
+/// The final checks of both variants: no dead letter, the audit log
+/// verifies, and the index holds exactly the reference run's chunks.
+async fn at_the_end(data: &Path, want: &BTreeMap<String, usize>) {
+    let got = index_docs(data).await;
+    assert_eq!(
+        dead_letters(data),
+        Vec::<String>::new(),
+        "dead letters a clean run does not write"
+    );
+    audit_verifies(data, "at the end");
+    same_index(want, &got);
+}
+
 fn after_kill(data: &Path, when: &str) {
     audit_verifies(data, when);
     let dlq = dead_letters(data);
@@ -548,14 +564,7 @@ async fn ingest_crash_loop_delivers_every_document_exactly_once() {
     );
     assert!(driver.resent > 0, "no restart had anything to resend");
 
-    let got = index_docs(&data).await;
-    assert_eq!(
-        dead_letters(&data),
-        Vec::<String>::new(),
-        "dead letters a clean run does not write"
-    );
-    audit_verifies(&data, "at the end");
-    same_index(&want, &got);
+    at_the_end(&data, &want).await;
 }
 
 /// `got` holds exactly the documents of `want`, each with its chunk count.
@@ -654,8 +663,25 @@ async fn kafka_crash_loop_indexes_every_document_exactly_once() {
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(*delay);
-                let committed: i64 = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                // Kill at a seeded point of the stream rather than a
+                // time: once the committed offsets pass this round's share
+                // of the backlog (less a seeded amount), so every kill lands
+                // with work in flight and a tail to redeliver, whatever the
+                // machine's speed.
+                let share = N as i64 / (KILLS as i64 + 1);
+                let back = delay.as_millis() as i64 % (share / 2).max(1);
+                let target = share * (round as i64 + 1) - back;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut committed: i64 = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                while committed < target {
+                    assert!(
+                        Instant::now() < deadline,
+                        "run {round} stuck at {committed} committed (target {target}):\n{}",
+                        instance.logs()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                    committed = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                }
                 instance.kill();
                 kills.push(committed);
                 after_kill(&data, &format!("after kill {}", round + 1));
@@ -686,17 +712,10 @@ async fn kafka_crash_loop_indexes_every_document_exactly_once() {
         started.elapsed()
     );
     let loaded = kills.iter().filter(|c| **c < N as i64).count();
-    assert!(
-        loaded >= KILLS / 2,
-        "only {loaded} of {KILLS} kills came before everything was committed: {kills:?}"
+    assert_eq!(
+        loaded, KILLS,
+        "kills after everything was committed: {kills:?}"
     );
 
-    let got = index_docs(&data).await;
-    assert_eq!(
-        dead_letters(&data),
-        Vec::<String>::new(),
-        "dead letters a clean run does not write"
-    );
-    audit_verifies(&data, "at the end");
-    same_index(&want, &got);
+    at_the_end(&data, &want).await;
 }

@@ -3,7 +3,7 @@
 //! Each stage that talks to one upstream of its own (search: the provider;
 //! embed: the embedder; index: the vector store) has a [`Circuit`]. Failed
 //! attempts of an *outage* class (`ErrorClass::is_outage`: timeouts,
-//! refused or broken connections, 5xx, refused credentials) count as
+//! refused or broken connections, 5xx) count as
 //! consecutive failures (a 429 does not: the upstream is up and paces the
 //! item through `Retry-After` within its retry budget); [`TRIP_AFTER`] of them open the circuit. While it
 //! is open, the stage's work waits in [`Circuit::pass`] instead of spending

@@ -78,17 +78,15 @@ impl ErrorClass {
     /// Whether the failure says the upstream is unavailable (so every
     /// item would fail alike) rather than that this item is bad: a stage
     /// with a circuit holds such work instead of dead-lettering it
-    /// ([`crate::dataplane::circuit`]). Refused credentials count: they
-    /// fail every item until an operator fixes them. A 429 is not: the
-    /// upstream is up and paces the item (`Retry-After`) within its budget.
+    /// ([`crate::dataplane::circuit`]). A 429 is not: the upstream is up and
+    /// paces the item (`Retry-After`) within its budget. Refused
+    /// credentials are not either: they fail at once, as before, so a
+    /// wrong key is a clear error (and a replayable dead letter) rather
+    /// than a stage that waits forever.
     pub fn is_outage(self) -> bool {
         matches!(
             self,
-            ErrorClass::Timeout
-                | ErrorClass::Upstream
-                | ErrorClass::Connect
-                | ErrorClass::Reset
-                | ErrorClass::Auth
+            ErrorClass::Timeout | ErrorClass::Upstream | ErrorClass::Connect | ErrorClass::Reset
         )
     }
 
