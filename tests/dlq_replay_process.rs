@@ -61,16 +61,18 @@ fn dlq_replay_goes_through_the_running_instance() {
     let data = tmp.0.join("data");
     let data_arg = data.display().to_string();
     let config = tmp.0.join("freshet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[service]\ndata_dir = {data_arg:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n\
-             admin_token = \"adm1n-t0ken\"\ningest_token = \"ingest-t0ken\"\nread_token = \"read-t0ken\"\n\
-             [extract]\nallow_private = [\"127.0.0.0/8\"]\n\
-             [embed]\nbackend = \"hash\"\ndimensions = 64\n[knobs.transform]\nlinger_ms = 2\n",
-        ),
-    )
-    .unwrap();
+    common::TestSettings::new(&data)
+        .set("service.listen", format!("127.0.0.1:{port}"))
+        .set("service.log_format", "json")
+        .set("service.admin_token", "adm1n-t0ken")
+        .set("service.ingest_token", "ingest-t0ken")
+        .set("service.read_token", "read-t0ken")
+        .set(
+            "extract.allow_private",
+            toml::Value::Array(vec!["127.0.0.0/8".into()]),
+        )
+        .set("knobs.transform.linger_ms", 2)
+        .write(&config);
     let config_arg = config.to_str().unwrap();
     let common::Logged {
         mut child,

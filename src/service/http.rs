@@ -148,18 +148,25 @@ pub const BUSY_RETRY_AFTER_S: u64 = 5;
 /// request is answered 503.
 pub const INGEST_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn busy(message: String, report: Option<serde_json::Value>) -> Response {
-    let mut body = report.unwrap_or_else(|| serde_json::json!({}));
+/// An ingest answer that is not a plain success: `status` with the feed's
+/// report (if any) and `message` as `error`; a 503 also says when to retry.
+fn stopped(
+    status: StatusCode,
+    report: Option<crate::dataplane::source::embedded::FeedReport>,
+    message: String,
+) -> Response {
+    let mut body = report
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
     body["error"] = serde_json::Value::String(message);
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
-            BUSY_RETRY_AFTER_S.to_string(),
-        )],
-        Json(body),
-    )
-        .into_response()
+            axum::http::HeaderValue::from(BUSY_RETRY_AFTER_S),
+        );
+    }
+    response
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
@@ -204,41 +211,36 @@ async fn replay_dlq(
         Ok(o) => o,
         Err(r) => return *r,
     };
-    let done = match replayer.replay().await {
-        None => return error(StatusCode::CONFLICT, "a replay is already running"),
-        Some(Err(e)) => {
-            let _ = admin.control.audit.append(
-                EventKind::DlqReplayed,
-                Event {
-                    actor: serde_json::json!({"operator": operator}),
-                    detail: format!("replay of {} failed: {e}", replayer.location()),
-                    ..Default::default()
-                },
-            );
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("replay failed: {e}"),
-            );
-        }
-        Some(Ok(done)) => done,
+    let Some(result) = replayer.replay().await else {
+        return error(StatusCode::CONFLICT, "a replay is already running");
     };
-    if let Err(e) = admin.control.audit.append(
-        EventKind::DlqReplayed,
-        Event {
-            actor: serde_json::json!({"operator": operator}),
-            detail: format!(
-                "replayed {} dead letters from {}; {} kept",
-                done.replayed,
-                replayer.location(),
-                done.kept
-            ),
-            ..Default::default()
-        },
-    ) {
-        // The replay happened; say it plainly rather than hide it.
+    let detail = match &result {
+        Ok(done) => format!(
+            "replayed {} dead letters from {}; {} kept",
+            done.replayed,
+            replayer.location(),
+            done.kept
+        ),
+        Err(e) => format!("replay of {} failed: {e}", replayer.location()),
+    };
+    let event = Event {
+        actor: serde_json::json!({"operator": operator}),
+        detail,
+        ..Default::default()
+    };
+    if let Err(e) = admin.control.audit.append(EventKind::DlqReplayed, event) {
+        // The replay happened (or failed) either way; say so plainly.
         tracing::error!(error = %e, "a dead-letter replay could not be audited");
     }
-    Json(serde_json::json!({"replayed": done.replayed, "kept": done.kept})).into_response()
+    match result {
+        Ok(done) => {
+            Json(serde_json::json!({"replayed": done.replayed, "kept": done.kept})).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("replay failed: {e}"),
+        ),
+    }
 }
 
 /// Content types `POST /v1/ingest` accepts.
@@ -295,12 +297,13 @@ async fn ingest(
     let held = st.circuits.open();
     if !held.is_empty() {
         let stages: Vec<&str> = held.iter().map(|s| s.as_str()).collect();
-        return busy(
+        return stopped(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
             format!(
                 "the {} upstream is down; work already taken is held, new work is refused until it is back",
                 stages.join(" and ")
             ),
-            None,
         );
     }
     let limits = crate::dataplane::source::embedded::FeedLimits {
@@ -308,23 +311,26 @@ async fn ingest(
         room_wait: Some(INGEST_ROOM_WAIT),
     };
     match st.source.feed_lines(&body[..], "ingest", limits).await {
-        Ok(report) if report.busy => {
-            let line = report.stopped_at_line.unwrap_or_default();
-            busy(
-                format!(
-                    "the pipeline has no room (an upstream is slow or down); reading stopped at line {line}: it and the lines after it were not read, the tasks before it were accepted"
-                ),
-                serde_json::to_value(report).ok(),
-            )
-        }
         Ok(report) if report.stopped_at_line.is_some() => {
-            let mut answer = serde_json::to_value(report).unwrap_or_default();
-            answer["error"] = serde_json::Value::String(format!(
-                "more than {} malformed lines; reading stopped at line {} (it and the lines after it were not read; the tasks before it were accepted)",
-                st.ingest_max_invalid,
-                report.stopped_at_line.unwrap_or_default()
-            ));
-            (StatusCode::BAD_REQUEST, Json(answer)).into_response()
+            let line = report.stopped_at_line.unwrap_or_default();
+            let (status, why) = if report.busy {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the pipeline has no room (an upstream is slow or down)".to_string(),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("more than {} malformed lines", st.ingest_max_invalid),
+                )
+            };
+            stopped(
+                status,
+                Some(report),
+                format!(
+                    "{why}; reading stopped at line {line}: it and the lines after it were not read, the tasks before it were accepted"
+                ),
+            )
         }
         Ok(report) => (StatusCode::OK, Json(report)).into_response(),
         Err(e) => (

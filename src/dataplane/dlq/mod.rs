@@ -205,11 +205,7 @@ impl Dlq {
 
     /// Writes one record durably (see [`DeadLetterSink::write`]) and counts it.
     pub fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        self.sink.write(letter)?;
-        self.written.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "stage" => letter.stage.clone(), "error_type" => letter.error_type.clone())
-            .increment(1);
-        Ok(())
+        self.write_batch(std::slice::from_ref(letter))
     }
 
     /// Writes several records durably (see [`DeadLetterSink::write_batch`])

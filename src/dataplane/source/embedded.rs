@@ -168,7 +168,6 @@ impl EmbeddedSource {
         report: &mut FeedReport,
         bad: &mut BadLines,
     ) -> std::io::Result<()> {
-        let max_invalid = limits.max_invalid;
         let mut line = Vec::new();
         let mut number: i64 = 0;
         let mut invalid: u64 = 0;
@@ -204,30 +203,17 @@ impl EmbeddedSource {
                 report.busy = true;
                 Ok(())
             };
-            // A task needs room in the pipeline's input first.
-            let slot = match &parsed {
-                Ok(_) => match room(limits.room_wait, self.tx.reserve()).await {
-                    None => return busy(report),
-                    Some(Err(_)) => return Ok(()), // pipeline closed
-                    Some(Ok(slot)) => Some(slot),
-                },
-                Err(_) => None,
-            };
-            let ack = match self.tracker().try_register(position) {
-                Some(ack) => ack,
-                None => {
-                    // `source.max_in_flight` is reached: the gathered dead
-                    // letters hold shares too, so they are written (and
-                    // their shares freed) before waiting.
-                    self.write_bad(bad, report).await;
-                    match room(limits.room_wait, self.tracker().register(position)).await {
-                        Some(ack) => ack,
+            let why = match parsed {
+                Ok(task) => {
+                    // A task needs room in the pipeline's input first.
+                    let slot = match room(limits.room_wait, self.tx.reserve()).await {
                         None => return busy(report),
-                    }
-                }
-            };
-            let why = match (parsed, slot) {
-                (Ok(task), Some(slot)) => {
+                        Some(Err(_)) => return Ok(()), // pipeline closed
+                        Some(Ok(slot)) => slot,
+                    };
+                    let Some(ack) = self.share(position, limits, bad, report).await else {
+                        return busy(report);
+                    };
                     slot.send(Envelope {
                         task,
                         ack,
@@ -237,39 +223,47 @@ impl EmbeddedSource {
                     report.accepted += 1;
                     continue;
                 }
-                (Ok(_), None) => unreachable!("a task has its slot"),
-                (Err(why), _) => why,
+                Err(why) => why,
             };
-            let snippet: String = text.chars().take(500).collect();
+            let Some(ack) = self.share(position, limits, bad, report).await else {
+                return busy(report);
+            };
+            let snippet = serde_json::Value::String(text.chars().take(500).collect());
             invalid += 1;
-            if max_invalid.is_some_and(|max| invalid > max) {
-                let max = max_invalid.unwrap_or_default();
-                bad.push(
-                    DeadLetter::new(
-                        "source",
-                        "too_many_invalid",
-                        format!(
-                            "line {number}: more than {max} malformed lines in {name}; stopped reading here, this line and the ones after it were not read ({why})"
-                        ),
-                        serde_json::Value::String(snippet),
-                        source,
-                    ),
-                    ack,
+            if let Some(max) = limits.max_invalid.filter(|&max| invalid > max) {
+                let message = format!(
+                    "line {number}: more than {max} malformed lines in {name}; stopped reading here, this line and the ones after it were not read ({why})"
                 );
+                let letter =
+                    DeadLetter::new("source", "too_many_invalid", message, snippet, source);
+                bad.push(letter, ack);
                 report.stopped_at_line = Some(number as u64);
                 return Ok(());
             }
+            let message = format!("line {number}: {why}");
             bad.push(
-                DeadLetter::new(
-                    "source",
-                    "invalid",
-                    format!("line {number}: {why}"),
-                    serde_json::Value::String(snippet),
-                    source,
-                ),
+                DeadLetter::new("source", "invalid", message, snippet, source),
                 ack,
             );
         }
+    }
+
+    /// Registers the share of the line at `position`. When
+    /// `source.max_in_flight` is reached, the gathered dead letters (which
+    /// hold shares too) are written first, then it waits at most
+    /// `room_wait`; `None` when no share came in time.
+    async fn share(
+        &self,
+        position: Position,
+        limits: FeedLimits,
+        bad: &mut BadLines,
+        report: &mut FeedReport,
+    ) -> Option<crate::dataplane::ack::Ack> {
+        if let Some(ack) = self.tracker().try_register(position) {
+            return Some(ack);
+        }
+        self.write_bad(bad, report).await;
+        room(limits.room_wait, self.tracker().register(position)).await
     }
 
     /// Writes the gathered dead letters durably, then finishes their shares;
