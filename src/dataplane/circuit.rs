@@ -14,6 +14,10 @@
 //! of the upstream coming back. Any answer that is not an outage (success,
 //! or a content error such as a 400 for one input) closes the circuit.
 //!
+//! A circuit also carries the upstream's [`Pace`]: a 429 is not an outage,
+//! but it pauses every request to the upstream, not only the one it
+//! answered (`crate::dataplane::pace`).
+//!
 //! Work that waits keeps its source share unfinished, so the source holds
 //! too: Kafka stops at `source.max_in_flight` and pauses its partitions
 //! (nothing is committed past the waiting work), `POST /v1/ingest` answers
@@ -30,6 +34,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::dataplane::pace::Pace;
 use crate::dataplane::Stage;
 
 /// Consecutive outage-class failures that open a circuit.
@@ -51,6 +56,8 @@ pub struct Circuit {
     changed: tokio::sync::watch::Sender<u64>,
     /// Attempts that reached the upstream and were not outages.
     answered: AtomicU64,
+    /// The upstream's "slow down" (429), shared by every request to it.
+    pace: Pace,
 }
 
 #[derive(Debug, Default)]
@@ -126,7 +133,14 @@ impl Circuit {
             state: Mutex::new(State::default()),
             changed: tokio::sync::watch::Sender::new(0),
             answered: AtomicU64::new(0),
+            pace: Pace::new(),
         }
+    }
+
+    /// The upstream's pace: requests that go through the circuit also
+    /// wait out a "slow down" it sent (`retry::Retry::through`).
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

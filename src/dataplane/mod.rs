@@ -17,6 +17,7 @@ pub mod events;
 pub mod extract;
 mod flow;
 pub mod index;
+pub mod pace;
 pub mod pipeline;
 pub mod retry;
 pub mod search;

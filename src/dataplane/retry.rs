@@ -18,6 +18,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::dataplane::circuit::{Circuit, Pass};
+use crate::dataplane::pace::Pace;
 use crate::dataplane::Stage;
 use crate::knobs::{Knobs, RetryKnobs};
 use crate::live::{LiveConfig, SlotPermit, Slots};
@@ -254,6 +255,7 @@ pub struct Retry<'a> {
     stage: Stage,
     slot: Option<HeldSlot<'a>>,
     circuit: Option<&'a Circuit>,
+    pace: Option<&'a Pace>,
 }
 
 impl<'a> Retry<'a> {
@@ -264,6 +266,7 @@ impl<'a> Retry<'a> {
             stage,
             slot: None,
             circuit: None,
+            pace: None,
         }
     }
 
@@ -275,13 +278,35 @@ impl<'a> Retry<'a> {
         self
     }
 
+    /// Shares the upstream's `pace`: a rate-limited answer (429) pauses
+    /// every request to the upstream, and every attempt waits out a pause
+    /// in force before it is sent (giving back the held slot meanwhile).
+    pub fn paced_by(mut self, pace: &'a Pace) -> Retry<'a> {
+        self.pace = Some(pace);
+        self
+    }
+
+    /// Gives the held slot back, waits `wait`, and takes a slot again.
+    async fn wait_without_slot(&mut self, wait: Duration) {
+        if let Some((_, permit)) = self.slot.as_mut() {
+            permit.take();
+        }
+        tokio::time::sleep(wait).await;
+        if let Some((slots, permit)) = self.slot.as_mut() {
+            **permit = Some(slots.acquire().await);
+        }
+    }
+
     /// Goes through the upstream's `circuit`: while it is open, attempts
     /// wait for it (one probes); outage-class failures
     /// ([`ErrorClass::is_outage`]) never spend the retry budget, so the
     /// work is held, not failed. Only an item that keeps failing while the
     /// upstream answers other work (poison) fails after its budget.
+    ///
+    /// The circuit's [`Pace`] paces the attempts ([`Retry::paced_by`]).
     pub fn through(mut self, circuit: &'a Circuit) -> Retry<'a> {
         self.circuit = Some(circuit);
+        self.pace = Some(circuit.pace());
         self
     }
 
@@ -297,6 +322,14 @@ impl<'a> Retry<'a> {
         // What the circuit had answered when this item first failed.
         let mut answered_then: Option<u64> = None;
         loop {
+            while let Some(wait) = self.pace.and_then(Pace::remaining) {
+                tracing::debug!(
+                    stage = stage.as_str(),
+                    ?wait,
+                    "upstream asked to slow down; paced"
+                );
+                self.wait_without_slot(wait).await;
+            }
             let pass = match self.circuit {
                 Some(c) => Some(c.pass().await),
                 None => None,
@@ -343,6 +376,18 @@ impl<'a> Retry<'a> {
                 return Err(err);
             }
             let retry_after = err.retry_after();
+            if let (Some(pace), ErrorClass::RateLimited) = (self.pace, class) {
+                let pause = match retry_after {
+                    Some(d) => d.min(timeout),
+                    None => backoff(
+                        &retry_knobs,
+                        number.saturating_add(1),
+                        None,
+                        &mut rand::rng(),
+                    ),
+                };
+                pace.hold_for(pause);
+            }
             if !held && retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
                 return Err(err);
             }
@@ -367,13 +412,7 @@ impl<'a> Retry<'a> {
                 ?delay,
                 "retrying"
             );
-            if let Some((_, permit)) = self.slot.as_mut() {
-                permit.take();
-            }
-            tokio::time::sleep(delay).await;
-            if let Some((slots, permit)) = self.slot.as_mut() {
-                **permit = Some(slots.acquire().await);
-            }
+            self.wait_without_slot(delay).await;
         }
     }
 }
@@ -572,5 +611,59 @@ mod tests {
             "the slot was held while waiting"
         );
         assert!(permit.is_some(), "the slot is held again after the wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_answer_paces_every_request_to_the_upstream() {
+        let live = LiveConfig::new(Knobs::default()).unwrap();
+        let pace = Pace::new();
+        let start = tokio::time::Instant::now();
+        // The first request is told to wait 2 s.
+        let first = async {
+            let r: Result<(), TestError> = Retry::new(&live, Stage::Search)
+                .paced_by(&pace)
+                .run(|attempt| async move {
+                    match attempt.number {
+                        1 => Err(TestError(
+                            ErrorClass::RateLimited,
+                            Some(Duration::from_secs(2)),
+                        )),
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+            r
+        };
+        // Another request, started while the first waits, is not sent
+        // before the pause ends.
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sent_at = std::sync::Mutex::new(None);
+            let result: Result<(), TestError> = Retry::new(&live, Stage::Search)
+                .paced_by(&pace)
+                .run(|_| {
+                    *sent_at.lock().unwrap() = Some(start.elapsed());
+                    async { Ok(()) }
+                })
+                .await;
+            result.unwrap();
+            sent_at.into_inner().unwrap().unwrap()
+        };
+        let (first, sent_at) = tokio::join!(first, second);
+        first.unwrap();
+        assert!(
+            sent_at >= Duration::from_secs(2),
+            "sent {sent_at:?} after the start, inside the upstream's 2 s pause"
+        );
+        // A request of another upstream (its own pace) is not held.
+        let other = Pace::new();
+        let at = tokio::time::Instant::now();
+        pace.hold_for(Duration::from_secs(5));
+        let r: Result<(), TestError> = Retry::new(&live, Stage::Search)
+            .paced_by(&other)
+            .run(|_| async { Ok(()) })
+            .await;
+        r.unwrap();
+        assert_eq!(at.elapsed(), Duration::ZERO);
     }
 }

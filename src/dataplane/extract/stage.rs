@@ -15,6 +15,7 @@ use crate::dataplane::events::{
     StageRequested,
 };
 use crate::dataplane::flow::{send_measured, Ctx, DocItem, DocKind, Origin, TransformIn};
+use crate::dataplane::pace::Pace;
 use crate::dataplane::retry::{self, ErrorClass};
 use crate::dataplane::task::{now_ms, url_doc_id};
 use crate::dataplane::Stage;
@@ -30,6 +31,10 @@ pub struct ExtractStage {
     renderer: Arc<dyn render::RemoteRenderer>,
     live: Arc<LiveConfig>,
     slots: Arc<Slots>,
+    /// The remote renderer's "slow down" (429), shared by every render.
+    /// Page fetches go to many hosts and are not paced together: a 429
+    /// from one host waits out its item's `Retry-After` alone.
+    render_pace: Pace,
     _follow: tokio::task::JoinHandle<()>,
 }
 
@@ -47,6 +52,7 @@ impl ExtractStage {
             renderer,
             live,
             slots,
+            render_pace: Pace::new(),
             _follow: follow,
         }
     }
@@ -159,6 +165,7 @@ impl ExtractStage {
             RenderMode::Remote => {
                 let rendered = retry::Retry::new(&self.live, STAGE)
                     .holding((&*self.slots, &mut permit))
+                    .paced_by(&self.render_pace)
                     .run(|_| self.renderer.render(url))
                     .await
                     .map_err(|mut e| {
