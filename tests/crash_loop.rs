@@ -41,7 +41,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -201,35 +201,10 @@ impl Instance {
             .set("knobs.index.linger_ms", 5)
             .write(&config);
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
-            .args(["--config", config.to_str().unwrap(), "run"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut instance = Instance {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", instance.base)).send() {
-                if r.status() == 200 {
-                    return instance;
-                }
-            }
-            if let Some(status) = instance.child.try_wait().unwrap() {
-                panic!("{name} exited with {status}:\n{}", instance.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready:\n{}",
-                instance.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut child = common::spawn_run(&config, &log);
+        let base = format!("http://127.0.0.1:{port}");
+        common::wait_running(&mut child, name, &base, &log, Duration::from_secs(30));
+        Instance { child, base, log }
     }
 
     /// `freshet_chunks_indexed_total` of this process (0 before the first).

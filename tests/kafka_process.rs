@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -40,36 +40,15 @@ impl Instance {
             .merge(kafka_toml)
             .write(&config);
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
-            .args(["--config", config.to_str().unwrap(), "run"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut instance = Instance {
+        let mut child = common::spawn_run(&config, &log);
+        let base = format!("http://127.0.0.1:{port}");
+        common::wait_running(&mut child, name, &base, &log, Duration::from_secs(60));
+        Instance {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             log,
             data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = reqwest::blocking::get(format!("{}/readyz", instance.base)) {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            if let Some(status) = instance.child.try_wait().unwrap() {
-                panic!("{name} exited with {status}:\n{}", instance.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready:\n{}",
-                instance.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        instance
     }
 
     fn logs(&self) -> String {

@@ -203,6 +203,53 @@ pub fn wait_ready(client: &reqwest::blocking::Client, base: &str, within: std::t
     }
 }
 
+/// Starts `freshet --config CONFIG run` with stdout discarded and stderr
+/// written to `log`.
+#[allow(dead_code)]
+pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(["--config", config.to_str().expect("a UTF-8 path"), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("the log file can be created"))
+        .spawn()
+        .expect("the freshet binary starts")
+}
+
+/// Polls `{base}/readyz` of the `run` process `child` (named `name`, its
+/// stderr in `log`) until it answers 200; panics with the log if the
+/// process exits or `within` passes.
+#[allow(dead_code)]
+pub fn wait_running(
+    child: &mut std::process::Child,
+    name: &str,
+    base: &str,
+    log: &std::path::Path,
+    within: std::time::Duration,
+) {
+    let logs = || std::fs::read_to_string(log).unwrap_or_default();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a client");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send() {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            panic!("{name} exited with {status}:\n{}", logs());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not ready:\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Sends SIGTERM to `child` and waits for it to exit, at most `within`;
 /// `None` if it is still running then.
 pub fn terminate(
