@@ -1,12 +1,14 @@
 //! Extraction on real pages with human or reference ground truth: the
 //! subset of the mozilla/readability and adbar/trafilatura corpora that
-//! `scripts/fetch-corpora --subset 12` lays out.
+//! `scripts/fetch-corpora --subset 12` lays out, committed in
+//! `tests/data/realpages` (Apache-2.0 repositories; see its NOTICE).
 //!
-//! The pages are third-party data and are not committed to this repository;
-//! the test reads them from `$FRESHET_REALPAGES`, else `../shared/realpages`
-//! (beside the project, where CI finds shared data), else
-//! `tests/data/realpages`. With none of them present it says so and skips,
-//! unless `FRESHET_REQUIRE_REALPAGES` is set (then a missing corpus fails).
+//! The pages are third-party data kept under their repositories' licence.
+//! The test reads `$FRESHET_REALPAGES` (e.g. the whole corpora), else
+//! `../shared/realpages`, else the committed `tests/data/realpages`. With
+//! none of them present it says so and skips, unless
+//! `FRESHET_REQUIRE_REALPAGES` is set (scripts/test sets it: then a missing
+//! corpus fails).
 //!
 //! The floors are regression floors a few points below what today's
 //! extractor scores over the whole corpora (readability 0.94, trafilatura
