@@ -157,7 +157,7 @@ fn readability(html: &str, url: Option<&str>) -> Option<Candidate> {
     let article = reader.parse().ok()?;
     let markdown =
         drop_link_and_label_blocks(&tidy_markdown(&article.text_content), &article.title);
-    let quality = quality::score_markdown(&markdown);
+    let quality = quality::score_with_title(&markdown, &article.title);
     Some(Candidate {
         title: article.title.trim().to_string(),
         markdown,
@@ -180,10 +180,11 @@ fn trafilatura(html: &str, url: Option<&str>) -> Option<(Candidate, f64)> {
             .as_deref()
             .unwrap_or(&result.content_text),
     );
-    let quality = quality::score_markdown(&markdown);
+    let title = result.metadata.title.unwrap_or_default().trim().to_string();
+    let quality = quality::score_with_title(&markdown, &title);
     Some((
         Candidate {
-            title: result.metadata.title.unwrap_or_default().trim().to_string(),
+            title,
             markdown,
             quality,
         },
@@ -315,7 +316,7 @@ pub fn from_remote(title: String, markdown: &str) -> Extracted {
     } else {
         title
     };
-    let quality = quality::score_markdown(&body);
+    let quality = quality::score_with_title(&body, &title);
     Extracted {
         title,
         markdown: body,

@@ -8,16 +8,32 @@
 //! - `length`: saturating word count (250 words count fully);
 //! - `structure`: paragraphs of at least 20 words (3 count fully);
 //! - `prose`: share of common function words, which real sentences have
-//!   (about 40 % in English) and menus, code and bundles lack;
+//!   (about 40 % in English, 30–45 % in the other languages listed in
+//!   [`FUNCTION_WORDS_BY_LANGUAGE`]) and menus, code and bundles lack; the
+//!   best-matching language counts, so a German article is not read as a
+//!   menu for lacking English words (stop-word density, as jusText and
+//!   trafilatura judge paragraphs);
 //! - `links`: one minus the share of text inside links;
 //! - `clean`: one minus the penalty for error/placeholder phrases (enable
 //!   JavaScript, 404, access denied, …) weighed against the text's length,
 //!   times a repetition factor (share of distinct word trigrams: an echoed
 //!   title or a menu printed twice repeats itself, prose does not).
 //!
-//! `score = clean * (0.4 length + 0.6 gate * (0.35 structure + 0.4 prose + 0.25 links))`
+//! `score = clean * topic * (0.4 length + 0.6 gate * (0.35 structure + 0.4 prose + 0.25 links))`
 //! where `gate = min(1, words / 100)`: structure, prose and link figures only
 //! count in full once there is enough text for them to mean something.
+//!
+//! `topic` is used when the page's title is known ([`score_with_title`]):
+//! an extraction that picked the wrong block (a teaser of another story, a
+//! sidebar, a comment) rarely contains the words of the page's own title,
+//! while an article almost always does. It is `0.8 + 0.2 * min(1, found /
+//! 0.5)`, `found` being the share of the title's content words (of its
+//! longest part between separators like ` | ` and ` - `, so the site name
+//! does not count) that the text contains; 1 when the title has fewer than
+//! two content words. The factor is mild on purpose: a pun or a question
+//! for a headline shares few words with a good article, so missing title
+//! words lower the score (and decide between two extractions) but do not
+//! alone sink a good page.
 //! The weights were set on the simulator's pages; the parts are reported so
 //! an operator can see why a page scored as it did (`freshet extract --format json`).
 
@@ -40,6 +56,9 @@ pub struct Quality {
     pub links: f64,
     /// Error/placeholder phrase part (1 = none).
     pub clean: f64,
+    /// Title agreement factor (1 = the title's words are in the text, or
+    /// no usable title).
+    pub topic: f64,
 }
 
 /// Common English function words; their share separates prose from lists,
@@ -52,6 +71,65 @@ const FUNCTION_WORDS: &[&str] = &[
     "some", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
     "those", "through", "to", "up", "was", "we", "were", "what", "when", "where", "which", "while",
     "who", "will", "with", "would", "you", "your",
+];
+
+/// Frequent function words of other languages, each list sorted for
+/// binary search (articles, pronouns, prepositions, conjunctions and
+/// auxiliaries: the words every sentence has and no menu does).
+const FUNCTION_WORDS_BY_LANGUAGE: &[&[&str]] = &[
+    FUNCTION_WORDS,
+    // German
+    &[
+        "als", "am", "an", "auch", "auf", "aus", "bei", "bis", "das", "dass", "dem", "den", "der",
+        "des", "die", "durch", "ein", "eine", "einem", "einen", "einer", "es", "für", "hat", "ich",
+        "im", "in", "ist", "mit", "nach", "nicht", "noch", "nur", "oder", "sich", "sie", "sind",
+        "so", "um", "und", "von", "vor", "war", "wie", "wir", "wird", "zu", "zum", "zur",
+    ],
+    // French
+    &[
+        "au", "aux", "avec", "ce", "ces", "dans", "de", "des", "du", "elle", "en", "est", "et",
+        "il", "ils", "la", "le", "les", "leur", "mais", "ne", "nous", "ou", "par", "pas", "pour",
+        "qu", "que", "qui", "sa", "se", "son", "sont", "sur", "un", "une", "vous", "à",
+    ],
+    // Spanish
+    &[
+        "a", "al", "como", "con", "de", "del", "el", "en", "es", "esta", "este", "fue", "ha", "la",
+        "las", "le", "lo", "los", "más", "no", "o", "para", "pero", "por", "que", "se", "ser",
+        "su", "sus", "un", "una", "y",
+    ],
+    // Italian
+    &[
+        "a", "al", "alla", "anche", "che", "con", "da", "del", "della", "di", "e", "gli", "ha",
+        "i", "il", "in", "la", "le", "lo", "ma", "nel", "non", "per", "più", "si", "sono", "su",
+        "un", "una", "è",
+    ],
+    // Portuguese
+    &[
+        "a", "ao", "as", "com", "como", "da", "das", "de", "do", "dos", "e", "em", "mais", "mas",
+        "na", "no", "não", "o", "os", "para", "pela", "pelo", "por", "que", "se", "seu", "sua",
+        "um", "uma", "é",
+    ],
+    // Dutch
+    &[
+        "aan", "als", "bij", "dat", "de", "die", "dit", "een", "en", "er", "het", "hij", "in",
+        "is", "je", "maar", "met", "niet", "of", "om", "op", "te", "van", "voor", "was", "wat",
+        "ze", "zijn",
+    ],
+    // Polish
+    &[
+        "a", "do", "i", "jak", "jest", "już", "na", "nie", "o", "od", "po", "przez", "się", "tak",
+        "to", "w", "z", "za", "że",
+    ],
+    // Swedish, Danish and Norwegian share most of theirs
+    &[
+        "af", "at", "av", "de", "den", "det", "du", "en", "er", "et", "for", "från", "för", "har",
+        "i", "ikke", "inte", "jeg", "med", "och", "og", "om", "på", "som", "til", "till", "är",
+    ],
+    // Russian
+    &[
+        "в", "во", "да", "для", "и", "из", "к", "как", "на", "не", "но", "о", "он", "от", "по",
+        "с", "что", "это",
+    ],
 ];
 
 /// Phrases that mark a page as an error, a wall or a placeholder.
@@ -80,7 +158,42 @@ const BAD_PHRASES: &[&str] = &[
 ];
 
 fn is_function_word(word: &str) -> bool {
-    FUNCTION_WORDS.binary_search(&word).is_ok()
+    FUNCTION_WORDS_BY_LANGUAGE
+        .iter()
+        .any(|list| list.binary_search(&word).is_ok())
+}
+
+/// Title separators: the longest part between them is the headline, the
+/// others are mostly the site's name or section.
+const TITLE_SEPARATORS: &[&str] = &[" | ", " - ", " – ", " — ", " :: ", " · ", " / ", " » "];
+
+/// Content words of a title's headline part (see [`TITLE_SEPARATORS`]):
+/// lower-cased tokens of at least three characters that are not function
+/// words, cut to their first five characters so that inflected forms
+/// ("vehículo" / "vehículos") match.
+fn title_stems(title: &str) -> Vec<String> {
+    let mut parts = vec![title];
+    for sep in TITLE_SEPARATORS {
+        parts = parts.iter().flat_map(|p| p.split(sep)).collect();
+    }
+    // The longest part; on a tie the first (sites put the headline first
+    // more often than last).
+    let headline = parts
+        .into_iter()
+        .rev()
+        .max_by_key(|p| p.chars().count())
+        .unwrap_or_default();
+    let mut stems: Vec<String> = tokens(headline)
+        .filter(|t| t.chars().count() >= 3 && !is_function_word(t))
+        .map(|t| stem(&t))
+        .collect();
+    stems.sort();
+    stems.dedup();
+    stems
+}
+
+fn stem(token: &str) -> String {
+    token.chars().take(5).collect()
 }
 
 /// Lower-case word tokens (letters and digits) of `text`.
@@ -185,16 +298,34 @@ pub fn score_markdown(markdown: &str) -> Quality {
     score_text(&text, link_chars)
 }
 
+/// Scores extracted markdown of a page whose title is `title` (the
+/// `topic` factor, see the module docs; an empty title leaves it at 1).
+pub fn score_with_title(markdown: &str, title: &str) -> Quality {
+    let (text, link_chars) = markdown_text(markdown);
+    let mut q = score_text(&text, link_chars);
+    let stems = title_stems(title);
+    if stems.len() >= 2 {
+        let in_text: std::collections::HashSet<String> = tokens(&text).map(|t| stem(&t)).collect();
+        let found =
+            stems.iter().filter(|s| in_text.contains(*s)).count() as f64 / stems.len() as f64;
+        q.topic = 0.8 + 0.2 * (found / 0.5).min(1.0);
+        q.score = (q.score * q.topic).clamp(0.0, 1.0);
+    }
+    q
+}
+
 /// Scores plain text of which `link_chars` characters were link text.
 pub fn score_text(text: &str, link_chars: usize) -> Quality {
     let mut words = 0usize;
-    let mut function = 0usize;
+    let mut function = [0usize; FUNCTION_WORDS_BY_LANGUAGE.len()];
     let mut trigrams = std::collections::HashSet::new();
     let mut window: [u64; 3] = [0; 3];
     for token in tokens(text) {
         words += 1;
-        if is_function_word(&token) {
-            function += 1;
+        for (n, list) in function.iter_mut().zip(FUNCTION_WORDS_BY_LANGUAGE) {
+            if list.binary_search(&token.as_str()).is_ok() {
+                *n += 1;
+            }
         }
         window = [window[1], window[2], hash_token(&token)];
         if words >= 3 {
@@ -212,7 +343,7 @@ pub fn score_text(text: &str, link_chars: usize) -> Quality {
     let function_share = if words == 0 {
         0.0
     } else {
-        function as f64 / words as f64
+        function.iter().copied().max().unwrap_or(0) as f64 / words as f64
     };
     let prose = ((function_share - 0.08) / 0.22).clamp(0.0, 1.0);
     let link_share = (link_chars as f64 / chars as f64).min(1.0);
@@ -249,6 +380,7 @@ pub fn score_text(text: &str, link_chars: usize) -> Quality {
         prose,
         links,
         clean,
+        topic: 1.0,
     }
 }
 
@@ -293,9 +425,55 @@ pub(crate) mod tests {
 
     #[test]
     fn function_words_are_sorted() {
-        let mut sorted = FUNCTION_WORDS.to_vec();
-        sorted.sort();
-        assert_eq!(sorted, FUNCTION_WORDS);
+        for list in FUNCTION_WORDS_BY_LANGUAGE {
+            let mut sorted = list.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(&sorted, list);
+        }
+    }
+
+    #[test]
+    fn prose_in_other_languages_is_prose() {
+        let german = "Die Gemeinde hat am Dienstag beschlossen, dass die neuen Regeln im Frühjahr \
+            in Kraft treten. Die meisten Änderungen sollen das Verfahren für die Menschen \
+            einfacher machen, die es jeden Tag nutzen. Kritiker sagen, dass der Zeitplan zu \
+            knapp ist und dass kleine Betriebe sich nur schwer anpassen können.";
+        let q = score_markdown(german);
+        assert!(q.prose > 0.8, "{q:?}");
+        let menu = "Startseite Nachrichten Sport Wetter Kultur Reisen Impressum Kontakt \
+            Datenschutz Anmelden Suche Archiv Podcasts Videos Bilder Termine";
+        assert!(
+            score_markdown(menu).prose < 0.2,
+            "{:?}",
+            score_markdown(menu)
+        );
+    }
+
+    #[test]
+    fn a_text_that_does_not_mention_its_title_scores_lower() {
+        let text = prose(3);
+        let on_topic = score_with_title(
+            &text,
+            "New rules for river floods take effect | Daily Example",
+        );
+        let off_topic = score_with_title(
+            &text,
+            "Vehicle blessing planned for Saturday | Daily Example",
+        );
+        let untitled = score_with_title(&text, "");
+        assert_eq!(on_topic.topic, 1.0, "{on_topic:?}");
+        assert_eq!(untitled.score, score_markdown(&text).score);
+        assert!(off_topic.topic < 0.9, "{off_topic:?}");
+        assert!(
+            off_topic.score < on_topic.score * 0.9,
+            "{off_topic:?} {on_topic:?}"
+        );
+        // Only the headline part counts: the site's name is not a topic word.
+        assert_eq!(
+            title_stems("Floods return | Daily Example"),
+            vec!["flood", "retur"]
+        );
     }
 
     #[test]
