@@ -21,42 +21,51 @@ use serde_json::Value;
 use crate::stage::Stage;
 
 /// How a page is turned into markdown.
-///
-/// Only the modes that this build implements are accepted; `browser` and
-/// `auto` arrive with the headless-browser renderer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RenderMode {
     /// Plain HTTP fetch plus local main-content extraction. Costs no credits.
     Http,
+    /// HTTP first; a page that looks like a JavaScript shell or scores
+    /// below the quality bar is fetched again with `extract.escalate_to`.
+    Auto,
+    /// A local headless Chromium runs the page's scripts (browser
+    /// CPU-seconds, no credits).
+    Browser,
     /// The provider's URL-to-markdown endpoint, which runs JavaScript. Costs credits.
     Remote,
 }
 
 impl RenderMode {
-    /// All modes this build accepts, in the order of their cost.
-    pub const ALL: [RenderMode; 2] = [RenderMode::Http, RenderMode::Remote];
+    /// Every mode, in the order of their cost.
+    pub const ALL: [RenderMode; 4] = [
+        RenderMode::Http,
+        RenderMode::Auto,
+        RenderMode::Browser,
+        RenderMode::Remote,
+    ];
+
+    /// The modes `auto` may escalate to.
+    pub const ESCALATION_TARGETS: [RenderMode; 2] = [RenderMode::Browser, RenderMode::Remote];
 
     /// The knob value and metric label of this mode.
     pub fn as_str(self) -> &'static str {
         match self {
             RenderMode::Http => "http",
+            RenderMode::Auto => "auto",
+            RenderMode::Browser => "browser",
             RenderMode::Remote => "remote",
         }
     }
 
     /// Parses a mode name, explaining which names exist when it fails.
     pub fn parse(name: &str) -> Result<RenderMode, String> {
-        match name {
-            "http" => Ok(RenderMode::Http),
-            "remote" => Ok(RenderMode::Remote),
-            "browser" | "auto" => Err(format!(
-                "render mode `{name}` is not available in this build (available: http, remote)"
-            )),
-            other => Err(format!(
-                "unknown render mode `{other}` (available: http, remote)"
-            )),
-        }
+        RenderMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                format!("unknown render mode `{name}` (available: http, auto, browser, remote)")
+            })
     }
 }
 
@@ -124,6 +133,11 @@ pub struct ExtractKnobs {
     pub render_mode: RenderMode,
     /// Per-domain render modes; a key matches the host and its subdomains.
     pub render_overrides: BTreeMap<String, RenderMode>,
+    /// Headless-browser tabs open at once (`browser` and escalated pages).
+    pub browser_slots: u32,
+    /// What `auto` fetches a JS shell or low-quality page again with
+    /// (`browser` or `remote`).
+    pub escalate_to: RenderMode,
 }
 
 impl Default for ExtractKnobs {
@@ -134,6 +148,8 @@ impl Default for ExtractKnobs {
             retry: RetryKnobs::default(),
             render_mode: RenderMode::Http,
             render_overrides: BTreeMap::new(),
+            browser_slots: 2,
+            escalate_to: RenderMode::Browser,
         }
     }
 }
@@ -365,7 +381,7 @@ pub const SPECS: &[KnobSpec] = &[
         kind: KnobKind::RenderMode,
         min: 0.0,
         max: 0.0,
-        doc: "global render mode (http, remote)",
+        doc: "global render mode (http, auto, browser, remote)",
     },
     KnobSpec {
         path: "extract.render_overrides",
@@ -373,6 +389,19 @@ pub const SPECS: &[KnobSpec] = &[
         min: 0.0,
         max: 0.0,
         doc: "render mode per domain",
+    },
+    int(
+        "extract.browser_slots",
+        1.0,
+        256.0,
+        "headless-browser tabs at once",
+    ),
+    KnobSpec {
+        path: "extract.escalate_to",
+        kind: KnobKind::RenderMode,
+        min: 0.0,
+        max: 0.0,
+        doc: "what auto re-fetches JS shells and low-quality pages with (browser or remote)",
     },
     int(
         "transform.batch_size",
@@ -593,7 +622,7 @@ pub fn check_value(spec: &KnobSpec, value: &Value) -> Result<(), KnobError> {
                         got: why,
                     })
             }
-            _ => Err(wrong("a render mode name (\"http\" or \"remote\")")),
+            _ => Err(wrong("a render mode name (http, auto, browser, remote)")),
         },
         KnobKind::RenderModeMap => match value {
             Value::Object(map) => {
@@ -721,6 +750,12 @@ impl Knobs {
                 )));
             }
         }
+        if !RenderMode::ESCALATION_TARGETS.contains(&self.extract.escalate_to) {
+            return Err(KnobError::Inconsistent(format!(
+                "extract.escalate_to is `{}`; auto escalates to browser or remote",
+                self.extract.escalate_to
+            )));
+        }
         if self.transform.chunk_overlap >= self.transform.chunk_tokens {
             return Err(KnobError::Inconsistent(format!(
                 "transform.chunk_overlap ({}) must be smaller than transform.chunk_tokens ({})",
@@ -824,10 +859,7 @@ mod tests {
             (Change::new("extract.slots", -3), "within"),
             (Change::new("transform.min_quality", 1.5), "within"),
             (Change::new("extract.render_mode", 3), "render mode"),
-            (
-                Change::new("extract.render_mode", "browser"),
-                "not available",
-            ),
+            (Change::new("extract.escalate_to", "http"), "escalates to"),
             (
                 Change::new("extract.render_mode", "fast"),
                 "unknown render mode",

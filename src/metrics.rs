@@ -52,6 +52,13 @@ pub const EXTRACT_QUALITY: &str = "freshet_extract_quality";
 pub const EXTRACT_PAGES_TOTAL: &str = "freshet_extract_pages_total";
 /// No labels.
 pub const EXTRACT_BYTES_TOTAL: &str = "freshet_extract_bytes_total";
+/// No labels. Headless browser processes launched (restarts included).
+pub const BROWSER_LAUNCHES_TOTAL: &str = "freshet_browser_launches_total";
+/// No labels. Seconds per page in the headless browser (tab open to close).
+pub const BROWSER_RENDER_SECONDS: &str = "freshet_browser_render_seconds";
+/// Labels: `target` (browser, remote), `outcome` (improved, not_improved,
+/// failed). Pages `auto` mode fetched again with its escalation target.
+pub const EXTRACT_ESCALATIONS_TOTAL: &str = "freshet_extract_escalations_total";
 /// Counter: outbound fetches refused by the address guard; labels `stage`
 /// (extract) and `rule` (loopback, link_local, private, cgnat, unspecified, multicast, broadcast,
 /// reserved, benchmark, documentation, unique_local, site_local, scheme, no_host).
@@ -575,6 +582,19 @@ pub fn describe() {
         "Pages extracted. render_mode: http|remote; method: readability|trafilatura|remote"
     );
     describe_counter!(EXTRACT_BYTES_TOTAL, Unit::Bytes, "Page bytes fetched.");
+    describe_counter!(
+        BROWSER_LAUNCHES_TOTAL,
+        "Headless browser processes launched (restarts included)."
+    );
+    describe_histogram!(
+        BROWSER_RENDER_SECONDS,
+        Unit::Seconds,
+        "Seconds per page in the headless browser, tab open to close."
+    );
+    describe_counter!(
+        EXTRACT_ESCALATIONS_TOTAL,
+        "Pages the auto render mode fetched again with its escalation target, by target and outcome."
+    );
     describe_gauge!(KNOBS_VERSION, "Version of the knob snapshot in force.");
     describe_histogram!(
         EXTRACT_DOMAIN_QUALITY,

@@ -274,6 +274,10 @@ pub struct ExtractSettings {
     /// (`"10.1.0.0/16"`), single addresses, or host names (the host and its
     /// subdomains, whatever they resolve to), e.g. `["10.1.0.0/16", "wiki.internal"]`.
     pub allow_private: Vec<String>,
+    /// The headless browser of the `browser` render mode (Chromium or
+    /// Chrome); unset: `chromium`, `chromium-browser`, `google-chrome` or
+    /// `chrome` on `PATH`, looked up when a page first needs it.
+    pub browser_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ExtractSettings {
@@ -284,6 +288,7 @@ impl Default for ExtractSettings {
             user_agent: concat!("freshet/", env!("CARGO_PKG_VERSION")).to_string(),
             resolve: BTreeMap::new(),
             allow_private: Vec::new(),
+            browser_path: None,
         }
     }
 }

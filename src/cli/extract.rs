@@ -107,7 +107,8 @@ async fn extract_command(s: &Settings, args: &ExtractArgs) -> Result<ExitCode> {
         } else {
             Arc::new(SerpPost::new(&s.provider)?)
         };
-        let stage = ExtractStage::new(fetcher, renderer, live);
+        let stage =
+            ExtractStage::with_browser(fetcher, renderer, live, s.extract.browser_path.clone());
         match args.render {
             Some(mode) => stage.extract_with(&url, mode).await,
             None => stage.extract(&url).await,

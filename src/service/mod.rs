@@ -332,7 +332,12 @@ impl Runtime {
             None => Arc::new(render::NoRenderer),
         };
         let fetcher = Fetcher::new(&settings.extract, &settings.resolve)?;
-        let extract = Arc::new(ExtractStage::new(fetcher, renderer, live.clone()));
+        let extract = Arc::new(ExtractStage::with_browser(
+            fetcher,
+            renderer,
+            live.clone(),
+            settings.extract.browser_path.clone(),
+        ));
         let search = provider
             .clone()
             .map(|p| Arc::new(SearchStage::new(p, live.clone())));

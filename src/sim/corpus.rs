@@ -472,6 +472,14 @@ impl Corpus {
 
     /// The page at `url` as served when it is *not* a JavaScript shell
     /// (equivalently, with a js share of 0). See [`Corpus::page_in`].
+    /// What a JS shell's app fetches from `/_content/<path>`: the article
+    /// at `url` as JSON (`title`, `author`, `blocks`).
+    pub fn content_json(&self, url: &url::Url) -> Option<serde_json::Value> {
+        let i = self.lookup(url)?;
+        let m = &self.metas[i];
+        Some(serde_json::json!({"title": m.title, "author": m.author, "blocks": self.blocks(i)}))
+    }
+
     pub fn page(&self, url: &url::Url) -> Option<SimPage> {
         self.page_in(url, 0.0)
     }

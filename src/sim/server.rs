@@ -998,6 +998,15 @@ async fn page_inner(
                 false,
             );
         }
+        path if path.starts_with("/_content/") => {
+            // The API a JS shell's script calls for its article.
+            let mut article = url.clone();
+            article.set_path(&path["/_content".len()..]);
+            return match st.corpus.content_json(&article) {
+                Some(v) => (Json(v).into_response(), false),
+                None => (json_err(StatusCode::NOT_FOUND, "no such article"), false),
+            };
+        }
         _ => {}
     }
     let Some(p) = st.corpus.page_in(&url, js) else {

@@ -1046,6 +1046,29 @@ fn template_blog(o: &mut String, ctx: &mut PageCtx, look: &Look, w: &mut Writer,
 /// A JavaScript-only application shell: no article text in the markup.
 /// With `embed_state` the article sits in a JSON state blob inside a
 /// `<script>`, which an extractor must not treat as page content.
+/// The app of a JS shell: it takes the article from the embedded state
+/// (`__NEXT_DATA__`) when the page has one, else fetches it from
+/// `/_content/<path>` (JSON), and writes it into `#root`. Only a client
+/// that runs the script sees the article.
+const SHELL_APP: &str = r##"<script>(function(){
+function el(t,x){var e=document.createElement(t);if(x!=null)e.textContent=x;return e}
+function list(items){var u=el('ul');items.forEach(function(i){u.appendChild(el('li',i))});return u}
+function render(d){var a=el('article');a.appendChild(el('h1',d.title));if(d.author){a.appendChild(el('p','By '+d.author))}
+d.blocks.forEach(function(b){var k=Object.keys(b)[0],v=b[k];
+if(k==='P')a.appendChild(el('p',v));
+else if(k==='H2')a.appendChild(el('h2',v));
+else if(k==='Quote')a.appendChild(el('blockquote',v));
+else if(k==='Code'){var p=el('pre');p.appendChild(el('code',v));a.appendChild(p)}
+else if(k==='List')a.appendChild(list(v));
+else if(k==='Summary'){var s=el('section');s.appendChild(el('strong',v[0]));s.appendChild(list(v[1]));a.appendChild(s)}
+else if(k==='Table'){var t=el('table'),th=el('thead'),h=el('tr'),tb=el('tbody');v[0].forEach(function(c){h.appendChild(el('th',c))});th.appendChild(h);t.appendChild(th);
+v[1].forEach(function(r){var tr=el('tr');r.forEach(function(c){tr.appendChild(el('td',c))});tb.appendChild(tr)});t.appendChild(tb);a.appendChild(t)}});
+document.getElementById('root').appendChild(a)}
+var s=document.getElementById('__NEXT_DATA__');
+if(s){render(JSON.parse(s.textContent).props.pageProps.article)}
+else{fetch('/_content'+location.pathname,{headers:{'Accept':'application/json'}}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.json()}).then(render)['catch'](function(e){document.getElementById('root').textContent='Could not load the article: '+e.message})}
+})();</script>"##;
+
 pub fn js_shell(ctx: &mut PageCtx, embed_state: bool) -> String {
     let mut o = String::with_capacity(120 * 1024);
     let _ = write!(
@@ -1060,8 +1083,7 @@ pub fn js_shell(ctx: &mut PageCtx, embed_state: bool) -> String {
     o.push_str(&big_style(&mut ctx.rng, rules));
     o.push_str(r##"</head><body><noscript>You need to enable JavaScript to run this app. Please enable JavaScript in your browser settings and reload the page.</noscript><div id="root"></div>"##);
     if embed_state {
-        let body: Vec<String> = ctx.blocks.iter().map(|b| b.plain()).collect();
-        let v = serde_json::json!({"props": {"pageProps": {"article": {"title": ctx.title, "author": ctx.author, "body": body}}}, "page": "/article/[slug]", "buildId": "sim"});
+        let v = serde_json::json!({"props": {"pageProps": {"article": {"title": ctx.title, "author": ctx.author, "blocks": ctx.blocks}}}, "page": "/article/[slug]", "buildId": "sim"});
         // Keep `</` out of the script element.
         let _ = write!(
             o,
@@ -1069,6 +1091,7 @@ pub fn js_shell(ctx: &mut PageCtx, embed_state: bool) -> String {
             v.to_string().replace("</", "<\\/")
         );
     }
+    o.push_str(SHELL_APP);
     let m = ctx.rng.range(500, 900);
     o.push_str(&big_script(&mut ctx.rng, m));
     o.push_str("</body></html>");

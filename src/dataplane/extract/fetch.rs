@@ -46,6 +46,17 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
+/// A sub-resource a rendered page asked for (script, XHR, fetch).
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// HTTP status (any: the page's script sees it).
+    pub status: u16,
+    /// The `Content-Type` header, `application/octet-stream` when absent.
+    pub content_type: String,
+    /// The body (decompressed), at most `[extract] max_bytes`.
+    pub body: Bytes,
+}
+
 /// The page fetcher (one per process; clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
@@ -110,6 +121,73 @@ impl Fetcher {
     /// component that fetches URLs it did not choose).
     pub fn guard(&self) -> &Arc<NetGuard> {
         &self.guard
+    }
+
+    /// Largest body read, in bytes (`[extract] max_bytes`).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// One request for a sub-resource of a rendered page, through the same
+    /// guard, redirect policy and body cap as [`fetch`](Self::fetch); any
+    /// status and content type are returned as they are. `GET`, `HEAD`
+    /// and `POST` only.
+    pub async fn fetch_resource(
+        &self,
+        method: &str,
+        url: &url::Url,
+        body: Vec<u8>,
+        content_type: Option<String>,
+    ) -> Result<Resource, ExtractError> {
+        let fail = |class, message: String| ExtractError::new(class, url.as_str(), message);
+        let blocked = |b: &Blocked| {
+            b.emit();
+            fail(ErrorClass::Blocked, b.to_string())
+        };
+        if let Err(b) = self.guard.check_url(url) {
+            return Err(blocked(&b));
+        }
+        let method = match method {
+            "GET" => reqwest::Method::GET,
+            "HEAD" => reqwest::Method::HEAD,
+            "POST" => reqwest::Method::POST,
+            other => {
+                return Err(fail(
+                    ErrorClass::Invalid,
+                    format!("method {other} is not fetched for rendered pages"),
+                ))
+            }
+        };
+        let mut request = self.client.request(method.clone(), url.clone());
+        if method == reqwest::Method::POST {
+            if let Some(ct) = content_type {
+                request = request.header(reqwest::header::CONTENT_TYPE, ct);
+            }
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| match Blocked::find_in(&e) {
+                Some(b) => blocked(b),
+                None => fail(ErrorClass::from_reqwest(&e), describe(&e)),
+            })?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        let body = read_capped(response, self.max_bytes)
+            .await
+            .map_err(|(class, message)| fail(class, message))?;
+        metrics::counter!(crate::metrics::EXTRACT_BYTES_TOTAL).increment(body.len() as u64);
+        Ok(Resource {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// One GET of `url`. The caller bounds it in time.

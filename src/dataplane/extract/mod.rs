@@ -9,12 +9,14 @@
 //! still carries the page and its score for debugging and render escalation.
 
 pub mod batch;
+pub mod browser;
 pub mod content;
 pub mod corpus;
 pub mod depth;
 pub mod fetch;
 pub mod quality;
 pub mod render;
+pub mod shell;
 mod stage;
 
 pub(crate) use stage::run;

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{content, fetch, render, ExtractError, Page, Timings, NO_CONTENT_SCORE};
+use super::browser::BrowserRenderer;
+use super::{content, fetch, render, shell, ExtractError, Page, Timings, NO_CONTENT_SCORE};
 use crate::dataplane::dispatch::{self, Dispatch};
 use crate::dataplane::events::{
     InternalEvent, LetterClass, PageExtracted, PageScored, QueueDepth, StageCompleted, StageFailed,
@@ -35,16 +36,38 @@ pub struct ExtractStage {
     /// Page fetches go to many hosts and are not paced together: a 429
     /// from one host waits out its item's `Retry-After` alone.
     render_pace: Pace,
+    browser: BrowserRenderer,
     _follow: tokio::task::JoinHandle<()>,
 }
 
+/// One way of getting a page: its extraction, final URL, HTML bytes, and
+/// whether its HTML looked like a JavaScript shell.
+struct Got {
+    out: content::Extracted,
+    final_url: String,
+    html_bytes: usize,
+    shell: bool,
+}
+
 impl ExtractStage {
-    /// A stage whose slot count follows `extract.slots`.
+    /// A stage whose slot count follows `extract.slots`; the `browser`
+    /// mode finds its browser on `PATH`.
     pub fn new(
         fetcher: fetch::Fetcher,
         renderer: Arc<dyn render::RemoteRenderer>,
         live: Arc<LiveConfig>,
     ) -> ExtractStage {
+        ExtractStage::with_browser(fetcher, renderer, live, None)
+    }
+
+    /// [`new`](Self::new) with `[extract] browser_path`.
+    pub fn with_browser(
+        fetcher: fetch::Fetcher,
+        renderer: Arc<dyn render::RemoteRenderer>,
+        live: Arc<LiveConfig>,
+        browser_path: Option<std::path::PathBuf>,
+    ) -> ExtractStage {
+        let browser = BrowserRenderer::new(fetcher.clone(), browser_path, live.clone());
         let slots = Arc::new(Slots::new(live.load().knobs.extract.slots as usize));
         let follow = slots.follow(&live, |k| k.extract.slots);
         ExtractStage {
@@ -53,8 +76,14 @@ impl ExtractStage {
             live,
             slots,
             render_pace: Pace::new(),
+            browser,
             _follow: follow,
         }
+    }
+
+    /// The headless-browser renderer (for observation).
+    pub fn browser(&self) -> &BrowserRenderer {
+        &self.browser
     }
 
     /// The stage's slot limit (for observation).
@@ -101,7 +130,7 @@ impl ExtractStage {
         if let Some(page) = scored {
             PageScored {
                 host: &host,
-                render_mode: mode.as_str(),
+                render_mode: page.render_mode.as_str(),
                 quality: page.quality.score,
                 method: result.is_ok().then(|| page.method.as_str()),
             }
@@ -111,6 +140,119 @@ impl ExtractStage {
             StageFailed::of(STAGE, err).emit();
         }
         result
+    }
+
+    /// `auto`: HTTP first; a page that looks like a JavaScript shell or
+    /// scores below `transform.min_quality` is fetched again with
+    /// `extract.escalate_to`, and the better of the two is kept. Returns the
+    /// mode whose result is kept.
+    async fn auto(
+        &self,
+        url: &str,
+        parsed: &url::Url,
+        permit: &mut Option<SlotPermit>,
+    ) -> Result<(Got, RenderMode), ExtractError> {
+        let plain = self.get(RenderMode::Http, url, parsed, permit).await?;
+        let knobs = self.live.load().knobs.clone();
+        let low = plain.out.quality.score < knobs.transform.min_quality;
+        if !(plain.shell || low) {
+            return Ok((plain, RenderMode::Http));
+        }
+        let target = knobs.extract.escalate_to;
+        let outcome = |o: &'static str| {
+            metrics::counter!(crate::metrics::EXTRACT_ESCALATIONS_TOTAL,
+                "target" => target.as_str(), "outcome" => o)
+            .increment(1);
+        };
+        match self.get(target, url, parsed, permit).await {
+            Ok(better) if better.out.quality.score > plain.out.quality.score => {
+                outcome("improved");
+                Ok((better, target))
+            }
+            Ok(_) => {
+                outcome("not_improved");
+                Ok((plain, RenderMode::Http))
+            }
+            Err(e) => {
+                outcome("failed");
+                tracing::debug!(%url, error = %e, "auto: escalation failed; the HTTP result stands");
+                Ok((plain, RenderMode::Http))
+            }
+        }
+    }
+
+    /// Gets `url` with one concrete mode (not `auto`), retries included.
+    async fn get(
+        &self,
+        mode: RenderMode,
+        url: &str,
+        parsed: &url::Url,
+        permit: &mut Option<SlotPermit>,
+    ) -> Result<Got, ExtractError> {
+        let restore_url = |mut e: ExtractError| {
+            e.url = url.to_string();
+            e
+        };
+        match mode {
+            RenderMode::Http | RenderMode::Auto => {
+                let fetched = retry::Retry::new(&self.live, STAGE)
+                    .holding((&*self.slots, permit))
+                    .run(|_| self.fetcher.fetch(parsed))
+                    .await
+                    .map_err(restore_url)?;
+                let final_url = fetched.final_url.to_string();
+                let html_bytes = fetched.body.len();
+                let target = final_url.clone();
+                let (out, shell) = extract_off_runtime(url, move || {
+                    let html =
+                        fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
+                    let out = content::extract(&html, Some(&target));
+                    let shell = shell::looks_like_js_shell(&html, out.quality.words);
+                    Ok((out, shell))
+                })
+                .await?;
+                Ok(Got {
+                    out,
+                    final_url,
+                    html_bytes,
+                    shell,
+                })
+            }
+            RenderMode::Browser => {
+                let rendered = retry::Retry::new(&self.live, STAGE)
+                    .holding((&*self.slots, permit))
+                    .run(|_| self.browser.render(url))
+                    .await
+                    .map_err(restore_url)?;
+                let html_bytes = rendered.html.len();
+                let final_url = rendered.final_url;
+                let target = final_url.clone();
+                let html = rendered.html;
+                let out =
+                    extract_off_runtime(url, move || Ok(content::extract(&html, Some(&target))))
+                        .await?;
+                Ok(Got {
+                    out,
+                    final_url,
+                    html_bytes,
+                    shell: false,
+                })
+            }
+            RenderMode::Remote => {
+                let rendered = retry::Retry::new(&self.live, STAGE)
+                    .holding((&*self.slots, permit))
+                    .paced_by(&self.render_pace)
+                    .run(|_| self.renderer.render(url))
+                    .await
+                    .map_err(restore_url)?;
+                Ok(Got {
+                    out: content::from_remote(rendered.title, &rendered.markdown),
+                    final_url: url.to_string(),
+                    html_bytes: 0,
+                    shell: false,
+                })
+            }
+        }
     }
 
     async fn run(
@@ -138,47 +280,16 @@ impl ExtractStage {
         let queued = started.elapsed();
         let fetched_at_ms = now_ms();
         let fetch_started = Instant::now();
-        let (out, final_url, html_bytes) = match mode {
-            RenderMode::Http => {
-                let fetched = retry::Retry::new(&self.live, STAGE)
-                    .holding((&*self.slots, &mut permit))
-                    .run(|_| self.fetcher.fetch(&parsed))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
-                let final_url = fetched.final_url.to_string();
-                let html_bytes = fetched.body.len();
-                let target = final_url.clone();
-                let out = tokio::task::spawn_blocking(move || {
-                    let html =
-                        fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
-                    Ok::<_, ExtractError>(content::extract(&html, Some(&target)))
-                })
-                .await
-                .map_err(|e| {
-                    ExtractError::new(ErrorClass::Invalid, url, format!("extractor crashed: {e}"))
-                })??;
-                (out, final_url, html_bytes)
-            }
-            RenderMode::Remote => {
-                let rendered = retry::Retry::new(&self.live, STAGE)
-                    .holding((&*self.slots, &mut permit))
-                    .paced_by(&self.render_pace)
-                    .run(|_| self.renderer.render(url))
-                    .await
-                    .map_err(|mut e| {
-                        e.url = url.to_string();
-                        e
-                    })?;
-                (
-                    content::from_remote(rendered.title, &rendered.markdown),
-                    url.to_string(),
-                    0,
-                )
-            }
+        let (got, mode) = match mode {
+            RenderMode::Auto => self.auto(url, &parsed, &mut permit).await?,
+            direct => (self.get(direct, url, &parsed, &mut permit).await?, direct),
         };
+        let Got {
+            out,
+            final_url,
+            html_bytes,
+            ..
+        } = got;
         let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3 - out.micros as f64 / 1e3;
         let domain = url::Url::parse(&final_url)
             .ok()
@@ -217,6 +328,17 @@ impl ExtractStage {
         }
         Ok(page)
     }
+}
+
+/// Runs CPU-bound extraction on the blocking pool; a panic in it fails
+/// the page instead of the worker.
+async fn extract_off_runtime<T: Send + 'static>(
+    url: &str,
+    work: impl FnOnce() -> Result<T, ExtractError> + Send + 'static,
+) -> Result<T, ExtractError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ExtractError::new(ErrorClass::Invalid, url, format!("extractor crashed: {e}"))
+    })?
 }
 
 /// The pipeline's extract loop: one worker per URL, each holding an
