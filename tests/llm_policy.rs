@@ -225,9 +225,14 @@ async fn good_proposals_pass_through_with_everything_the_model_needs() {
     );
     let specs = r.user["knob_specs"].as_array().unwrap();
     assert_eq!(specs.len(), freshet::knobs::SPECS.len());
-    assert!(specs
-        .iter()
-        .any(|s| s["knob"] == "extract.render_mode" && s["values"] == json!(["http", "remote"])));
+    assert!(specs.iter().any(|s| s["knob"] == "extract.render_mode"
+        && s["values"] == json!(["http", "auto", "browser", "remote"])));
+    assert!(
+        specs
+            .iter()
+            .any(|s| s["knob"] == "extract.escalate_to"
+                && s["values"] == json!(["browser", "remote"]))
+    );
     assert!(!r.user.to_string().contains(KEY));
     assert_eq!(
         policy.actor(),

@@ -183,7 +183,11 @@ fn knob_specs() -> Vec<Value> {
             KnobKind::RenderMode => json!({
                 "knob": s.path,
                 "type": "render_mode",
-                "values": modes,
+                "values": if s.path == "extract.escalate_to" {
+                    RenderMode::ESCALATION_TARGETS.iter().map(|m| m.as_str()).collect()
+                } else {
+                    modes.clone()
+                },
                 "doc": s.doc,
             }),
             KnobKind::RenderModeMap => json!({
