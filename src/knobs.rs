@@ -312,6 +312,8 @@ pub struct KnobSpec {
     pub max: f64,
     /// What the knob does.
     pub doc: &'static str,
+    /// The render modes a render-mode knob accepts (empty for numbers).
+    pub modes: &'static [RenderMode],
 }
 
 const fn int(path: &'static str, min: f64, max: f64, doc: &'static str) -> KnobSpec {
@@ -321,6 +323,7 @@ const fn int(path: &'static str, min: f64, max: f64, doc: &'static str) -> KnobS
         min,
         max,
         doc,
+        modes: &[],
     }
 }
 
@@ -382,6 +385,7 @@ pub const SPECS: &[KnobSpec] = &[
         min: 0.0,
         max: 0.0,
         doc: "global render mode (http, auto, browser, remote)",
+        modes: &RenderMode::ALL,
     },
     KnobSpec {
         path: "extract.render_overrides",
@@ -389,6 +393,7 @@ pub const SPECS: &[KnobSpec] = &[
         min: 0.0,
         max: 0.0,
         doc: "render mode per domain",
+        modes: &RenderMode::ALL,
     },
     int(
         "extract.browser_slots",
@@ -401,7 +406,8 @@ pub const SPECS: &[KnobSpec] = &[
         kind: KnobKind::RenderMode,
         min: 0.0,
         max: 0.0,
-        doc: "what auto re-fetches JS shells and low-quality pages with (browser or remote)",
+        doc: "the mode auto escalates to (browser or remote) for JS shells and low-quality pages",
+        modes: &RenderMode::ESCALATION_TARGETS,
     },
     int(
         "transform.batch_size",
@@ -416,6 +422,7 @@ pub const SPECS: &[KnobSpec] = &[
         min: 0.0,
         max: 1.0,
         doc: "quality bar for documents",
+        modes: &[],
     },
     int("transform.chunk_tokens", 16.0, 8_192.0, "tokens per chunk"),
     int(
@@ -613,15 +620,7 @@ pub fn check_value(spec: &KnobSpec, value: &Value) -> Result<(), KnobError> {
             Ok(())
         }
         KnobKind::RenderMode => match value {
-            Value::String(s) => {
-                RenderMode::parse(s)
-                    .map(|_| ())
-                    .map_err(|why| KnobError::WrongType {
-                        knob: spec.path.to_string(),
-                        expected: "a render mode name",
-                        got: why,
-                    })
-            }
+            Value::String(s) => check_mode(spec, s, "a render mode name"),
             _ => Err(wrong("a render mode name (http, auto, browser, remote)")),
         },
         KnobKind::RenderModeMap => match value {
@@ -637,16 +636,30 @@ pub fn check_value(spec: &KnobSpec, value: &Value) -> Result<(), KnobError> {
                     let Value::String(mode) = mode else {
                         return Err(wrong("render mode names as values"));
                     };
-                    RenderMode::parse(mode).map_err(|why| KnobError::WrongType {
-                        knob: spec.path.to_string(),
-                        expected: "render mode names as values",
-                        got: why,
-                    })?;
+                    check_mode(spec, mode, "render mode names as values")?;
                 }
                 Ok(())
             }
             _ => Err(wrong("an object of domain -> render mode")),
         },
+    }
+}
+
+/// `name` is a render mode that `spec` accepts (its `modes`).
+fn check_mode(spec: &KnobSpec, name: &str, expected: &'static str) -> Result<(), KnobError> {
+    let wrong = |got: String| KnobError::WrongType {
+        knob: spec.path.to_string(),
+        expected,
+        got,
+    };
+    let mode = RenderMode::parse(name).map_err(wrong)?;
+    if spec.modes.contains(&mode) {
+        Ok(())
+    } else {
+        Err(wrong(format!(
+            "`{name}` is not accepted here: {}",
+            spec.doc
+        )))
     }
 }
 
@@ -749,12 +762,6 @@ impl Knobs {
                     retry.base_ms, retry.max_ms
                 )));
             }
-        }
-        if !RenderMode::ESCALATION_TARGETS.contains(&self.extract.escalate_to) {
-            return Err(KnobError::Inconsistent(format!(
-                "extract.escalate_to is `{}`; auto escalates to browser or remote",
-                self.extract.escalate_to
-            )));
         }
         if self.transform.chunk_overlap >= self.transform.chunk_tokens {
             return Err(KnobError::Inconsistent(format!(

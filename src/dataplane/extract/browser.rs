@@ -83,20 +83,6 @@ pub struct Rendered {
     pub final_url: String,
     /// `document.documentElement.outerHTML` after the page's scripts ran.
     pub html: String,
-    /// Requests the page made that were fetched, refused by the guard, and
-    /// refused as unneeded (images, fonts, …).
-    pub requests: RequestCounts,
-}
-
-/// What became of a page's requests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestCounts {
-    /// Fetched and fulfilled.
-    pub fetched: usize,
-    /// Refused by the outbound address guard.
-    pub blocked: usize,
-    /// Refused by type (images, media, fonts, styles, frames, navigations).
-    pub skipped: usize,
 }
 
 /// Finds the browser executable: `configured` if set (it must exist), else
@@ -157,7 +143,6 @@ pub struct BrowserRenderer {
     slots: Arc<Slots>,
     current: tokio::sync::Mutex<Option<Arc<Instance>>>,
     launches: AtomicU64,
-    in_flight: AtomicUsize,
     _follow: tokio::task::JoinHandle<()>,
 }
 
@@ -187,7 +172,6 @@ impl BrowserRenderer {
             slots,
             current: tokio::sync::Mutex::new(None),
             launches: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
             _follow: follow,
         }
     }
@@ -295,28 +279,18 @@ impl BrowserRenderer {
         let budget = Duration::from_millis(self.live.load().knobs.extract.timeout_ms.max(1));
         let inst = self.instance(url).await?;
         inst.rendered.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let page = match tokio::time::timeout(COMMAND_TIMEOUT, inst.browser.new_page("about:blank"))
+        let opened = tokio::time::timeout(COMMAND_TIMEOUT, inst.browser.new_page("about:blank"))
             .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            .unwrap_or_else(|_| Err(chromiumoxide::error::CdpError::Timeout));
+        let page = match opened {
+            Ok(p) => p,
+            Err(e) => {
                 self.retire(&inst).await;
                 return Err(ExtractError::new(
                     ErrorClass::Connect,
                     url,
-                    format!("browser: cannot open a tab: {e}"),
-                ));
-            }
-            Err(_) => {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                self.retire(&inst).await;
-                return Err(ExtractError::new(
-                    ErrorClass::Connect,
-                    url,
-                    "browser: no tab within 10 s; restarting it".into(),
+                    format!("browser: cannot open a tab ({e}); restarting the browser"),
                 ));
             }
         };
@@ -339,7 +313,6 @@ impl BrowserRenderer {
         if !matches!(closed, Ok(Ok(()))) || !inst.alive() {
             self.retire(&inst).await;
         }
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::histogram!(crate::metrics::BROWSER_RENDER_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -366,9 +339,6 @@ struct TabState {
     pending: AtomicUsize,
     last_activity_ms: AtomicU64,
     documents: AtomicUsize,
-    fetched: AtomicUsize,
-    blocked: AtomicUsize,
-    skipped: AtomicUsize,
     /// How the document's own fetch failed, if it did.
     document_error: Mutex<Option<ExtractError>>,
     /// The document URL after redirects.
@@ -383,9 +353,6 @@ impl TabState {
             pending: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             documents: AtomicUsize::new(0),
-            fetched: AtomicUsize::new(0),
-            blocked: AtomicUsize::new(0),
-            skipped: AtomicUsize::new(0),
             document_error: Mutex::new(None),
             final_url: Mutex::new(None),
             crashed: std::sync::atomic::AtomicBool::new(false),
@@ -525,15 +492,7 @@ impl Tab {
             .expect("tab state")
             .clone()
             .unwrap_or_else(|| self.url.to_string());
-        Ok(Rendered {
-            final_url,
-            html,
-            requests: RequestCounts {
-                fetched: self.state.fetched.load(Ordering::Relaxed),
-                blocked: self.state.blocked.load(Ordering::Relaxed),
-                skipped: self.state.skipped.load(Ordering::Relaxed),
-            },
-        })
+        Ok(Rendered { final_url, html })
     }
 
     fn crashed(&self) -> ExtractError {
@@ -600,21 +559,18 @@ async fn answer(page: &Page, fetcher: &Fetcher, state: &TabState, event: &EventR
         // A second document (a frame, or the page navigating away) gets an
         // empty 204: the browser stays on the page it has, where a refused
         // navigation would replace it with an error page.
-        state.skipped.fetch_add(1, Ordering::Relaxed);
         let _ = page
             .execute(FulfillRequestParams::new(id.clone(), 204))
             .await;
         return;
     }
     if skipped(&event.resource_type) {
-        state.skipped.fetch_add(1, Ordering::Relaxed);
         let _ = page.execute(refuse(ErrorReason::BlockedByClient)).await;
         return;
     }
     if is_document {
         match fetcher.fetch(&url).await {
             Ok(fetched) => {
-                state.fetched.fetch_add(1, Ordering::Relaxed);
                 *state.final_url.lock().expect("tab state") = Some(fetched.final_url.to_string());
                 let content_type = match &fetched.header_charset {
                     Some(c) => format!("text/html; charset={c}"),
@@ -623,9 +579,6 @@ async fn answer(page: &Page, fetcher: &Fetcher, state: &TabState, event: &EventR
                 fulfil(page, id, 200, &content_type, &fetched.body).await;
             }
             Err(e) => {
-                if e.class == ErrorClass::Blocked {
-                    state.blocked.fetch_add(1, Ordering::Relaxed);
-                }
                 *state.document_error.lock().expect("tab state") = Some(e);
                 let _ = page.execute(refuse(ErrorReason::Failed)).await;
             }
@@ -659,12 +612,10 @@ async fn answer(page: &Page, fetcher: &Fetcher, state: &TabState, event: &EventR
         .await
     {
         Ok(r) => {
-            state.fetched.fetch_add(1, Ordering::Relaxed);
             fulfil(page, id, r.status, &r.content_type, &r.body).await;
         }
         Err(e) => {
             let reason = if e.class == ErrorClass::Blocked {
-                state.blocked.fetch_add(1, Ordering::Relaxed);
                 ErrorReason::AddressUnreachable
             } else if e.class == ErrorClass::Timeout {
                 ErrorReason::TimedOut

@@ -139,21 +139,14 @@ impl Fetcher {
         body: Vec<u8>,
         content_type: Option<String>,
     ) -> Result<Resource, ExtractError> {
-        let fail = |class, message: String| ExtractError::new(class, url.as_str(), message);
-        let blocked = |b: &Blocked| {
-            b.emit();
-            fail(ErrorClass::Blocked, b.to_string())
-        };
-        if let Err(b) = self.guard.check_url(url) {
-            return Err(blocked(&b));
-        }
         let method = match method {
             "GET" => reqwest::Method::GET,
             "HEAD" => reqwest::Method::HEAD,
             "POST" => reqwest::Method::POST,
             other => {
-                return Err(fail(
+                return Err(ExtractError::new(
                     ErrorClass::Invalid,
+                    url.as_str(),
                     format!("method {other} is not fetched for rendered pages"),
                 ))
             }
@@ -165,13 +158,7 @@ impl Fetcher {
             }
             request = request.body(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| match Blocked::find_in(&e) {
-                Some(b) => blocked(b),
-                None => fail(ErrorClass::from_reqwest(&e), describe(&e)),
-            })?;
+        let response = self.send(url, request).await?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -179,20 +166,21 @@ impl Fetcher {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_string();
-        let body = read_capped(response, self.max_bytes)
-            .await
-            .map_err(|(class, message)| fail(class, message))?;
-        metrics::counter!(crate::metrics::EXTRACT_BYTES_TOTAL).increment(body.len() as u64);
         Ok(Resource {
             status,
             content_type,
-            body,
+            body: self.read_body(url, response).await?,
         })
     }
 
-    /// One GET of `url`. The caller bounds it in time.
-    pub async fn fetch(&self, url: &url::Url) -> Result<Fetched, ExtractError> {
-        let started = Instant::now();
+    /// Sends `request` for `url` through the guard: literal-IP URLs are
+    /// judged before, host names by the guarded resolver; a refusal fails
+    /// as `blocked`.
+    async fn send(
+        &self,
+        url: &url::Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ExtractError> {
         let fail = |class, message: String| ExtractError::new(class, url.as_str(), message);
         let blocked = |b: &Blocked| {
             b.emit();
@@ -201,19 +189,37 @@ impl Fetcher {
         if let Err(b) = self.guard.check_url(url) {
             return Err(blocked(&b));
         }
-        let response = self
-            .client
-            .get(url.clone())
-            .header(
-                reqwest::header::ACCEPT,
-                "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.5",
-            )
+        request
             .send()
             .await
             .map_err(|e| match Blocked::find_in(&e) {
                 Some(b) => blocked(b),
                 None => fail(ErrorClass::from_reqwest(&e), describe(&e)),
-            })?;
+            })
+    }
+
+    /// Reads a response body up to `max_bytes`, counting the bytes.
+    async fn read_body(
+        &self,
+        url: &url::Url,
+        response: reqwest::Response,
+    ) -> Result<Bytes, ExtractError> {
+        let body = read_capped(response, self.max_bytes)
+            .await
+            .map_err(|(class, message)| ExtractError::new(class, url.as_str(), message))?;
+        metrics::counter!(crate::metrics::EXTRACT_BYTES_TOTAL).increment(body.len() as u64);
+        Ok(body)
+    }
+
+    /// One GET of `url`. The caller bounds it in time.
+    pub async fn fetch(&self, url: &url::Url) -> Result<Fetched, ExtractError> {
+        let started = Instant::now();
+        let fail = |class, message: String| ExtractError::new(class, url.as_str(), message);
+        let request = self.client.get(url.clone()).header(
+            reqwest::header::ACCEPT,
+            "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.5",
+        );
+        let response = self.send(url, request).await?;
         let status = response.status();
         let final_url = response.url().clone();
         let retry_after = response
@@ -250,10 +256,7 @@ impl Fetcher {
             .filter_map(|p| p.trim().strip_prefix("charset="))
             .map(|c| c.trim_matches('"').to_string())
             .next();
-        let body = read_capped(response, self.max_bytes)
-            .await
-            .map_err(|(class, message)| fail(class, message))?;
-        metrics::counter!(crate::metrics::EXTRACT_BYTES_TOTAL).increment(body.len() as u64);
+        let body = self.read_body(url, response).await?;
         Ok(Fetched {
             final_url,
             body,

@@ -40,6 +40,14 @@ pub struct ExtractStage {
     _follow: tokio::task::JoinHandle<()>,
 }
 
+/// Where a page's HTML came from.
+enum Source {
+    /// A plain fetch (bytes to decode).
+    Fetched(fetch::Fetched),
+    /// The DOM a headless browser left.
+    Rendered(super::browser::Rendered),
+}
+
 /// One way of getting a page: its extraction, final URL, HTML bytes, and
 /// whether its HTML looked like a JavaScript shell.
 struct Got {
@@ -193,66 +201,63 @@ impl ExtractStage {
             e.url = url.to_string();
             e
         };
-        match mode {
-            RenderMode::Http | RenderMode::Auto => {
-                let fetched = retry::Retry::new(&self.live, STAGE)
-                    .holding((&*self.slots, permit))
-                    .run(|_| self.fetcher.fetch(parsed))
-                    .await
-                    .map_err(restore_url)?;
-                let final_url = fetched.final_url.to_string();
-                let html_bytes = fetched.body.len();
-                let target = final_url.clone();
-                let (out, shell) = extract_off_runtime(url, move || {
-                    let html =
-                        fetch::decode(&fetched.body, fetched.header_charset.as_deref(), &target)?;
-                    let out = content::extract(&html, Some(&target));
-                    let shell = shell::looks_like_js_shell(&html, out.quality.words);
-                    Ok((out, shell))
-                })
-                .await?;
-                Ok(Got {
-                    out,
-                    final_url,
-                    html_bytes,
-                    shell,
-                })
-            }
-            RenderMode::Browser => {
-                let rendered = retry::Retry::new(&self.live, STAGE)
-                    .holding((&*self.slots, permit))
-                    .run(|_| self.browser.render(url))
-                    .await
-                    .map_err(restore_url)?;
-                let html_bytes = rendered.html.len();
-                let final_url = rendered.final_url;
-                let target = final_url.clone();
-                let html = rendered.html;
-                let out =
-                    extract_off_runtime(url, move || Ok(content::extract(&html, Some(&target))))
-                        .await?;
-                Ok(Got {
-                    out,
-                    final_url,
-                    html_bytes,
-                    shell: false,
-                })
-            }
+        let retry = retry::Retry::new(&self.live, STAGE).holding((&*self.slots, permit));
+        // The HTML to extract from: fetched bytes (decoded off the runtime)
+        // or the DOM the browser left.
+        let source = match mode {
             RenderMode::Remote => {
-                let rendered = retry::Retry::new(&self.live, STAGE)
-                    .holding((&*self.slots, permit))
+                let rendered = retry
                     .paced_by(&self.render_pace)
                     .run(|_| self.renderer.render(url))
                     .await
                     .map_err(restore_url)?;
-                Ok(Got {
+                return Ok(Got {
                     out: content::from_remote(rendered.title, &rendered.markdown),
                     final_url: url.to_string(),
                     html_bytes: 0,
                     shell: false,
-                })
+                });
             }
-        }
+            RenderMode::Browser => {
+                let rendered = retry
+                    .run(|_| self.browser.render(url))
+                    .await
+                    .map_err(restore_url)?;
+                Source::Rendered(rendered)
+            }
+            RenderMode::Http | RenderMode::Auto => {
+                let fetched = retry
+                    .run(|_| self.fetcher.fetch(parsed))
+                    .await
+                    .map_err(restore_url)?;
+                Source::Fetched(fetched)
+            }
+        };
+        let (final_url, html_bytes) = match &source {
+            Source::Fetched(f) => (f.final_url.to_string(), f.body.len()),
+            Source::Rendered(r) => (r.final_url.clone(), r.html.len()),
+        };
+        let target = final_url.clone();
+        let (out, shell) = extract_off_runtime(url, move || {
+            let (html, fetched_plain) = match source {
+                Source::Fetched(f) => (
+                    fetch::decode(&f.body, f.header_charset.as_deref(), &target)?,
+                    true,
+                ),
+                Source::Rendered(r) => (r.html, false),
+            };
+            let out = content::extract(&html, Some(&target));
+            // Only plain fetches can be shells: a rendered DOM ran its scripts.
+            let shell = fetched_plain && shell::looks_like_js_shell(&html, out.quality.words);
+            Ok((out, shell))
+        })
+        .await?;
+        Ok(Got {
+            out,
+            final_url,
+            html_bytes,
+            shell,
+        })
     }
 
     async fn run(

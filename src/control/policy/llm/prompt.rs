@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{lock, LlmSetupError, DEFAULT_RELOAD_EVERY, MAX_PROMPT_BYTES};
 use crate::control::observe::Observation;
 use crate::control::policy::{Context, PolicyEvent};
-use crate::knobs::{KnobKind, RenderMode, SPECS};
+use crate::knobs::{KnobKind, SPECS};
 
 /// Recent decisions sent to the model (the latest ones).
 const RECENT_DECISIONS: usize = 10;
@@ -169,7 +169,8 @@ impl Prompt {
 
 /// One knob's type and limits, as the model should read them.
 fn knob_specs() -> Vec<Value> {
-    let modes: Vec<&str> = RenderMode::ALL.iter().map(|m| m.as_str()).collect();
+    let modes =
+        |s: &crate::knobs::KnobSpec| -> Vec<&str> { s.modes.iter().map(|m| m.as_str()).collect() };
     SPECS
         .iter()
         .map(|s| match s.kind {
@@ -183,17 +184,13 @@ fn knob_specs() -> Vec<Value> {
             KnobKind::RenderMode => json!({
                 "knob": s.path,
                 "type": "render_mode",
-                "values": if s.path == "extract.escalate_to" {
-                    RenderMode::ESCALATION_TARGETS.iter().map(|m| m.as_str()).collect()
-                } else {
-                    modes.clone()
-                },
+                "values": modes(s),
                 "doc": s.doc,
             }),
             KnobKind::RenderModeMap => json!({
                 "knob": s.path,
                 "type": "render_mode_map",
-                "values": modes,
+                "values": modes(s),
                 "doc": format!("{}: an object {{\"domain\": \"mode\"}} that replaces the whole map", s.doc),
             }),
         })
