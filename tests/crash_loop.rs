@@ -640,14 +640,17 @@ async fn kafka_crash_loop_indexes_every_document_exactly_once() {
                 }
                 // Kill at a seeded point of the stream rather than a
                 // time: once the committed offsets pass this round's share
-                // of the backlog (less a seeded amount), so every kill lands
-                // with work in flight and a tail to redeliver, whatever the
-                // machine's speed.
-                let share = N as i64 / (KILLS as i64 + 1);
-                let back = delay.as_millis() as i64 % (share / 2).max(1);
-                let target = share * (round as i64 + 1) - back;
-                let deadline = Instant::now() + Duration::from_secs(30);
+                // of what is left (less a seeded amount), so every kill
+                // lands with work in flight and a tail to redeliver,
+                // whatever the machine's speed. The share is of what is
+                // left, not of N: commits come in steps, and a kill that
+                // overshot its point must not leave the next one none.
                 let mut committed: i64 = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                let kills_left = (KILLS - round) as i64;
+                let share = (N as i64 - committed) / (kills_left + 1);
+                let back = delay.as_millis() as i64 % (share / 2).max(1);
+                let target = committed + share - back;
+                let deadline = Instant::now() + Duration::from_secs(30);
                 while committed < target {
                     assert!(
                         Instant::now() < deadline,

@@ -10,7 +10,8 @@
 //!
 //! 1. if a change is baking, judges it (commit, roll back, or keep baking)
 //!    and proposes nothing else, so every outcome is attributable to one
-//!    change;
+//!    change; unless an upstream started refusing work, which ends the
+//!    bake early ([`rollout`]) and goes on to 2;
 //! 2. otherwise asks its policy for a proposal (the heuristic answers when
 //!    the policy fails, and the failure is recorded);
 //! 3. runs the proposal through the guard and the credits budget;
@@ -411,11 +412,23 @@ impl Controller {
             self.publish();
             return;
         }
-        if self.bake.is_some() {
-            self.judge(&obs).await;
-            self.push_recent(obs);
-            self.publish();
-            return;
+        if let Some(bake) = self.bake.take() {
+            match bake.preempted_by(&obs) {
+                Some(why) => {
+                    // The upstream started refusing work: the bake's
+                    // comparison no longer says anything about the change,
+                    // and waiting it out keeps the load that is refused.
+                    tracing::info!(version = bake.version, %why, "controller: bake ended early");
+                    self.set_outcome(bake.seq, Outcome::Superseded, None);
+                }
+                None => {
+                    self.bake = Some(bake);
+                    self.judge(&obs).await;
+                    self.push_recent(obs);
+                    self.publish();
+                    return;
+                }
+            }
         }
         self.propose(&obs).await;
         self.push_recent(obs);

@@ -174,6 +174,12 @@ impl StageStats {
         self.errors.get(class).copied().unwrap_or(0) + self.retries.get(class).copied().unwrap_or(0)
     }
 
+    /// Share of this stage's finished units that the upstream refused
+    /// (`rate_limited` errors and retries) in a window of `window_s`.
+    pub fn refused_share(&self, window_s: f64) -> f64 {
+        self.per_finished(self.class_count(ErrorClass::RateLimited), window_s)
+    }
+
     /// `n` units per unit finished in a window of `window_s` (1 when `n`
     /// is not zero and nothing finished: everything tried went wrong).
     pub fn per_finished(&self, n: u64, window_s: f64) -> f64 {
@@ -189,6 +195,16 @@ impl Observation {
     /// The figures of `stage` (zeros when it did nothing).
     pub fn stage(&self, stage: &str) -> StageStats {
         self.stages.get(stage).cloned().unwrap_or_default()
+    }
+
+    /// The first stage whose upstream refused more than `share` of its
+    /// units in this window, with that share.
+    pub fn refused_stage(&self, share: f64) -> Option<(&str, f64)> {
+        let window = self.window_s.max(1e-3);
+        self.stages
+            .iter()
+            .map(|(name, s)| (name.as_str(), s.refused_share(window)))
+            .find(|(_, r)| *r > share)
     }
 
     /// A short summary for audit records.

@@ -30,6 +30,13 @@
 //! had nothing to show its gain on). Without this, a change made during a
 //! burst is rolled back as soon as the burst ends.
 //!
+//! A bake **ends early**, without a verdict (outcome `superseded`), when a
+//! window shows some stage's upstream refusing more than
+//! [`PREEMPT_REFUSED_SHARE`] of its work (`rate_limited`) while a change
+//! that is not protective bakes: the environment moved, the comparison with
+//! the baseline means nothing any more, and the policy is asked at once
+//! instead of three windows later while the refused load continues.
+//!
 //! A **protective** change (every change reduces load: fewer slots, fewer
 //! retries, a smaller batch, a render override given back) is judged on
 //! errors and quality only. It was made *because* the service was refused
@@ -158,6 +165,10 @@ pub enum Judgement {
     },
 }
 
+/// Share of a stage's units refused by its upstream in one window above
+/// which a bake ends early (see the module docs).
+pub const PREEMPT_REFUSED_SHARE: f64 = 0.02;
+
 /// A change being baked.
 #[derive(Debug, Clone)]
 pub struct Bake {
@@ -185,6 +196,25 @@ impl Bake {
     /// The mean figures of the bake windows.
     pub fn figures(&self) -> Figures {
         Figures::mean(&self.windows.iter().collect::<Vec<_>>())
+    }
+
+    /// Why this bake ends before its judgement, if it does: `obs` shows
+    /// the upstream of some stage refusing more than
+    /// [`PREEMPT_REFUSED_SHARE`] of its units, and the change is not itself
+    /// a step back (a protective change is baked through, or a cut would be
+    /// cut again before it could show its effect).
+    pub fn preempted_by(&self, obs: &Observation) -> Option<String> {
+        if self.protective {
+            return None;
+        }
+        obs.refused_stage(PREEMPT_REFUSED_SHARE)
+            .map(|(stage, share)| {
+                format!(
+                    "{:.0} % of {stage} work was refused (rate_limited) during the bake of version {}",
+                    share * 100.0,
+                    self.version
+                )
+            })
     }
 
     /// Judges the windows so far.
@@ -441,5 +471,28 @@ mod tests {
             &k
         ));
         assert!(!protective(&[], &k));
+    }
+
+    #[test]
+    fn refused_work_ends_a_bake_early_unless_the_change_was_a_step_back() {
+        let refused = |retries: u64| {
+            let mut s = crate::control::observe::StageStats {
+                throughput: 5.0,
+                ..Default::default()
+            };
+            s.retries.insert("rate_limited".into(), retries);
+            let mut o = window(100.0, 0.0);
+            o.stages.insert("search".into(), s);
+            o
+        };
+        // 1 refused of 10 units: ends the bake of a growth ...
+        let why = bake(vec![], false).preempted_by(&refused(1));
+        assert!(why.is_some_and(|w| w.contains("search")));
+        // ... not a protective one, and nothing ends it when nothing is refused.
+        assert!(bake(vec![], true).preempted_by(&refused(1)).is_none());
+        assert!(bake(vec![], false).preempted_by(&refused(0)).is_none());
+        assert!(bake(vec![], false)
+            .preempted_by(&window(100.0, 0.0))
+            .is_none());
     }
 }

@@ -7,9 +7,9 @@
 //!   with the same guarded client as plain fetches ([`Fetcher`]: outbound
 //!   address guard on every host and redirect hop, body cap) and fulfils it.
 //!   Chromium itself never opens a connection: it starts with a resolver
-//!   that resolves nothing and a dead proxy, so a request that escaped
-//!   interception (WebSocket, WebRTC, prefetch) fails instead of reaching an
-//!   address the guard did not see.
+//!   that resolves nothing, a dead proxy and WebRTC limited to the proxy,
+//!   so a request that escaped interception (WebSocket, WebRTC, prefetch)
+//!   fails instead of reaching an address the guard did not see.
 //! - Images, media, fonts, stylesheets, pings and manifests are refused
 //!   before they are fetched. Frames and navigations after the first
 //!   document get an empty `204` (a page that navigates away keeps the DOM
@@ -219,6 +219,9 @@ impl BrowserRenderer {
                 // fulfilled by freshet's guarded fetcher (module docs).
                 "--host-resolver-rules=MAP * ~NOTFOUND".to_string(),
                 "--proxy-server=127.0.0.1:9".to_string(),
+                // WebRTC would otherwise send UDP to literal addresses,
+                // past both the resolver and the proxy.
+                "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
                 format!("--js-flags=--max-old-space-size={JS_HEAP_MB}"),
                 "--disable-gpu".to_string(),
                 "--disable-dev-shm-usage".to_string(),
