@@ -888,6 +888,22 @@ impl AuditLog {
         Ok(record)
     }
 
+    /// Verifies the whole log as [`verify_with_key`] does, with this log's
+    /// key, while it is being appended to. The file is read without the
+    /// log's lock first (a long log does not hold up changes); an append
+    /// that lands between reading the records and reading the head file
+    /// looks like a truncation, so a failure is checked once more with
+    /// appends held off, and only a failure then is reported.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        match verify_with_key(&self.path, self.key.as_deref()) {
+            Ok(report) => Ok(report),
+            Err(_) => {
+                let _appends = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                verify_with_key(&self.path, self.key.as_deref())
+            }
+        }
+    }
+
     /// Sets the callback that sees every record appended from now on (once
     /// per log; returns false if one is already set).
     pub fn set_mirror(&self, mirror: impl Fn(&Record) + Send + Sync + 'static) -> bool {
@@ -970,6 +986,45 @@ mod tests {
         }
         drop(log);
         assert_eq!(verify(&path).unwrap().records, 200);
+    }
+
+    #[test]
+    fn verifying_while_records_are_appended_never_fails_and_an_edit_is_caught() {
+        let t = tmp("live-verify");
+        let path = t.0.join("audit.jsonl");
+        let log = std::sync::Arc::new(AuditLog::open(&path).unwrap());
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..400u64 {
+                    log.append(
+                        EventKind::Committed,
+                        Event {
+                            detail: format!("record {i}"),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let mut checks = 0;
+        while !writer.is_finished() {
+            if let Err(e) = log.verify() {
+                panic!("a log being appended to failed to verify: {e}");
+            }
+            checks += 1;
+        }
+        writer.join().unwrap();
+        assert!(checks > 1, "{checks} checks");
+        assert_eq!(log.verify().unwrap().records, 400);
+        // An edit behind the log's back is reported.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("record 7\"", "record 8\"", 1)).unwrap();
+        assert!(matches!(
+            log.verify(),
+            Err(AuditError::Edited { seq: 8, .. })
+        ));
     }
 
     fn filled(path: &Path, n: u64) {

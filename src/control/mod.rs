@@ -78,6 +78,9 @@ impl ControlState {
             let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
             (p, Mutex::new(mtime))
         });
+        // Registered at 0 (not set: another state in the same process may
+        // be paused), so the series exists before any pause.
+        metrics::gauge!(metrics::CONTROLLER_PAUSED).increment(0.0);
         ControlState {
             live,
             audit,
@@ -136,6 +139,7 @@ impl ControlState {
 
     /// Pauses or resumes; returns whether the state changed.
     pub fn set_paused(&self, paused: bool) -> bool {
+        metrics::gauge!(metrics::CONTROLLER_PAUSED).set(if paused { 1.0 } else { 0.0 });
         self.paused.swap(paused, Ordering::SeqCst) != paused
     }
 
@@ -203,6 +207,9 @@ pub struct ControllerReport {
     pub rolled_back: u64,
     /// Applied changes kept.
     pub committed: u64,
+    /// Changes rolled back one after another since the last one kept
+    /// (`freshet_controller_rollbacks_in_a_row`).
+    pub rollbacks_in_a_row: u64,
     /// Kept, but delivered too little of the expected gain.
     pub ineffective: u64,
     /// Policy failures (the heuristic answered instead).
@@ -276,6 +283,22 @@ impl Controller {
     /// counted and logged, and the loop goes on.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         use futures::FutureExt;
+        // Every outcome's series exists from the start (at 0), so `rate()`
+        // and `increase()` see the first decision of each kind, and the
+        // alert gauges read 0 rather than nothing.
+        for outcome in [
+            "applied",
+            "rejected",
+            "rolled_back",
+            "committed",
+            "ineffective",
+            "policy_error",
+            "shadow",
+        ] {
+            metrics::counter!(metrics::CONTROLLER_DECISIONS_TOTAL, "policy" => self.policy.name().to_string(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW).increment(0.0);
         tokio::pin!(shutdown);
         let tick = self.opts.interval / self.opts.samples.max(1);
         let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
@@ -483,8 +506,10 @@ impl Controller {
                         "committed"
                     },
                 );
+                metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW).set(0.0);
                 let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
                 r.committed += 1;
+                r.rollbacks_in_a_row = 0;
                 r.ineffective += ineffective as u64;
             }
             Judgement::RollBack { reason } => {
@@ -514,10 +539,12 @@ impl Controller {
                         self.state.note_changed(&swapped.diff);
                         self.set_outcome(bake.seq, Outcome::RolledBack, Some(after.goodput));
                         self.count(&bake.policy, "rolled_back");
-                        self.report
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .rolled_back += 1;
+                        let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                        r.rolled_back += 1;
+                        r.rollbacks_in_a_row += 1;
+                        metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW)
+                            .set(r.rollbacks_in_a_row as f64);
+                        drop(r);
                         tracing::warn!(version = swapped.new.version, %reason, "controller rolled back a change");
                     }
                     Err(e) => {
