@@ -176,6 +176,13 @@ pub enum EventKind {
     /// The service started with the knobs of its settings file (version 1):
     /// whatever the records before say was in force ends here.
     Started,
+    /// A proposal waits for a person's approval; the record's seq is the
+    /// approval's id.
+    ApprovalQueued,
+    /// A person rejected a queued proposal (the reason is the detail).
+    ApprovalRejected,
+    /// A queued proposal expired without a decision.
+    ApprovalExpired,
 }
 
 /// The fields a caller fills in; the log adds `seq`, `time_ms`, `prev`, `hash`.
@@ -306,6 +313,14 @@ impl Record {
                 None => "proposed".to_string(),
             },
             EventKind::Rejected => "refused".to_string(),
+            EventKind::ApprovalQueued => "awaiting approval".to_string(),
+            EventKind::ApprovalRejected => {
+                format!("approval #{} rejected", e.verdict["approval"])
+            }
+            EventKind::ApprovalExpired => format!("approval #{} expired", e.verdict["approval"]),
+            EventKind::Applied if e.actor["approval"].is_u64() => {
+                format!("applied{to} (approval #{})", e.actor["approval"])
+            }
             EventKind::RolledBack => match e.to_version {
                 Some(v) => format!("rolled back (now v{v})"),
                 None => "rolled back".to_string(),
@@ -328,6 +343,23 @@ impl Record {
                 .map(|cs| {
                     cs.iter()
                         .map(|c| format!("{} -> {}", c["knob"].as_str().unwrap_or("?"), c["value"]))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            EventKind::ApprovalQueued
+            | EventKind::ApprovalRejected
+            | EventKind::ApprovalExpired => e.verdict["diff"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                c["knob"].as_str().unwrap_or("?"),
+                                c["from"],
+                                c["to"]
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -1402,6 +1434,47 @@ mod tests {
         assert_eq!(
             record(EventKind::LogRepaired, Event::default()).summary_line(),
             "#42 log repaired"
+        );
+        let diff = json!([{"knob": "transform.min_quality", "from": 0.2, "to": 0.3}]);
+        let queued = record(
+            EventKind::ApprovalQueued,
+            Event {
+                from_version: Some(4),
+                actor: json!({"policy": "llm"}),
+                verdict: json!({"changes": [], "diff": diff}),
+                detail: "shells pass the bar".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            queued.summary_line(),
+            "#42 awaiting approval: transform.min_quality 0.2 -> 0.3 — shells pass the bar (llm)"
+        );
+        let approved = record(
+            EventKind::Applied,
+            Event {
+                to_version: Some(5),
+                diff: diff.clone(),
+                actor: json!({"operator": "alice", "approval": 41, "proposed_by": {"policy": "llm"}}),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            approved.summary_line(),
+            "#42 applied v5 (approval #41): transform.min_quality 0.2 -> 0.3 (operator alice)"
+        );
+        let rejected = record(
+            EventKind::ApprovalRejected,
+            Event {
+                actor: json!({"operator": "bob"}),
+                verdict: json!({"approval": 41, "diff": diff}),
+                detail: "not during the migration".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rejected.summary_line(),
+            "#42 approval #41 rejected: transform.min_quality 0.2 -> 0.3 — not during the migration (operator bob)"
         );
     }
 
