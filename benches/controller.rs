@@ -32,8 +32,7 @@ fn activity(i: u64) {
         }
         metrics::gauge!(metrics::STAGE_IN_FLIGHT, "stage" => stage).set((i % 8) as f64);
         metrics::gauge!(metrics::STAGE_QUEUE_DEPTH, "stage" => stage).set((i % 5) as f64);
-        metrics::counter!(metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL, "stage" => stage)
-            .increment(1000);
+        metrics::histogram!(metrics::STAGE_BACKPRESSURE_SECONDS, "stage" => stage).record(0.001);
     }
     for d in 0..64 {
         for mode in ["http", "remote"] {

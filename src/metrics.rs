@@ -41,9 +41,10 @@ pub const STAGE_IN_FLIGHT: &str = "freshet_stage_in_flight";
 pub const STAGE_SLOTS: &str = "freshet_stage_slots";
 /// Labels: `stage`.
 pub const STAGE_QUEUE_DEPTH: &str = "freshet_stage_queue_depth";
-/// Labels: `stage`. In microseconds because counters count whole units.
-pub const STAGE_BACKPRESSURE_MICROSECONDS_TOTAL: &str =
-    "freshet_stage_backpressure_microseconds_total";
+/// Histogram, labels: `stage`. One value per wait to hand items to a full
+/// downstream channel; its `_sum` is the time blocked (the share of a
+/// window is `rate(_sum)`), in seconds as Prometheus' base unit.
+pub const STAGE_BACKPRESSURE_SECONDS: &str = "freshet_stage_backpressure_seconds";
 /// Labels: `provider`, `endpoint` (search, render).
 pub const CREDITS_TOTAL: &str = "freshet_credits_total";
 /// Labels: `render_mode` (http, remote).
@@ -96,6 +97,15 @@ pub const SOURCE_LAG: &str = "freshet_source_lag";
 pub const SOURCE_PARTITION_ASSIGNED: &str = "freshet_source_partition_assigned";
 /// No labels. 1 while this instance runs the controller (scale-out leadership).
 pub const CONTROLLER_LEADER: &str = "freshet_controller_leader";
+/// No labels. 1 while an operator has the controller paused.
+pub const CONTROLLER_PAUSED: &str = "freshet_controller_paused";
+/// No labels. Controller changes rolled back one after another since the
+/// last one it kept (committed or ineffective); 0 after a kept change.
+pub const CONTROLLER_ROLLBACKS_IN_A_ROW: &str = "freshet_controller_rollbacks_in_a_row";
+/// No labels. 1 while the audit log's hash chain verifies (checked when the
+/// service opens the log, then every minute), 0 once it does not (the
+/// service still runs; the operator must look).
+pub const AUDIT_VERIFY_OK: &str = "freshet_audit_verify_ok";
 
 /// Distinct `domain` label values before the rest are folded into `other`,
 /// so a crawl of a million sites cannot blow up the metric's cardinality.
@@ -127,6 +137,15 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Bucket bounds for [`FRESHNESS_SECONDS`], in seconds: event to index
+/// spans milliseconds (a document pushed to an idle pipeline) to hours (a
+/// backlog), and an alert on "p99 above five minutes" needs buckets past
+/// it (`histogram_quantile` cannot see beyond the last finite bound).
+const FRESHNESS_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0, 21600.0, 86400.0,
+];
+
 static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
 
 /// Installs the recorder (once per process) and returns the Prometheus handle.
@@ -137,6 +156,11 @@ pub fn install() -> PrometheusHandle {
             let prometheus = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
                 .expect("latency buckets are not empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(FRESHNESS_SECONDS.into()),
+                    FRESHNESS_BUCKETS,
+                )
+                .expect("freshness buckets are not empty")
                 .build_recorder();
             let handle = prometheus.handle();
             let tap = TAP.get_or_init(Default::default).clone();
@@ -564,10 +588,10 @@ pub fn describe() {
         STAGE_QUEUE_DEPTH,
         "Items waiting in the stage's input channel. stage: …"
     );
-    describe_counter!(
-        STAGE_BACKPRESSURE_MICROSECONDS_TOTAL,
-        Unit::Microseconds,
-        "Time (whole microseconds: counters are integers) a stage spent waiting to hand items to a full downstream channel. stage: …"
+    describe_histogram!(
+        STAGE_BACKPRESSURE_SECONDS,
+        Unit::Seconds,
+        "Waits of a stage to hand items to a full downstream channel; rate(_sum) is the share of time blocked. stage: …"
     );
     describe_counter!(
         CREDITS_TOTAL,
@@ -635,6 +659,18 @@ pub fn describe() {
     describe_gauge!(
         CONTROLLER_LEADER,
         "1 while this instance runs the controller (holds partition 0 of the control topic's group)."
+    );
+    describe_gauge!(
+        CONTROLLER_PAUSED,
+        "1 while an operator has the controller paused, else 0."
+    );
+    describe_gauge!(
+        CONTROLLER_ROLLBACKS_IN_A_ROW,
+        "Controller changes rolled back one after another since the last one kept (committed or ineffective)."
+    );
+    describe_gauge!(
+        AUDIT_VERIFY_OK,
+        "1 while the audit log's hash chain verifies (checked at start, then every minute), 0 once it does not."
     );
 }
 
@@ -709,6 +745,21 @@ mod tests {
             text.contains("freshet_stage_latency_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn freshness_has_buckets_past_the_alert_threshold() {
+        let handle = super::install();
+        metrics::histogram!(super::FRESHNESS_SECONDS).record(400.0);
+        let text = handle.render();
+        // deploy/prometheus alerts on p99 above 300 s: the bounds around it
+        // must exist, or histogram_quantile stops at the last finite one.
+        for le in ["300", "600", "86400"] {
+            assert!(
+                text.contains(&format!("freshet_freshness_seconds_bucket{{le=\"{le}\"}}")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -29,14 +29,33 @@ fn verify_show_and_tail_and_tampering_is_named() {
     assert!(ok && out.contains("ok, 4 records"), "{out}");
     let (ok, out, _) = freshet(&["audit", "show", "3", "--data-dir", dir]);
     assert!(
-        ok && out.contains("\"seq\": 3") && out.contains("alice"),
+        ok && out.starts_with("#3 override v4: extract.slots 10 -> 11")
+            && out.contains("operator  alice")
+            && out.contains("observation  none recorded"),
         "{out}"
     );
     let (ok, out, _) = freshet(&["audit", "tail", "-n", "2", "--data-dir", dir]);
     assert!(
-        ok && out.lines().count() == 2 && out.contains("#4"),
+        ok && out.lines().count() == 2
+            && out.contains("#4 override v5: extract.slots 11 -> 12 (operator alice)"),
         "{out}"
     );
+    let (ok, out, _) = freshet(&["audit", "tail", "-n", "2", "--json", "--data-dir", dir]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ok && lines.len() == 2 && lines[1]["seq"] == 4, "{out}");
+    let (ok, out, _) = freshet(&["audit", "show", "3", "--json", "--data-dir", dir]);
+    assert!(ok && out.contains("\"seq\": 3"), "{out}");
+    // Knob differences between versions: 1 -> 5 crosses every change.
+    let (ok, out, err) = freshet(&["audit", "diff", "1", "5", "--data-dir", dir]);
+    assert!(ok, "{err}");
+    assert!(out.contains("extract.slots  8 -> 12"), "{out}");
+    let (ok, out, _) = freshet(&["audit", "diff", "3", "3", "--data-dir", dir]);
+    assert!(ok && out.contains("same knobs"), "{out}");
+    let (ok, _, err) = freshet(&["audit", "diff", "1", "9", "--data-dir", dir]);
+    assert!(!ok && err.contains("no version 9"), "{err}");
 
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -84,7 +103,7 @@ fn cluster_shows_the_other_instances_records_and_names_a_bad_line() {
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(
-        out.contains("[node-b] #3") && out.contains(r#""from":4,"to":5"#),
+        out.contains("[node-b]") && out.contains("#3 applied v4: embed.slots 4 -> 5"),
         "{out}"
     );
     std::fs::write(&path, format!("{lines}not json\n")).unwrap();

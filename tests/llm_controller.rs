@@ -295,7 +295,9 @@ async fn the_controller_survives_every_bad_answer_and_applies_only_what_the_guar
         );
         assert_eq!(r.event.actor["model"], "scripted");
     }
-    use EventKind::{Applied as A, PolicyError as E, Proposal as P, Rejected as R};
+    use EventKind::{
+        Applied as A, ApprovalQueued as Q, PolicyError as E, Proposal as P, Rejected as R,
+    };
     let kinds: Vec<EventKind> = llm.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
@@ -305,7 +307,7 @@ async fn the_controller_survives_every_bad_answer_and_applies_only_what_the_guar
             P, R, // 3 out of range / unknown
             E, E, E, E, // 4 huge, 5 late, 6 HTTP 500, 7 extra guard field
             P, R, // 8 guard knob paths, "ignore limits"
-            P, R, A, // 9 mixed
+            P, R, Q, A, // 9 mixed: the approval knob waits in the queue
             P, A, // 10 clamped
         ],
         "{:#?}",

@@ -334,7 +334,10 @@ async fn out_of_range_wrong_type_and_unknown_knobs_pass_through_and_the_guard_re
     let reasons: Vec<String> = verdicts
         .iter()
         .map(|v| match v {
-            Verdict::Rejected { reason, .. } => reason.clone(),
+            // The approval knob passes the rest and waits for a person.
+            Verdict::Rejected { reason, .. } | Verdict::AwaitingApproval { reason, .. } => {
+                reason.clone()
+            }
             other => panic!("not rejected: {other:?}"),
         })
         .collect();

@@ -240,6 +240,7 @@ const GUARD_KEYS: &[&str] = &[
     "cooldown_s",
     "frozen",
     "approval",
+    "approval_expiry_s",
     "allowed",
     "freeze_windows",
     "start",

@@ -73,28 +73,23 @@ pub struct DemoSummary {
     pub changes: Vec<String>,
 }
 
-/// One line per controller event of the run, from the audit log.
+/// One line per controller event of the run, from the audit log (the
+/// lines `freshet audit tail` prints).
 fn change_lines(records: &[crate::control::audit::Record]) -> Vec<String> {
     use crate::control::audit::EventKind;
     records
         .iter()
-        .filter_map(|r| {
-            let diff = r.event.diff_summary();
-            let what = match r.kind {
-                EventKind::Applied => {
-                    format!("applied v{}: {diff}", r.event.to_version.unwrap_or(0))
-                }
-                EventKind::RolledBack => format!(
-                    "rolled back (now v{}): {diff}",
-                    r.event.to_version.unwrap_or(0)
-                ),
-                EventKind::Committed => format!("committed v{}", r.event.to_version.unwrap_or(0)),
-                EventKind::Rejected => "guard refused".to_string(),
-                EventKind::PolicyError => "policy error".to_string(),
-                _ => return None,
-            };
-            Some(format!("#{} {what} — {}", r.seq, r.event.detail))
+        .filter(|r| {
+            matches!(
+                r.kind,
+                EventKind::Applied
+                    | EventKind::RolledBack
+                    | EventKind::Committed
+                    | EventKind::Rejected
+                    | EventKind::PolicyError
+            )
         })
+        .map(crate::control::audit::Record::summary_line)
         .collect()
 }
 

@@ -1,5 +1,5 @@
 //! The command line: `freshet demo`, `run`, `mcp`, `bench`, `query`, `audit`,
-//! `dlq`, `config`, `extract`, `sim`.
+//! `approvals`, `dlq`, `config`, `extract`, `sim`.
 //!
 //! This is an edge of the program: errors are `anyhow` with context, printed
 //! once, and turned into a non-zero exit code. Each subcommand lives in its
@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::{LogFormat, Settings};
 
+mod approvals;
 mod audit;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -57,6 +58,10 @@ enum Command {
     /// The change-audit log: tail, show a record, verify the chain.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Proposals waiting for a person: list, approve or reject them
+    /// (through the running instance's admin API).
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Dead letters: list them or replay them through the pipeline.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -174,6 +179,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(cmd) => bench::command(&cli, cmd).await,
         Command::Query(args) => query::command(&cli, args).await,
         Command::Audit(cmd) => audit::command(&cli, cmd).await,
+        Command::Approvals(cmd) => approvals::command(&cli, cmd).await,
         Command::Dlq(cmd) => dlq::command(&cli, cmd).await,
         Command::Config(cmd) => config::command(&cli, cmd).await,
         Command::Extract(args) => extract::command(&cli, args).await,

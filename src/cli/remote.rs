@@ -1,7 +1,7 @@
 //! Calls to the running instance that holds a data dir: the embedded index
 //! and the dead-letter file belong to one process (see
-//! [`crate::service::lock`]), so `freshet query` and `freshet dlq replay`
-//! ask it through its API instead of opening them a second time.
+//! [`crate::service::lock`]), so `freshet query`, `freshet dlq replay` and
+//! `freshet approvals` ask it through its API instead of opening them a second time.
 
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub(super) fn holder_addr(data_dir: &std::path::Path, what: &str) -> Result<Opti
     }
 }
 
-/// One `POST` to a freshet instance.
+/// One call to a freshet instance (`POST` with [`Call::send`], `GET` with
+/// [`Call::get`]).
 pub(super) struct Call<'a> {
     /// `host:port` or a base URL.
     pub addr: &'a str,
@@ -53,9 +54,20 @@ impl Call<'_> {
     /// Sends the call; the body of a 2xx answer, else an error with the
     /// status and the instance's `error` message.
     pub(super) async fn send(self) -> Result<bytes::Bytes> {
+        self.request(reqwest::Method::POST).await
+    }
+
+    /// The call as a `GET` (the body, if any, is not sent).
+    pub(super) async fn get(self) -> Result<bytes::Bytes> {
+        Call { body: None, ..self }
+            .request(reqwest::Method::GET)
+            .await
+    }
+
+    async fn request(self, method: reqwest::Method) -> Result<bytes::Bytes> {
         let url = format!("{}{}", base_url(self.addr), self.path);
         let client = reqwest::Client::builder().timeout(self.timeout).build()?;
-        let mut req = client.post(&url);
+        let mut req = client.request(method, &url);
         if let Some(body) = &self.body {
             req = req.json(body);
         }

@@ -176,6 +176,13 @@ pub enum EventKind {
     /// The service started with the knobs of its settings file (version 1):
     /// whatever the records before say was in force ends here.
     Started,
+    /// A proposal waits for a person's approval; the record's seq is the
+    /// approval's id.
+    ApprovalQueued,
+    /// A person rejected a queued proposal (the reason is the detail).
+    ApprovalRejected,
+    /// A queued proposal expired without a decision.
+    ApprovalExpired,
 }
 
 /// The fields a caller fills in; the log adds `seq`, `time_ms`, `prev`, `hash`.
@@ -284,6 +291,154 @@ impl Record {
             (false, _) => self.compute_hash() == self.hash,
         }
     }
+}
+
+/// Changes shown in one line before the rest are counted (`+N more`).
+const LINE_CHANGES: usize = 4;
+/// Characters of the detail shown in one line.
+const LINE_DETAIL: usize = 120;
+
+impl Record {
+    /// The record in one readable line, as `freshet audit tail` and the
+    /// demo's summary print it:
+    /// `#42 applied v7: extract.slots 8 -> 12 — why (heuristic)`.
+    /// The versions, the changes (a proposal's proposed values), the first
+    /// line of the detail (cut at [`LINE_DETAIL`] characters) and who acted.
+    pub fn summary_line(&self) -> String {
+        let e = &self.event;
+        let to = e.to_version.map(|v| format!(" v{v}")).unwrap_or_default();
+        let what = match self.kind {
+            EventKind::Proposal => match e.from_version {
+                Some(v) => format!("proposed on v{v}"),
+                None => "proposed".to_string(),
+            },
+            EventKind::Rejected => "refused".to_string(),
+            EventKind::ApprovalQueued => "awaiting approval".to_string(),
+            EventKind::ApprovalRejected => {
+                format!("approval #{} rejected", e.verdict["approval"])
+            }
+            EventKind::ApprovalExpired => format!("approval #{} expired", e.verdict["approval"]),
+            EventKind::Applied if e.actor["approval"].is_u64() => {
+                format!("applied{to} (approval #{})", e.actor["approval"])
+            }
+            EventKind::RolledBack => match e.to_version {
+                Some(v) => format!("rolled back (now v{v})"),
+                None => "rolled back".to_string(),
+            },
+            EventKind::Committed if e.detail.starts_with("ineffective") => {
+                format!("committed{to} (ineffective)")
+            }
+            kind => {
+                let name = serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                    .unwrap_or_else(|| format!("{kind:?}"));
+                format!("{name}{to}")
+            }
+        };
+        let changes: Vec<String> = match self.kind {
+            // A proposal has no diff yet: what was asked for is in the verdict.
+            EventKind::Proposal => e.verdict["changes"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| format!("{} -> {}", c["knob"].as_str().unwrap_or("?"), c["value"]))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            EventKind::ApprovalQueued
+            | EventKind::ApprovalRejected
+            | EventKind::ApprovalExpired => e.verdict["diff"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                c["knob"].as_str().unwrap_or("?"),
+                                c["from"],
+                                c["to"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => e
+                .diff
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} -> {}",
+                                c["knob"].as_str().unwrap_or("?"),
+                                c["from"],
+                                c["to"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut line = format!("#{} {what}", self.seq);
+        if !changes.is_empty() {
+            line.push_str(": ");
+            line.push_str(&changes[..changes.len().min(LINE_CHANGES)].join(", "));
+            if changes.len() > LINE_CHANGES {
+                line.push_str(&format!(" (+{} more)", changes.len() - LINE_CHANGES));
+            }
+        }
+        let detail = e.detail.lines().next().unwrap_or("").trim();
+        if !detail.is_empty() {
+            line.push_str(" — ");
+            if detail.chars().count() > LINE_DETAIL {
+                line.extend(detail.chars().take(LINE_DETAIL));
+                line.push('…');
+            } else {
+                line.push_str(detail);
+            }
+        }
+        if let Some(actor) = actor_name(&e.actor) {
+            line.push_str(&format!(" ({actor})"));
+        }
+        line
+    }
+}
+
+/// Who acted, in a few words: the policy (and what it stood in for), the
+/// operator, or None for the service itself.
+fn actor_name(actor: &Value) -> Option<String> {
+    if let Some(policy) = actor["policy"].as_str() {
+        return Some(match actor["fallback_for"]["policy"].as_str() {
+            Some(failed) => format!("{policy}, for {failed}"),
+            None => policy.to_string(),
+        });
+    }
+    actor["operator"]
+        .as_str()
+        .map(|op| format!("operator {op}"))
+}
+
+/// Unix milliseconds as UTC, `2026-12-03 15:10:07Z`.
+pub fn utc_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -765,6 +920,22 @@ impl AuditLog {
         Ok(record)
     }
 
+    /// Verifies the whole log as [`verify_with_key`] does, with this log's
+    /// key, while it is being appended to. The file is read without the
+    /// log's lock first (a long log does not hold up changes); an append
+    /// that lands between reading the records and reading the head file
+    /// looks like a truncation, so a failure is checked once more with
+    /// appends held off, and only a failure then is reported.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        match verify_with_key(&self.path, self.key.as_deref()) {
+            Ok(report) => Ok(report),
+            Err(_) => {
+                let _appends = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                verify_with_key(&self.path, self.key.as_deref())
+            }
+        }
+    }
+
     /// Sets the callback that sees every record appended from now on (once
     /// per log; returns false if one is already set).
     pub fn set_mirror(&self, mirror: impl Fn(&Record) + Send + Sync + 'static) -> bool {
@@ -847,6 +1018,45 @@ mod tests {
         }
         drop(log);
         assert_eq!(verify(&path).unwrap().records, 200);
+    }
+
+    #[test]
+    fn verifying_while_records_are_appended_never_fails_and_an_edit_is_caught() {
+        let t = tmp("live-verify");
+        let path = t.0.join("audit.jsonl");
+        let log = std::sync::Arc::new(AuditLog::open(&path).unwrap());
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..400u64 {
+                    log.append(
+                        EventKind::Committed,
+                        Event {
+                            detail: format!("record {i}"),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let mut checks = 0;
+        while !writer.is_finished() {
+            if let Err(e) = log.verify() {
+                panic!("a log being appended to failed to verify: {e}");
+            }
+            checks += 1;
+        }
+        writer.join().unwrap();
+        assert!(checks > 1, "{checks} checks");
+        assert_eq!(log.verify().unwrap().records, 400);
+        // An edit behind the log's back is reported.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("record 7\"", "record 8\"", 1)).unwrap();
+        assert!(matches!(
+            log.verify(),
+            Err(AuditError::Edited { seq: 8, .. })
+        ));
     }
 
     fn filled(path: &Path, n: u64) {
@@ -1158,5 +1368,120 @@ mod tests {
                 anchored: true,
             }
         );
+    }
+
+    fn record(kind: EventKind, event: Event) -> Record {
+        Record {
+            seq: 42,
+            time_ms: 0,
+            kind,
+            event,
+            prev: GENESIS.into(),
+            keyed: false,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_reads_in_one_line() {
+        let applied = record(
+            EventKind::Applied,
+            Event {
+                from_version: Some(6),
+                to_version: Some(7),
+                diff: json!([{"knob": "extract.slots", "from": 8, "to": 12}]),
+                actor: json!({"policy": "heuristic"}),
+                detail: "extract saturated\nsecond line".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            applied.summary_line(),
+            "#42 applied v7: extract.slots 8 -> 12 — extract saturated (heuristic)"
+        );
+        let proposal = record(
+            EventKind::Proposal,
+            Event {
+                from_version: Some(3),
+                actor: json!({"policy": "heuristic", "fallback_for": {"policy": "llm"}}),
+                verdict: json!({"changes": [{"knob": "embed.batch", "value": 64, "reason": ""}]}),
+                detail: "x".repeat(300),
+                ..Default::default()
+            },
+        );
+        let line = proposal.summary_line();
+        assert!(
+            line.starts_with("#42 proposed on v3: embed.batch -> 64 — xxx"),
+            "{line}"
+        );
+        assert!(line.ends_with("x… (heuristic, for llm)"), "{line}");
+        let many: Vec<Value> = (0..6)
+            .map(|i| json!({"knob": format!("k{i}"), "from": i, "to": i + 1}))
+            .collect();
+        let over = record(
+            EventKind::Override,
+            Event {
+                to_version: Some(2),
+                diff: Value::Array(many),
+                actor: json!({"operator": "alice"}),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            over.summary_line(),
+            "#42 override v2: k0 0 -> 1, k1 1 -> 2, k2 2 -> 3, k3 3 -> 4 (+2 more) (operator alice)"
+        );
+        assert_eq!(
+            record(EventKind::LogRepaired, Event::default()).summary_line(),
+            "#42 log repaired"
+        );
+        let diff = json!([{"knob": "transform.min_quality", "from": 0.2, "to": 0.3}]);
+        let queued = record(
+            EventKind::ApprovalQueued,
+            Event {
+                from_version: Some(4),
+                actor: json!({"policy": "llm"}),
+                verdict: json!({"changes": [], "diff": diff}),
+                detail: "shells pass the bar".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            queued.summary_line(),
+            "#42 awaiting approval: transform.min_quality 0.2 -> 0.3 — shells pass the bar (llm)"
+        );
+        let approved = record(
+            EventKind::Applied,
+            Event {
+                to_version: Some(5),
+                diff: diff.clone(),
+                actor: json!({"operator": "alice", "approval": 41, "proposed_by": {"policy": "llm"}}),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            approved.summary_line(),
+            "#42 applied v5 (approval #41): transform.min_quality 0.2 -> 0.3 (operator alice)"
+        );
+        let rejected = record(
+            EventKind::ApprovalRejected,
+            Event {
+                actor: json!({"operator": "bob"}),
+                verdict: json!({"approval": 41, "diff": diff}),
+                detail: "not during the migration".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rejected.summary_line(),
+            "#42 approval #41 rejected: transform.min_quality 0.2 -> 0.3 — not during the migration (operator bob)"
+        );
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(utc_time(1_796_310_607_123), "2026-12-03 15:10:07Z");
     }
 }

@@ -14,12 +14,17 @@
 //!   change it through the admin API, which is audited, see
 //!   [`Guard::check_operator`]), unknown knob, wrong JSON type (no coercion: `"12"` is not
 //!   12), a non-finite number, a value outside the knob's bounds or allowed
-//!   values, a knob in cooldown or needing approval, or past the per-decision
+//!   values, a knob in cooldown, or past the per-decision
 //!   limit. Proposals come from an LLM, an untrusted source: nothing
 //!   questionable is "fixed up" silently, except —
 //! - **clamped**: a value within bounds but a larger step than allowed is
 //!   moved to the largest allowed step, and the verdict says so;
-//! - **accepted**: as proposed.
+//! - **accepted**: as proposed;
+//! - **awaiting approval**: a policy's change of a knob with `approval =
+//!   true` that passes every other rule: it is queued for a person
+//!   (`control::approvals`), not applied. An operator's change of such a
+//!   knob through `PATCH /v1/knobs` is rejected unless forced (approve the
+//!   queued proposal instead, or force it).
 //!
 //! The file is validated as a whole when loaded (unknown fields, unknown
 //! knobs, bounds outside what the code supports, `min > max`, ratios below
@@ -33,6 +38,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::knobs::{self, Change, KnobKind, Knobs};
+
+/// The longest `approval_expiry_s`: a week.
+pub const MAX_APPROVAL_EXPIRY_S: u64 = 7 * 86_400;
 
 /// The shipped guardrails file.
 const BUILTIN: &str = include_str!("../../policies/guardrails.toml");
@@ -57,6 +65,9 @@ pub struct Global {
     /// A change that delivers less than this share of its predicted gain is
     /// marked ineffective.
     pub ineffective_share: f64,
+    /// Seconds a proposal awaiting a person's approval stays in the queue
+    /// before it expires (audited as `approval_expired`).
+    pub approval_expiry_s: u64,
     /// Daily UTC windows in which the controller changes nothing (operators
     /// still can): `[{start = "01:30", end = "04:00"}]`. A window whose end
     /// is before its start runs over midnight.
@@ -103,6 +114,7 @@ impl Default for Global {
             rollback_error_rate_rise: 0.05,
             rollback_quality_drop: 0.10,
             ineffective_share: 0.25,
+            approval_expiry_s: 3600,
             freeze_windows: Vec::new(),
         }
     }
@@ -177,6 +189,18 @@ pub enum Verdict {
         /// Why.
         reason: String,
     },
+    /// Passes the guard, but the knob needs a person's approval: queued,
+    /// not applied (see `control::approvals`).
+    AwaitingApproval {
+        /// Knob path.
+        knob: String,
+        /// What was proposed.
+        proposed: Value,
+        /// What will be applied once approved (clamped like any change).
+        value: Value,
+        /// Why it waits (and, when clamped, by how much).
+        reason: String,
+    },
     /// Not applied.
     Rejected {
         /// Knob path (as proposed, possibly unknown).
@@ -195,9 +219,42 @@ impl Verdict {
             Verdict::Accepted { knob, value } | Verdict::Clamped { knob, value, .. } => {
                 Some(Change::new(knob.clone(), value.clone()))
             }
-            Verdict::Rejected { .. } => None,
+            Verdict::Rejected { .. } | Verdict::AwaitingApproval { .. } => None,
         }
     }
+
+    /// The change a person is asked to approve, if the verdict is one.
+    pub fn awaiting(&self) -> Option<Change> {
+        match self {
+            Verdict::AwaitingApproval { knob, value, .. } => {
+                Some(Change::new(knob.clone(), value.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The knob, whatever the verdict.
+    pub fn knob(&self) -> &str {
+        match self {
+            Verdict::Accepted { knob, .. }
+            | Verdict::Clamped { knob, .. }
+            | Verdict::AwaitingApproval { knob, .. }
+            | Verdict::Rejected { knob, .. } => knob,
+        }
+    }
+}
+
+/// Who a change is checked for (see [`Guard::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// A policy: deny by default, `approval` knobs wait for a person.
+    Automatic,
+    /// An operator through the admin API: unnamed knobs are open, `approval`
+    /// knobs are refused (unless forced, which skips the guard).
+    Operator,
+    /// A person approving a queued proposal: like an operator, and the
+    /// `approval` rule is what they are satisfying.
+    Approved,
 }
 
 /// A loaded, validated guard.
@@ -230,6 +287,12 @@ impl Guard {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(format!("[global] {name} = {v} must be within [0, 1]")));
             }
+        }
+        if !(1..=MAX_APPROVAL_EXPIRY_S).contains(&g.approval_expiry_s) {
+            return Err(bad(format!(
+                "[global] approval_expiry_s = {} must be within [1, {MAX_APPROVAL_EXPIRY_S}] (seconds)",
+                g.approval_expiry_s
+            )));
         }
         if !(g.credits_budget_per_minute >= 0.0 && g.credits_budget_per_minute.is_finite()) {
             return Err(bad(
@@ -359,7 +422,7 @@ impl Guard {
         current: &Knobs,
         since_change: impl Fn(&str) -> Option<u64>,
     ) -> Vec<Verdict> {
-        self.check_as(proposal, current, since_change, true)
+        self.check_as(proposal, current, since_change, Checked::Automatic)
     }
 
     /// Judges an operator's change (admin API without `force`): like
@@ -371,7 +434,19 @@ impl Guard {
         current: &Knobs,
         since_change: impl Fn(&str) -> Option<u64>,
     ) -> Vec<Verdict> {
-        self.check_as(proposal, current, since_change, false)
+        self.check_as(proposal, current, since_change, Checked::Operator)
+    }
+
+    /// Judges a queued proposal a person approves, against the knobs in
+    /// force now: like [`check_operator`](Self::check_operator), except that
+    /// the `approval` rule is met.
+    pub fn check_approved(
+        &self,
+        proposal: &[Change],
+        current: &Knobs,
+        since_change: impl Fn(&str) -> Option<u64>,
+    ) -> Vec<Verdict> {
+        self.check_as(proposal, current, since_change, Checked::Approved)
     }
 
     fn check_as(
@@ -379,20 +454,13 @@ impl Guard {
         proposal: &[Change],
         current: &Knobs,
         since_change: impl Fn(&str) -> Option<u64>,
-        automatic: bool,
+        who: Checked,
     ) -> Vec<Verdict> {
         let mut verdicts = Vec::with_capacity(proposal.len());
         let mut accepted = 0usize;
         let mut seen = std::collections::HashSet::new();
         for change in proposal {
-            let verdict = self.check_one(
-                change,
-                current,
-                &since_change,
-                accepted,
-                &mut seen,
-                automatic,
-            );
+            let verdict = self.check_one(change, current, &since_change, accepted, &mut seen, who);
             if !matches!(verdict, Verdict::Rejected { .. }) {
                 accepted += 1;
             }
@@ -408,7 +476,7 @@ impl Guard {
         since_change: &impl Fn(&str) -> Option<u64>,
         accepted: usize,
         seen: &mut std::collections::HashSet<String>,
-        automatic: bool,
+        who: Checked,
     ) -> Verdict {
         let reject = |reason: String| rejected(change, reason);
         let Some(spec) = knobs::spec(&change.knob) else {
@@ -428,7 +496,7 @@ impl Guard {
         }
         let rule = match self.file.knobs.get(&change.knob) {
             Some(rule) => rule.clone(),
-            None if automatic => {
+            None if who == Checked::Automatic => {
                 return reject(format!(
                     "`{}` has no [knobs.\"{}\"] table in the guardrails: automatic changes are denied by default (an operator can still change it through the admin API)",
                     change.knob, change.knob
@@ -439,8 +507,11 @@ impl Guard {
         if rule.frozen {
             return reject("the knob is frozen by policy".into());
         }
-        if rule.approval {
-            return reject("changes to this knob need a person's approval".into());
+        let awaits = rule.approval && who == Checked::Automatic;
+        if rule.approval && who == Checked::Operator {
+            return reject(
+                "changes to this knob need a person's approval: approve a queued proposal (`freshet approvals`), or send it with \"force\": true".into(),
+            );
         }
         if rule.cooldown_s > 0 {
             if let Some(s) = since_change(&change.knob) {
@@ -453,9 +524,30 @@ impl Guard {
             }
         }
         let old = current.get(&change.knob).unwrap_or(Value::Null);
-        match spec.kind {
+        let verdict = match spec.kind {
             KnobKind::RenderMode | KnobKind::RenderModeMap => check_render(change, &rule),
             KnobKind::Integer | KnobKind::Number => check_number(change, &rule, spec.kind, &old),
+        };
+        const WAITS: &str = "changes to this knob need a person's approval: queued for one (`freshet approvals list`)";
+        match verdict {
+            Verdict::Accepted { knob, value } if awaits => Verdict::AwaitingApproval {
+                knob,
+                proposed: change.value.clone(),
+                value,
+                reason: WAITS.into(),
+            },
+            Verdict::Clamped {
+                knob,
+                proposed,
+                value,
+                reason,
+            } if awaits => Verdict::AwaitingApproval {
+                knob,
+                proposed,
+                value,
+                reason: format!("{WAITS}; {reason}"),
+            },
+            other => other,
         }
     }
 }
@@ -655,7 +747,8 @@ approval = true
             (Change::new("extract.slots", 12.5), "whole number"),
             (Change::new("extract.widen_limits", 1), "unknown knob"),
             (Change::new("extract.render_mode", 7), "render mode"),
-            (Change::new("transform.min_quality", 0.3), "approval"),
+            // Out of bounds is refused before any approval is asked for.
+            (Change::new("transform.min_quality", 1.5), "within"),
         ];
         for (change, needle) in cases {
             let v = g.check(std::slice::from_ref(&change), &k, never);
@@ -668,6 +761,51 @@ approval = true
         }
         let v = g.check(&[Change::new("extract.slots", 12)], &k, |_| Some(5));
         assert!(matches!(&v[0], Verdict::Rejected { reason, .. } if reason.contains("cooldown")));
+    }
+
+    #[test]
+    fn approval_knobs_wait_for_a_person_and_operators_must_approve_or_force() {
+        let g = guard();
+        let k = Knobs::default();
+        let change = [Change::new("transform.min_quality", 0.3)];
+        match &g.check(&change, &k, |_| None)[0] {
+            Verdict::AwaitingApproval {
+                knob,
+                value,
+                reason,
+                ..
+            } => {
+                assert_eq!(knob, "transform.min_quality");
+                assert_eq!(*value, json!(0.3));
+                assert!(reason.contains("approval"), "{reason}");
+            }
+            other => panic!("a policy's change of an approval knob: {other:?}"),
+        }
+        assert_eq!(g.check(&change, &k, |_| None)[0].change(), None);
+        match &g.check_operator(&change, &k, |_| None)[0] {
+            Verdict::Rejected { reason, .. } => assert!(reason.contains("force"), "{reason}"),
+            other => panic!("an operator's unforced change of an approval knob: {other:?}"),
+        }
+        assert!(matches!(
+            &g.check_approved(&change, &k, |_| None)[0],
+            Verdict::Accepted { value, .. } if *value == json!(0.3)
+        ));
+        // Approval does not lift the other rules.
+        let shipped = Guard::builtin();
+        let frozen = Guard::from_toml(
+            "[knobs.\"transform.min_quality\"]\napproval = true\nfrozen = true\nmax = 0.5\n",
+            "t",
+        )
+        .unwrap();
+        for g in [&shipped, &frozen] {
+            let v = g.check_approved(&[Change::new("transform.min_quality", 2.0)], &k, |_| None);
+            assert!(matches!(&v[0], Verdict::Rejected { .. }), "{v:?}");
+        }
+        let v = frozen.check_approved(&change, &k, |_| None);
+        assert!(matches!(&v[0], Verdict::Rejected { reason, .. } if reason.contains("frozen")));
+        assert_eq!(shipped.global().approval_expiry_s, 3600);
+        let e = Guard::from_toml("[global]\napproval_expiry_s = 0\n", "t").unwrap_err();
+        assert!(e.message.contains("approval_expiry_s"), "{e}");
     }
 
     #[test]

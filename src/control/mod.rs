@@ -4,7 +4,8 @@
 //! - [`policy`]: what to change next (heuristic, LLM);
 //! - [`guard`]: `policies/guardrails.toml`, which every change must pass;
 //! - [`rollout`]: apply (audit first, then swap), bake, commit or roll back;
-//! - [`audit`]: the hash-chained change-audit log every decision lands in.
+//! - [`audit`]: the hash-chained change-audit log every decision lands in;
+//! - [`approvals`]: proposals that wait for a person (`approval = true`).
 //!
 //! Every interval the [`Controller`] closes an observation window, then:
 //!
@@ -33,17 +34,19 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::control::audit::{AuditLog, Event, EventKind};
+use crate::control::approvals::{ApprovalError, Approvals, Pending, Proposed, Resolution};
+use crate::control::audit::{AuditLog, Event, EventKind, Record};
 use crate::control::guard::{Guard, Verdict};
 use crate::control::observe::{Observation, Observer};
 use crate::control::policy::heuristic::Heuristic;
 use crate::control::policy::{Context, Decision, Outcome, Policy, PolicyEvent, Proposal};
 use crate::control::rollout::{Bake, Figures, Judgement};
 use crate::knobs::{Change, KnobDiff, RenderMode};
-use crate::live::{LiveConfig, Snapshot};
+use crate::live::{LiveConfig, Snapshot, Swapped};
 use crate::metrics;
 use crate::settings::ControllerMode;
 
+pub mod approvals;
 pub mod audit;
 pub mod guard;
 pub mod observe;
@@ -59,6 +62,8 @@ pub struct ControlState {
     pub audit: Arc<AuditLog>,
     /// Serializes every change (admin calls and the controller).
     pub change_lock: tokio::sync::Mutex<()>,
+    /// Proposals waiting for a person's approval.
+    pub approvals: Approvals,
     guard: RwLock<Guard>,
     guard_file: Option<(PathBuf, Mutex<Option<SystemTime>>)>,
     last_change: Mutex<HashMap<String, Instant>>,
@@ -79,10 +84,14 @@ impl ControlState {
             let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
             (p, Mutex::new(mtime))
         });
+        // Registered at 0 (not set: another state in the same process may
+        // be paused), so the series exists before any pause.
+        metrics::gauge!(metrics::CONTROLLER_PAUSED).increment(0.0);
         ControlState {
             live,
             audit,
             change_lock: tokio::sync::Mutex::new(()),
+            approvals: Approvals::default(),
             guard: RwLock::new(guard),
             guard_file,
             last_change: Default::default(),
@@ -137,7 +146,56 @@ impl ControlState {
 
     /// Pauses or resumes; returns whether the state changed.
     pub fn set_paused(&self, paused: bool) -> bool {
+        metrics::gauge!(metrics::CONTROLLER_PAUSED).set(if paused { 1.0 } else { 0.0 });
         self.paused.swap(paused, Ordering::SeqCst) != paused
+    }
+
+    /// Expires the approvals whose time is up (audited); returns how many.
+    pub async fn expire_approvals(&self) -> usize {
+        let _serial = self.change_lock.lock().await;
+        self.approvals
+            .expire(&self.audit, crate::dataplane::task::now_ms())
+    }
+
+    /// The proposals waiting for approval (expired ones dropped first).
+    pub async fn pending_approvals(&self) -> Vec<Pending> {
+        self.expire_approvals().await;
+        self.approvals.list()
+    }
+
+    /// Approves queued proposal `id` for `operator`: checked again, applied
+    /// (audited), and baked by the controller at its next window.
+    pub async fn approve(
+        &self,
+        id: u64,
+        operator: &str,
+    ) -> Result<(Record, Swapped), ApprovalError> {
+        let _serial = self.change_lock.lock().await;
+        self.approvals
+            .expire(&self.audit, crate::dataplane::task::now_ms());
+        let (record, swapped) = self.approvals.approve(
+            &self.live,
+            &self.audit,
+            &self.guard(),
+            self.since_change(),
+            id,
+            operator,
+        )?;
+        self.note_changed(&swapped.diff);
+        Ok((record, swapped))
+    }
+
+    /// Rejects queued proposal `id` with `operator`'s `reason` (audited).
+    pub async fn reject_approval(
+        &self,
+        id: u64,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Record, ApprovalError> {
+        let _serial = self.change_lock.lock().await;
+        self.approvals
+            .expire(&self.audit, crate::dataplane::task::now_ms());
+        self.approvals.reject(&self.audit, id, operator, reason)
     }
 
     /// Re-reads the guardrails file when it changed on disk. A bad edit
@@ -204,6 +262,9 @@ pub struct ControllerReport {
     pub rolled_back: u64,
     /// Applied changes kept.
     pub committed: u64,
+    /// Changes rolled back one after another since the last one kept
+    /// (`freshet_controller_rollbacks_in_a_row`).
+    pub rollbacks_in_a_row: u64,
     /// Kept, but delivered too little of the expected gain.
     pub ineffective: u64,
     /// Policy failures (the heuristic answered instead).
@@ -277,6 +338,23 @@ impl Controller {
     /// counted and logged, and the loop goes on.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         use futures::FutureExt;
+        // Every outcome's series exists from the start (at 0), so `rate()`
+        // and `increase()` see the first decision of each kind, and the
+        // alert gauges read 0 rather than nothing.
+        for outcome in [
+            "applied",
+            "rejected",
+            "rolled_back",
+            "committed",
+            "ineffective",
+            "policy_error",
+            "shadow",
+            "awaiting_approval",
+        ] {
+            metrics::counter!(metrics::CONTROLLER_DECISIONS_TOTAL, "policy" => self.policy.name().to_string(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW).increment(0.0);
         tokio::pin!(shutdown);
         let tick = self.opts.interval / self.opts.samples.max(1);
         let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
@@ -395,6 +473,8 @@ impl Controller {
             }
             None => {}
         }
+        self.state.expire_approvals().await;
+        let adopted = self.follow_approvals();
         {
             let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
             r.windows += 1;
@@ -408,6 +488,13 @@ impl Controller {
             if let Some(bake) = self.bake.take() {
                 self.set_outcome(bake.seq, Outcome::Superseded, None);
             }
+            self.push_recent(obs);
+            self.publish();
+            return;
+        }
+        if adopted {
+            // The approval fell inside this window: it is neither the
+            // baseline nor the change's effect. Judging starts next window.
             self.push_recent(obs);
             self.publish();
             return;
@@ -433,6 +520,63 @@ impl Controller {
         self.propose(&obs).await;
         self.push_recent(obs);
         self.publish();
+    }
+
+    /// Follows the approval queue: an approved change becomes the bake
+    /// (ending one that was running: the knobs moved under it), rejected
+    /// and expired ones update the decision history. Returns whether a
+    /// bake was adopted.
+    fn follow_approvals(&mut self) -> bool {
+        let mut adopted = false;
+        for resolution in self.state.approvals.take_resolved() {
+            match resolution {
+                Resolution::Rejected { id } => self.set_outcome(id, Outcome::Rejected, None),
+                Resolution::Expired { id } => self.set_outcome(id, Outcome::Expired, None),
+                Resolution::Approved(a) => {
+                    if let Some(bake) = self.bake.take() {
+                        self.set_outcome(bake.seq, Outcome::Superseded, None);
+                    }
+                    // Baseline: the windows before the approval's.
+                    let windows: Vec<&Observation> = self.recent.iter().rev().take(3).collect();
+                    let baseline = Figures::mean(&windows);
+                    match self.decisions.iter_mut().rev().find(|d| d.seq == a.id) {
+                        Some(d) => {
+                            d.seq = a.applied_seq;
+                            d.outcome = Outcome::Baking;
+                            d.changes = a.changes.clone();
+                            d.goodput_before = baseline.goodput;
+                        }
+                        None => self.remember(Decision {
+                            seq: a.applied_seq,
+                            at_ms: crate::dataplane::task::now_ms(),
+                            policy: a.policy.clone(),
+                            changes: a.changes.clone(),
+                            outcome: Outcome::Baking,
+                            goodput_before: baseline.goodput,
+                            goodput_after: None,
+                        }),
+                    }
+                    self.count(&a.policy, "applied");
+                    self.report
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .applied += 1;
+                    self.bake = Some(Bake {
+                        seq: a.applied_seq,
+                        before: a.before,
+                        version: a.version,
+                        changes: a.changes,
+                        policy: a.policy,
+                        baseline,
+                        expected_gain: a.expected_gain,
+                        protective: a.protective,
+                        windows: Vec::new(),
+                    });
+                    adopted = true;
+                }
+            }
+        }
+        adopted
     }
 
     fn push_recent(&mut self, obs: Observation) {
@@ -496,8 +640,10 @@ impl Controller {
                         "committed"
                     },
                 );
+                metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW).set(0.0);
                 let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
                 r.committed += 1;
+                r.rollbacks_in_a_row = 0;
                 r.ineffective += ineffective as u64;
             }
             Judgement::RollBack { reason } => {
@@ -527,10 +673,12 @@ impl Controller {
                         self.state.note_changed(&swapped.diff);
                         self.set_outcome(bake.seq, Outcome::RolledBack, Some(after.goodput));
                         self.count(&bake.policy, "rolled_back");
-                        self.report
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .rolled_back += 1;
+                        let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                        r.rolled_back += 1;
+                        r.rollbacks_in_a_row += 1;
+                        metrics::gauge!(metrics::CONTROLLER_ROLLBACKS_IN_A_ROW)
+                            .set(r.rollbacks_in_a_row as f64);
+                        drop(r);
                         tracing::warn!(version = swapped.new.version, %reason, "controller rolled back a change");
                     }
                     Err(e) => {
@@ -566,15 +714,17 @@ impl Controller {
         let state = self.state.clone();
         let _serial = state.change_lock.lock().await;
         let current = self.state.live.load();
-        let verdicts = screen(
+        let mut verdicts = screen(
             &guard,
             obs,
             &proposal.changes,
             &current.knobs,
             self.state.since_change(),
         );
+        gate_approvals(&self.state.approvals, &mut verdicts);
         let seq = self.record_verdicts(obs, &actor, &proposal, current.version, &verdicts);
         let accepted: Vec<Change> = verdicts.iter().filter_map(Verdict::change).collect();
+        let awaiting: Vec<Change> = verdicts.iter().filter_map(Verdict::awaiting).collect();
         let decision = |seq: u64, changes: Vec<Change>, outcome: Outcome| Decision {
             seq,
             at_ms: obs.at_ms,
@@ -584,7 +734,7 @@ impl Controller {
             goodput_before: obs.goodput,
             goodput_after: None,
         };
-        if accepted.is_empty() {
+        if accepted.is_empty() && awaiting.is_empty() {
             self.count(&policy_name, "rejected");
             self.report
                 .lock()
@@ -600,8 +750,38 @@ impl Controller {
         }
         if self.opts.mode == ControllerMode::Shadow {
             self.count(&policy_name, "shadow");
-            let d = decision(seq.unwrap_or(0), accepted, Outcome::Shadow);
+            let changes = accepted.into_iter().chain(awaiting).collect();
+            let d = decision(seq.unwrap_or(0), changes, Outcome::Shadow);
             self.remember(d);
+            return;
+        }
+        if !awaiting.is_empty() {
+            let queued = self.state.approvals.queue(
+                &self.state.audit,
+                Proposed {
+                    current: &current,
+                    actor: &actor,
+                    policy: &policy_name,
+                    changes: awaiting.clone(),
+                    rationale: &proposal.rationale,
+                    expected_gain: proposal.expected_gain,
+                    observation: obs.summary(),
+                    proposal_seq: seq,
+                    now_ms: crate::dataplane::task::now_ms(),
+                    expiry_s: guard.global().approval_expiry_s,
+                },
+            );
+            match queued {
+                Ok(id) => {
+                    self.count(&policy_name, "awaiting_approval");
+                    let d = decision(id, awaiting, Outcome::AwaitingApproval);
+                    self.remember(d);
+                    tracing::info!(approval = id, policy = %policy_name, "controller: a proposal waits for approval (freshet approvals list)");
+                }
+                Err(e) => metrics::record_error("controller", "audit", &e),
+            }
+        }
+        if accepted.is_empty() {
             return;
         }
         let verdict_json = serde_json::to_value(&verdicts).unwrap_or(Value::Null);
@@ -811,7 +991,7 @@ fn screen(
     let unix_secs = obs.at_ms / 1000;
     if let Some(w) = guard.frozen_at(unix_secs) {
         for v in verdicts.iter_mut() {
-            if let Some(change) = v.change() {
+            if let Some(change) = v.change().or_else(|| v.awaiting()) {
                 *v = Verdict::Rejected {
                     knob: change.knob.clone(),
                     proposed: change.value.clone(),
@@ -824,7 +1004,7 @@ fn screen(
         }
     }
     for v in verdicts.iter_mut() {
-        if let Some(change) = v.change() {
+        if let Some(change) = v.change().or_else(|| v.awaiting()) {
             let stage = change.knob.split('.').next().unwrap_or_default();
             if obs.held.iter().any(|h| h == stage) {
                 *v = Verdict::Rejected {
@@ -840,7 +1020,7 @@ fn screen(
     let budget = guard.global().credits_budget_per_minute;
     if obs.credits_per_min > budget {
         for v in verdicts.iter_mut() {
-            if let Some(change) = v.change() {
+            if let Some(change) = v.change().or_else(|| v.awaiting()) {
                 if raises_spend(&change, knobs) {
                     *v = Verdict::Rejected {
                         knob: change.knob.clone(),
@@ -855,6 +1035,33 @@ fn screen(
         }
     }
     verdicts
+}
+
+/// Refuses the changes awaiting approval that cannot be queued: a knob that
+/// already waits in the queue (a policy repeating itself must not fill it)
+/// or a full queue.
+fn gate_approvals(approvals: &Approvals, verdicts: &mut [Verdict]) {
+    let room = approvals.has_room();
+    for v in verdicts.iter_mut() {
+        let Some(change) = v.awaiting() else { continue };
+        let reason = match approvals.waiting_for(&change.knob) {
+            Some(id) => format!("a proposal of this knob already waits for approval (#{id})"),
+            None if !room => format!(
+                "the approval queue is full ({} proposals wait)",
+                approvals::MAX_PENDING
+            ),
+            None => continue,
+        };
+        let proposed = match v {
+            Verdict::AwaitingApproval { proposed, .. } => proposed.clone(),
+            _ => change.value.clone(),
+        };
+        *v = Verdict::Rejected {
+            knob: change.knob,
+            proposed,
+            reason,
+        };
+    }
 }
 
 /// Whether `change` spends more provider credits than the knobs in force:

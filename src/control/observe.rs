@@ -362,13 +362,6 @@ fn histogram_delta(
         .collect()
 }
 
-fn sum_where(rows: &[(Labels, u64)], key: &str, value: &str) -> u64 {
-    rows.iter()
-        .filter(|(l, _)| l.get(key).map(String::as_str) == Some(value))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 fn quality_of(h: &HistogramData, min_quality: f64) -> QualityStats {
     QualityStats {
         pages: h.count,
@@ -385,7 +378,7 @@ fn quality_of(h: &HistogramData, min_quality: f64) -> QualityStats {
 struct StageRows {
     errors: Vec<(Labels, u64)>,
     retries: Vec<(Labels, u64)>,
-    backpressure: Vec<(Labels, u64)>,
+    backpressure: Vec<(Labels, HistogramData)>,
     latency: Vec<(Labels, HistogramData)>,
 }
 
@@ -394,7 +387,7 @@ impl StageRows {
         StageRows {
             errors: counter_delta(start, end, metrics::STAGE_ERRORS_TOTAL),
             retries: counter_delta(start, end, metrics::STAGE_RETRIES_TOTAL),
-            backpressure: counter_delta(start, end, metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL),
+            backpressure: histogram_delta(start, end, metrics::STAGE_BACKPRESSURE_SECONDS),
             latency: histogram_delta(start, end, metrics::STAGE_LATENCY_SECONDS),
         }
     }
@@ -462,8 +455,14 @@ fn stage_stats(
         in_flight,
         saturation: if slots > 0.0 { in_flight / slots } else { 0.0 },
         queue_depth: gauges.queue.get(name).copied().unwrap_or(0.0) / samples,
-        backpressure: (sum_where(&rows.backpressure, "stage", name) as f64 / 1e6 / window_s)
-            .min(1.0),
+        backpressure: (rows
+            .backpressure
+            .iter()
+            .filter(|(l, _)| l.get("stage").map(String::as_str) == Some(name))
+            .map(|(_, h)| h.sum)
+            .sum::<f64>()
+            / window_s)
+            .clamp(0.0, 1.0),
     };
     (stats, op, finished)
 }

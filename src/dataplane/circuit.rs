@@ -128,6 +128,9 @@ pub struct CircuitStatus {
 impl Circuit {
     /// A closed circuit for `stage`'s upstream.
     pub fn new(stage: Stage) -> Circuit {
+        // The series exists (at 0) from the start, so an alert or a
+        // dashboard tells "closed" from "never reported".
+        metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "stage" => stage.as_str()).increment(0.0);
         Circuit {
             stage,
             state: Mutex::new(State::default()),

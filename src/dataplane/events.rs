@@ -566,8 +566,8 @@ pub struct BackpressureWaited {
 
 impl InternalEvent for BackpressureWaited {
     fn emit(self) {
-        metrics::counter!(metrics::STAGE_BACKPRESSURE_MICROSECONDS_TOTAL, "stage" => self.stage.as_str())
-            .increment(self.waited.as_micros() as u64);
+        metrics::histogram!(metrics::STAGE_BACKPRESSURE_SECONDS, "stage" => self.stage.as_str())
+            .record(self.waited.as_secs_f64());
     }
 }
 

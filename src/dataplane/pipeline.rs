@@ -23,7 +23,7 @@
 //!   that panics is counted and logged, and its items are dead-lettered;
 //!   the stage keeps serving.
 //! - Time spent blocked on a full downstream channel is counted per stage
-//!   (`freshet_stage_backpressure_microseconds_total`): the controller's signal.
+//!   (`freshet_stage_backpressure_seconds`): the controller's signal.
 //! - Every derived item carries its source message's [`Ack`] share; a share
 //!   is finished only when its chunks are indexed, it was filtered on
 //!   purpose, or it was dead-lettered (DLQ record fsynced first).

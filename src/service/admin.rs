@@ -10,7 +10,12 @@
 //! - `GET  /v1/audit?after=SEQ&limit=N`: audit records;
 //! - `POST /v1/controller/pause?operator=alice`, `POST /v1/controller/resume?operator=alice`:
 //!   stop and restart the controller's decisions (it keeps observing);
-//! - `GET  /v1/controller`: paused or not, and what the controller did so far.
+//! - `GET  /v1/controller`: paused or not, and what the controller did so far;
+//! - `GET  /v1/approvals`: the proposals waiting for a person's approval
+//!   (read token); `POST /v1/approvals/{id}/approve` `{"operator"}` applies
+//!   one (then the controller bakes it), `POST /v1/approvals/{id}/reject`
+//!   `{"operator", "reason"}` drops it (admin token). 404 for an id not
+//!   waiting, 409 (with the verdicts) when the guard no longer passes it.
 //!
 //! Every `/v1/*` call needs a bearer token ([`Access`]): changes need
 //! `Authorization: Bearer <service.admin_token>`; the reading calls need
@@ -33,6 +38,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::control::approvals::ApprovalError;
 use crate::control::audit::{self, Event, EventKind};
 use crate::control::guard::Verdict;
 use crate::control::rollout::{self, ApplyError};
@@ -92,6 +98,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/controller", get(controller_status))
         .route("/v1/controller/pause", post(pause))
         .route("/v1/controller/resume", post(resume))
+        .route("/v1/approvals", get(approvals_list))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/reject", post(reject))
         .with_state(state)
 }
 
@@ -103,11 +112,11 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 /// What a `/v1/*` call may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Changes: knobs, rollback, pause, resume (`admin_token`).
+    /// Changes: knobs, rollback, pause, resume, approvals (`admin_token`).
     Admin,
     /// `POST /v1/ingest` (`ingest_token`, else `admin_token`).
     Ingest,
-    /// Reading calls: config, audit, controller (`read_token`, else `admin_token`).
+    /// Reading calls: config, audit, controller, approvals (`read_token`, else `admin_token`).
     Read,
 }
 
@@ -602,5 +611,132 @@ async fn audit_records(
             Json(json!({"records": page})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    operator: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectRequest {
+    operator: String,
+    reason: String,
+}
+
+/// The longest rejection reason kept.
+const MAX_REASON: usize = 2048;
+
+/// The operator's name of a request body (1..=128 bytes), or the 400 answer.
+fn operator_of(operator: &str) -> Result<&str, Box<Response>> {
+    let operator = operator.trim();
+    if operator.is_empty() || operator.len() > 128 {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "`operator` must name who decides (1..=128 bytes)",
+        )));
+    }
+    Ok(operator)
+}
+
+async fn approvals_list(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers, "GET /v1/approvals", Role::Read) {
+        return *r;
+    }
+    let pending = st.control.pending_approvals().await;
+    Json(json!({
+        "approvals": pending,
+        "expiry_s": st.control.guard().global().approval_expiry_s,
+    }))
+    .into_response()
+}
+
+async fn approve(
+    State(st): State<Arc<AdminState>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(
+        &st,
+        &headers,
+        "POST /v1/approvals/{id}/approve",
+        Role::Admin,
+    ) {
+        return *r;
+    }
+    let req: ApproveRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"operator\": name}}: {e}"),
+            )
+        }
+    };
+    let operator = match operator_of(&req.operator) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    match st.control.approve(id, operator).await {
+        Ok((record, swapped)) => Json(json!({
+            "approval": id,
+            "seq": record.seq,
+            "version": swapped.new.version,
+            "diff": swapped.diff,
+        }))
+        .into_response(),
+        Err(e) => approval_error(e),
+    }
+}
+
+async fn reject(
+    State(st): State<Arc<AdminState>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers, "POST /v1/approvals/{id}/reject", Role::Admin) {
+        return *r;
+    }
+    let req: RejectRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"operator\": name, \"reason\": text}}: {e}"),
+            )
+        }
+    };
+    let operator = match operator_of(&req.operator) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > MAX_REASON {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`reason` must say why (1..={MAX_REASON} bytes)"),
+        );
+    }
+    match st.control.reject_approval(id, operator, reason).await {
+        Ok(record) => Json(json!({"approval": id, "seq": record.seq})).into_response(),
+        Err(e) => approval_error(e),
+    }
+}
+
+fn approval_error(e: ApprovalError) -> Response {
+    match e {
+        ApprovalError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        ApprovalError::Refused { ref verdicts, .. } => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": e.to_string(), "verdicts": verdicts})),
+        )
+            .into_response(),
+        ApprovalError::Apply(a) => apply_error(a),
+        ApprovalError::Audit(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -126,6 +126,41 @@ impl IndexMeta {
 
 /// The dead-letter sink the settings name: the Kafka topic with `[source]
 /// kind = "kafka"` and `[kafka] dlq_topic`, else the data dir's file.
+/// Re-verifies the audit log every `every` and tells `verified` the result
+/// (an error is logged once per change from good to bad); ends when the
+/// log is dropped.
+async fn reverify_audit(
+    log: std::sync::Weak<crate::control::audit::AuditLog>,
+    every: Duration,
+    verified: impl Fn(bool),
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut was_ok = true;
+    loop {
+        tick.tick().await;
+        let Some(log) = log.upgrade() else { break };
+        let result = tokio::task::spawn_blocking(move || log.verify()).await;
+        let ok = match result {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                if was_ok {
+                    tracing::error!(error = %e, "the audit log no longer verifies: run `freshet audit verify`");
+                }
+                false
+            }
+            // The check itself panicked: that says nothing about the log.
+            Err(_) => was_ok,
+        };
+        if ok && !was_ok {
+            tracing::info!("the audit log verifies again");
+        }
+        was_ok = ok;
+        verified(ok);
+    }
+}
+
 async fn open_dlq(settings: &Settings, instance_id: &str) -> Result<Arc<Dlq>> {
     #[cfg(feature = "kafka")]
     if settings.source.kind == SourceKind::Kafka && !settings.kafka.dlq_topic.is_empty() {
@@ -322,6 +357,8 @@ impl Runtime {
         };
         IndexMeta::check_and_store(data_dir, settings)?;
         let live = LiveConfig::new(settings.knobs.clone())?;
+        // The version in force from the start (swaps set it from then on).
+        crate::metrics::gauge!(crate::metrics::KNOBS_VERSION).set(live.version() as f64);
         let provider = if settings.provider.api_key.is_empty() {
             None
         } else {
@@ -369,6 +406,19 @@ impl Runtime {
         let audit = Arc::new(crate::control::audit::AuditLog::open(
             &data_dir.join("audit.jsonl"),
         )?);
+        // The chain is re-verified every minute while the service runs
+        // (`freshet_audit_verify_ok`, alerted on in deploy/prometheus): an
+        // edit made behind the service's back shows within a minute. A
+        // broken chain is the operator's to look at, not a reason to stop
+        // indexing. Opening the log verified it; the task ends with the log.
+        crate::metrics::gauge!(crate::metrics::AUDIT_VERIFY_OK).set(1.0);
+        tokio::spawn(reverify_audit(
+            Arc::downgrade(&audit),
+            Duration::from_secs(60),
+            |ok| {
+                crate::metrics::gauge!(crate::metrics::AUDIT_VERIFY_OK).set(f64::from(u8::from(ok)))
+            },
+        ));
         // Knob versions restart at 1 with every process: say so in the log,
         // so a reader never mistakes the last change before a restart (or
         // a change recorded just before a crash, never swapped in) for the
@@ -572,5 +622,65 @@ impl Runtime {
             cluster.stop().await;
         }
         (drained, counters, tracker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::control::audit::{AuditLog, Event, EventKind};
+
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<bool>) -> bool {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a check within 10 s")
+            .expect("the task runs")
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_is_reverified_and_an_edit_turns_the_gauge_off() {
+        let dir = std::env::temp_dir().join(format!(
+            "freshet-reverify-{}-{}",
+            std::process::id(),
+            crate::dataplane::task::now_ms()
+        ));
+        let path = dir.join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        for i in 0..3 {
+            log.append(
+                EventKind::Override,
+                Event {
+                    detail: format!("change {i}"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(super::reverify_audit(
+            Arc::downgrade(&log),
+            Duration::from_millis(20),
+            move |ok| {
+                let _ = tx.send(ok);
+            },
+        ));
+        assert!(next(&mut rx).await);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("change 1", "change 9", 1)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while next(&mut rx).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an edited log still verifies"
+            );
+        }
+        drop(log);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends with the log")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

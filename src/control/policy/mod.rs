@@ -70,6 +70,10 @@ pub enum Outcome {
     Shadow,
     /// Superseded by an operator's change before its bake ended.
     Superseded,
+    /// Queued for a person's approval (a knob with `approval = true`).
+    AwaitingApproval,
+    /// Waited for approval until it expired.
+    Expired,
 }
 
 /// One past decision, as policies see it.
