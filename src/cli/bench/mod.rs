@@ -185,6 +185,12 @@ pub struct ScenariosArgs {
     /// Seed of the simulated web and the task streams.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Run the suite once per seed (`--seed`, `--seed`+1, …) and report
+    /// every figure as mean ± 95 % interval, with paired verdicts of the
+    /// heuristic against each policy (seeds.md, seeds.json; each seed's
+    /// own outputs under seed-N/).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub seeds: u64,
     /// Scenario seconds per real second (default 15, or 90 with --quick).
     #[arg(long)]
     pub time_scale: Option<f64>,
@@ -298,13 +304,17 @@ pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
     }
     let opts = suite_options(base, args)?;
     eprintln!(
-        "freshet bench scenarios: {} scenarios x {} policies, time scale {}x, window {} ms{}",
+        "freshet bench scenarios: {} scenarios x {} policies x {} seeds, time scale {}x, window {} ms{}",
         opts.scenarios.len(),
         opts.policies.len(),
+        args.seeds,
         opts.run.time_scale,
         opts.run.interval.as_millis(),
         if opts.quick { " (quick)" } else { "" }
     );
+    if args.seeds > 1 {
+        return several_seeds(opts, args).await;
+    }
     let summary = crate::bench::run_suite(&opts).await;
     // Let the last runs' aborted work let go of their files first.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -319,6 +329,42 @@ pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
         "wrote {}/summary.json, scenarios.md and charts/ ({:.0} s)",
         args.out.display(),
         summary.wall_s
+    );
+    Ok(())
+}
+
+/// `--seeds N` with N > 1: the suite once per seed, then the aggregate.
+async fn several_seeds(mut opts: crate::bench::SuiteOptions, args: &ScenariosArgs) -> Result<()> {
+    let wall = Instant::now();
+    let mut summaries = Vec::new();
+    for i in 0..args.seeds {
+        let seed = args.seed + i;
+        opts.run.seed = seed;
+        eprintln!("seed {seed} ({} of {})", i + 1, args.seeds);
+        let summary = crate::bench::run_suite(&opts).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        crate::bench::run::retire_dir(opts.run.work_dir.clone(), 0);
+        let summary = summary.with_context(|| format!("the suite with seed {seed}"))?;
+        crate::bench::write_outputs(&summary, &args.out.join(format!("seed-{seed}")))?;
+        summaries.push(summary);
+    }
+    let agg = crate::bench::seeds::aggregate(&summaries, wall.elapsed().as_secs_f64());
+    let md = crate::bench::seeds::markdown(&agg);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = args.out.join("seeds.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&agg)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md_path = args.out.join("seeds.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    if let Some(doc) = &args.docs {
+        crate::bench::seeds::write_docs(&md, doc)?;
+    }
+    println!("{md}");
+    eprintln!(
+        "wrote {}/seeds.json, seeds.md and seed-*/ ({:.0} s)",
+        args.out.display(),
+        agg.wall_s
     );
     Ok(())
 }
