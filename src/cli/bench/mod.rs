@@ -173,7 +173,7 @@ pub struct ScenariosArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "static,aimd,heuristic,llm-scripted,oracle"
+        default_value = "static,aimd,gradient2,vegas,arc,envoy-gradient,ds2,heuristic,llm-scripted,oracle"
     )]
     pub policies: Vec<crate::bench::run::PolicyName>,
     /// Where summary.json, scenarios.md and charts/ go.
@@ -456,7 +456,8 @@ pub(super) enum BenchCommand {
         out: std::path::PathBuf,
     },
     /// How well freshet tunes itself: every scenario under every policy
-    /// (static, aimd, heuristic, llm-scripted, oracle), per-phase figures, summary.json,
+    /// (static, aimd, the published baselines, heuristic, llm-scripted,
+    /// oracle), per-phase figures, summary.json,
     /// Markdown tables and SVG charts.
     Scenarios(ScenariosArgs),
 }
