@@ -96,6 +96,10 @@ pub struct PolicySeeds {
     pub changes: Spread,
     /// Changes rolled back.
     pub rollbacks: Spread,
+    /// Direction reversals per scenario minute, summed over the slot and
+    /// batch knobs (see [`reversals_per_min`]).
+    #[serde(default)]
+    pub reversals_per_min: Spread,
     /// Guard violations found in the audit log (must be 0).
     pub guard_violations: usize,
 }
@@ -142,6 +146,40 @@ pub struct SeedsSummary {
     pub wall_s: f64,
     /// Per scenario.
     pub scenarios: Vec<ScenarioSeeds>,
+}
+
+/// How often a run's knobs changed direction: for each of the slot knobs
+/// and `embed.batch_size`, the number of times a change went the other way
+/// from the knob's previous change (up then down, or down then up), summed
+/// over the knobs, per minute of scenario time. 0 for a policy that only
+/// ever moves each knob one way.
+pub fn reversals_per_min(r: &RunResult) -> f64 {
+    let minutes = r.windows.last().map(|w| w.t_s / 60.0).unwrap_or(0.0);
+    if minutes <= 0.0 {
+        return 0.0;
+    }
+    let series: [fn(&super::run::KnobView) -> f64; 5] = [
+        |k| k.search_slots as f64,
+        |k| k.extract_slots as f64,
+        |k| k.embed_slots as f64,
+        |k| k.index_slots as f64,
+        |k| k.embed_batch as f64,
+    ];
+    let mut n = 0usize;
+    for f in series {
+        let mut last_dir = 0.0f64;
+        for w in r.windows.windows(2) {
+            let d = f(&w[1].knobs) - f(&w[0].knobs);
+            if d == 0.0 {
+                continue;
+            }
+            if last_dir != 0.0 && d.signum() != last_dir {
+                n += 1;
+            }
+            last_dir = d.signum();
+        }
+    }
+    n as f64 / minutes
 }
 
 fn runs<'a>(summaries: &'a [Summary], scenario: &str, p: PolicyName) -> Vec<&'a RunResult> {
@@ -192,6 +230,7 @@ pub fn aggregate(summaries: &[Summary], wall_s: f64) -> SeedsSummary {
                         error_rate: f(&|r| r.overall.error_rate),
                         changes: f(&|r| r.overall.knob_changes as f64),
                         rollbacks: f(&|r| r.overall.rollbacks as f64),
+                        reversals_per_min: f(&reversals_per_min),
                         guard_violations: rs.iter().map(|r| r.guard_violations.len()).sum(),
                     }
                 })
@@ -262,7 +301,7 @@ pub fn markdown(s: &SeedsSummary) -> String {
     );
     for sc in &s.scenarios {
         out.push_str(&format!(
-            "**{}**\n\n| policy | goodput (chunks/s) | freshness p99 (s) | errors (per unit) | changes | rollbacks | guard violations | heuristic vs this (goodput) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+            "**{}**\n\n| policy | goodput (chunks/s) | freshness p99 (s) | errors (per unit) | changes | rollbacks | reversals/min | guard violations | heuristic vs this (goodput) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
             sc.name
         ));
         for p in &sc.policies {
@@ -280,13 +319,14 @@ pub fn markdown(s: &SeedsSummary) -> String {
                 })
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 p.policy.as_str(),
                 p.goodput.cell(1),
                 p.freshness_p99_s.cell(2),
                 p.error_rate.cell(3),
                 p.changes.cell(1),
                 p.rollbacks.cell(1),
+                p.reversals_per_min.cell(2),
                 p.guard_violations,
                 vs
             ));
@@ -347,6 +387,46 @@ mod tests {
         assert!((s.ci95 - 4.303 / 3f64.sqrt()).abs() < 1e-9);
         assert!(Spread::of(&[5.0]).ci95.is_infinite());
         assert_eq!(Spread::of(&[f64::NAN, 1.0]).n, 1);
+    }
+
+    #[test]
+    fn reversals_count_changes_of_direction_per_scenario_minute() {
+        use crate::bench::run::{ControllerCounts, Figures, KnobView, Window};
+        let window = |t_s: f64, extract: u32, embed: u32| Window {
+            t_s,
+            phase: 0,
+            goodput: 1.0,
+            error_rate: 0.0,
+            credits_per_min: 0.0,
+            freshness_p99_s: None,
+            knobs: KnobView {
+                extract_slots: extract,
+                embed_slots: embed,
+                ..Default::default()
+            },
+        };
+        // extract 8 -> 16 -> 16 -> 8 -> 12: two reversals; embed only grows.
+        let windows = vec![
+            window(30.0, 8, 2),
+            window(60.0, 16, 2),
+            window(90.0, 16, 4),
+            window(120.0, 8, 4),
+            window(150.0, 12, 8),
+            window(180.0, 12, 8),
+        ];
+        let r = RunResult {
+            scenario: "s".into(),
+            policy: PolicyName::Heuristic,
+            overall: Figures::default(),
+            phases: Vec::new(),
+            windows,
+            controller: ControllerCounts::default(),
+            guard_violations: Vec::new(),
+            changes: Vec::new(),
+            urls_wrapped: false,
+            wall_s: 1.0,
+        };
+        assert!((reversals_per_min(&r) - 2.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

@@ -203,8 +203,10 @@ pub struct ScenariosArgs {
     pub guardrails: Option<std::path::PathBuf>,
     /// Do not run anything: render the outputs (and --docs) again from a
     /// summary.json an earlier run wrote.
+    /// Repeated (one summary.json per seed, as `--seeds` writes them under
+    /// seed-N/), the multi-seed tables are made from them instead.
     #[arg(long, value_name = "SUMMARY_JSON")]
-    pub from_summary: Option<std::path::PathBuf>,
+    pub from_summary: Vec<std::path::PathBuf>,
     /// Also write the tables into this Markdown file (between generated-section
     /// markers) and copy the charts next to it, e.g. docs/BENCHMARKS.md.
     #[arg(long)]
@@ -290,11 +292,16 @@ pub fn suite_options(base: &Settings, args: &ScenariosArgs) -> Result<crate::ben
 
 /// Runs `freshet bench scenarios` and writes its outputs.
 pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
-    if let Some(path) = &args.from_summary {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let summary: crate::bench::report::Summary = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a scenario bench summary", path.display()))?;
+    if args.from_summary.len() > 1 {
+        let mut summaries = Vec::new();
+        for path in &args.from_summary {
+            summaries.push(read_summary(path)?);
+        }
+        let wall = summaries.iter().map(|s| s.wall_s).sum();
+        return write_seeds(&summaries, wall, args);
+    }
+    if let Some(path) = args.from_summary.first() {
+        let summary = read_summary(path)?;
         let md = crate::bench::write_outputs(&summary, &args.out)?;
         if let Some(doc) = &args.docs {
             crate::bench::write_docs(&summary, &args.out, doc)?;
@@ -348,7 +355,24 @@ async fn several_seeds(mut opts: crate::bench::SuiteOptions, args: &ScenariosArg
         crate::bench::write_outputs(&summary, &args.out.join(format!("seed-{seed}")))?;
         summaries.push(summary);
     }
-    let agg = crate::bench::seeds::aggregate(&summaries, wall.elapsed().as_secs_f64());
+    write_seeds(&summaries, wall.elapsed().as_secs_f64(), args)
+}
+
+/// A `summary.json` an earlier run wrote.
+fn read_summary(path: &std::path::Path) -> Result<crate::bench::report::Summary> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a scenario bench summary", path.display()))
+}
+
+/// The multi-seed outputs (seeds.json, seeds.md, `--docs`) of one summary per seed.
+fn write_seeds(
+    summaries: &[crate::bench::report::Summary],
+    wall_s: f64,
+    args: &ScenariosArgs,
+) -> Result<()> {
+    let agg = crate::bench::seeds::aggregate(summaries, wall_s);
     let md = crate::bench::seeds::markdown(&agg);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
