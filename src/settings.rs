@@ -615,6 +615,21 @@ pub enum PolicyKind {
     /// An OpenAI-compatible chat model steered by the prompt file; falls
     /// back to the heuristic when it fails.
     Llm,
+    /// Never changes anything (a baseline).
+    Static,
+    /// Slots by additive increase / multiplicative decrease (a baseline).
+    Aimd,
+    /// Netflix concurrency-limits Gradient2 with an AIMD cut on drops (a baseline).
+    Gradient2,
+    /// Netflix concurrency-limits Vegas (a baseline).
+    Vegas,
+    /// Vector's Adaptive Request Concurrency (a baseline).
+    Arc,
+    /// Envoy's adaptive-concurrency gradient controller (a baseline).
+    #[serde(rename = "envoy-gradient")]
+    EnvoyGradient,
+    /// DS2 / the Flink autoscaler: slots from useful time (a baseline).
+    Ds2,
 }
 
 /// `[controller.llm]`: the chat endpoint of the `llm` policy.

@@ -17,6 +17,11 @@ fn colour(p: PolicyName) -> RGBColor {
     match p {
         PolicyName::Static => RGBColor(140, 140, 140),
         PolicyName::Aimd => RGBColor(31, 119, 180),
+        PolicyName::Gradient2 => RGBColor(255, 127, 14),
+        PolicyName::Vegas => RGBColor(148, 103, 189),
+        PolicyName::Arc => RGBColor(140, 86, 75),
+        PolicyName::EnvoyGradient => RGBColor(227, 119, 194),
+        PolicyName::Ds2 => RGBColor(23, 190, 207),
         PolicyName::Heuristic => RGBColor(214, 39, 40),
         PolicyName::LlmScripted => RGBColor(44, 160, 44),
         PolicyName::Oracle => RGBColor(20, 20, 20),

@@ -24,6 +24,7 @@ pub mod load;
 pub mod oracle;
 pub mod report;
 pub mod run;
+pub mod seeds;
 
 use std::path::{Path, PathBuf};
 

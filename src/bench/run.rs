@@ -31,7 +31,7 @@ use super::load::TaskGen;
 use crate::control::audit::{read_records, EventKind, Record};
 use crate::control::guard::{Guard, Verdict};
 use crate::control::observe::{Observation, Observer};
-use crate::control::policy::{aimd::Aimd, heuristic::Heuristic, Policy, Static};
+use crate::control::policy::{aimd::Aimd, baselines, heuristic::Heuristic, Policy, Static};
 use crate::control::{ControlState, Controller, ControllerOptions, ControllerReport};
 use crate::knobs::{Change, Knobs, RenderMode};
 use crate::service::Runtime;
@@ -58,6 +58,18 @@ pub enum PolicyName {
     Static,
     /// Slots only, additive increase / multiplicative decrease.
     Aimd,
+    /// Netflix concurrency-limits Gradient2 (+ AIMD cut on drops).
+    Gradient2,
+    /// Netflix concurrency-limits Vegas.
+    Vegas,
+    /// Vector's Adaptive Request Concurrency.
+    Arc,
+    /// Envoy's adaptive-concurrency gradient controller.
+    #[serde(rename = "envoy-gradient")]
+    #[value(name = "envoy-gradient")]
+    EnvoyGradient,
+    /// DS2 / the Flink autoscaler: slots from useful time.
+    Ds2,
     /// freshet's built-in policy.
     Heuristic,
     /// The LLM policy against the simulator's scripted chat endpoint.
@@ -68,9 +80,14 @@ pub enum PolicyName {
 
 impl PolicyName {
     /// Every policy, in table order.
-    pub const ALL: [PolicyName; 5] = [
+    pub const ALL: [PolicyName; 10] = [
         PolicyName::Static,
         PolicyName::Aimd,
+        PolicyName::Gradient2,
+        PolicyName::Vegas,
+        PolicyName::Arc,
+        PolicyName::EnvoyGradient,
+        PolicyName::Ds2,
         PolicyName::Heuristic,
         PolicyName::LlmScripted,
         PolicyName::Oracle,
@@ -81,6 +98,11 @@ impl PolicyName {
         match self {
             PolicyName::Static => "static",
             PolicyName::Aimd => "aimd",
+            PolicyName::Gradient2 => "gradient2",
+            PolicyName::Vegas => "vegas",
+            PolicyName::Arc => "arc",
+            PolicyName::EnvoyGradient => "envoy-gradient",
+            PolicyName::Ds2 => "ds2",
             PolicyName::Heuristic => "heuristic",
             PolicyName::LlmScripted => "llm-scripted",
             PolicyName::Oracle => "oracle",
@@ -342,11 +364,18 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// The driver of a built-in policy (`llm-scripted` and `oracle` need more).
+    /// The driver of a built-in policy (`llm-scripted` and `oracle` need
+    /// more). Each call makes a new policy: the baselines keep state, and a
+    /// run must not start from another run's.
     pub fn builtin(name: PolicyName) -> Option<Driver> {
         let p: Arc<dyn Policy> = match name {
             PolicyName::Static => Arc::new(Static),
             PolicyName::Aimd => Arc::new(Aimd),
+            PolicyName::Gradient2 => Arc::new(baselines::gradient2::Gradient2::default()),
+            PolicyName::Vegas => Arc::new(baselines::vegas::Vegas::default()),
+            PolicyName::Arc => Arc::new(baselines::arc::VectorArc::default()),
+            PolicyName::EnvoyGradient => Arc::new(baselines::envoy::EnvoyGradient::default()),
+            PolicyName::Ds2 => Arc::new(baselines::ds2::Ds2::default()),
             PolicyName::Heuristic => Arc::new(Heuristic),
             PolicyName::LlmScripted | PolicyName::Oracle => return None,
         };

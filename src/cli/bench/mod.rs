@@ -173,7 +173,7 @@ pub struct ScenariosArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "static,aimd,heuristic,llm-scripted,oracle"
+        default_value = "static,aimd,gradient2,vegas,arc,envoy-gradient,ds2,heuristic,llm-scripted,oracle"
     )]
     pub policies: Vec<crate::bench::run::PolicyName>,
     /// Where summary.json, scenarios.md and charts/ go.
@@ -185,6 +185,12 @@ pub struct ScenariosArgs {
     /// Seed of the simulated web and the task streams.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Run the suite once per seed (`--seed`, `--seed`+1, …) and report
+    /// every figure as mean ± 95 % interval, with paired verdicts of the
+    /// heuristic against each policy (seeds.md, seeds.json; each seed's
+    /// own outputs under seed-N/).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub seeds: u64,
     /// Scenario seconds per real second (default 15, or 90 with --quick).
     #[arg(long)]
     pub time_scale: Option<f64>,
@@ -197,8 +203,10 @@ pub struct ScenariosArgs {
     pub guardrails: Option<std::path::PathBuf>,
     /// Do not run anything: render the outputs (and --docs) again from a
     /// summary.json an earlier run wrote.
+    /// Repeated (one summary.json per seed, as `--seeds` writes them under
+    /// seed-N/), the multi-seed tables are made from them instead.
     #[arg(long, value_name = "SUMMARY_JSON")]
-    pub from_summary: Option<std::path::PathBuf>,
+    pub from_summary: Vec<std::path::PathBuf>,
     /// Also write the tables into this Markdown file (between generated-section
     /// markers) and copy the charts next to it, e.g. docs/BENCHMARKS.md.
     #[arg(long)]
@@ -284,11 +292,16 @@ pub fn suite_options(base: &Settings, args: &ScenariosArgs) -> Result<crate::ben
 
 /// Runs `freshet bench scenarios` and writes its outputs.
 pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
-    if let Some(path) = &args.from_summary {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let summary: crate::bench::report::Summary = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a scenario bench summary", path.display()))?;
+    if args.from_summary.len() > 1 {
+        let mut summaries = Vec::new();
+        for path in &args.from_summary {
+            summaries.push(read_summary(path)?);
+        }
+        let wall = summaries.iter().map(|s| s.wall_s).sum();
+        return write_seeds(&summaries, wall, args);
+    }
+    if let Some(path) = args.from_summary.first() {
+        let summary = read_summary(path)?;
         let md = crate::bench::write_outputs(&summary, &args.out)?;
         if let Some(doc) = &args.docs {
             crate::bench::write_docs(&summary, &args.out, doc)?;
@@ -298,13 +311,17 @@ pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
     }
     let opts = suite_options(base, args)?;
     eprintln!(
-        "freshet bench scenarios: {} scenarios x {} policies, time scale {}x, window {} ms{}",
+        "freshet bench scenarios: {} scenarios x {} policies x {} seeds, time scale {}x, window {} ms{}",
         opts.scenarios.len(),
         opts.policies.len(),
+        args.seeds,
         opts.run.time_scale,
         opts.run.interval.as_millis(),
         if opts.quick { " (quick)" } else { "" }
     );
+    if args.seeds > 1 {
+        return several_seeds(opts, args).await;
+    }
     let summary = crate::bench::run_suite(&opts).await;
     // Let the last runs' aborted work let go of their files first.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -319,6 +336,59 @@ pub async fn scenarios(base: &Settings, args: &ScenariosArgs) -> Result<()> {
         "wrote {}/summary.json, scenarios.md and charts/ ({:.0} s)",
         args.out.display(),
         summary.wall_s
+    );
+    Ok(())
+}
+
+/// `--seeds N` with N > 1: the suite once per seed, then the aggregate.
+async fn several_seeds(mut opts: crate::bench::SuiteOptions, args: &ScenariosArgs) -> Result<()> {
+    let wall = Instant::now();
+    let mut summaries = Vec::new();
+    for i in 0..args.seeds {
+        let seed = args.seed + i;
+        opts.run.seed = seed;
+        eprintln!("seed {seed} ({} of {})", i + 1, args.seeds);
+        let summary = crate::bench::run_suite(&opts).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        crate::bench::run::retire_dir(opts.run.work_dir.clone(), 0);
+        let summary = summary.with_context(|| format!("the suite with seed {seed}"))?;
+        crate::bench::write_outputs(&summary, &args.out.join(format!("seed-{seed}")))?;
+        summaries.push(summary);
+    }
+    write_seeds(&summaries, wall.elapsed().as_secs_f64(), args)
+}
+
+/// A `summary.json` an earlier run wrote.
+fn read_summary(path: &std::path::Path) -> Result<crate::bench::report::Summary> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a scenario bench summary", path.display()))
+}
+
+/// The multi-seed outputs (seeds.json, seeds.md, `--docs`) of one summary per seed.
+fn write_seeds(
+    summaries: &[crate::bench::report::Summary],
+    wall_s: f64,
+    args: &ScenariosArgs,
+) -> Result<()> {
+    let agg = crate::bench::seeds::aggregate(summaries, wall_s);
+    let md = crate::bench::seeds::markdown(&agg);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = args.out.join("seeds.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&agg)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md_path = args.out.join("seeds.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    if let Some(doc) = &args.docs {
+        crate::bench::seeds::write_docs(&md, doc)?;
+    }
+    println!("{md}");
+    eprintln!(
+        "wrote {}/seeds.json, seeds.md and seed-*/ ({:.0} s)",
+        args.out.display(),
+        agg.wall_s
     );
     Ok(())
 }
@@ -410,7 +480,8 @@ pub(super) enum BenchCommand {
         out: std::path::PathBuf,
     },
     /// How well freshet tunes itself: every scenario under every policy
-    /// (static, aimd, heuristic, llm-scripted, oracle), per-phase figures, summary.json,
+    /// (static, aimd, the published baselines, heuristic, llm-scripted,
+    /// oracle), per-phase figures, summary.json,
     /// Markdown tables and SVG charts.
     Scenarios(ScenariosArgs),
 }

@@ -59,7 +59,7 @@ impl Policy for Aimd {
 
 /// Units pushed back (failed or retried as rate limited, timed out, 5xx,
 /// reset or refused) per finished unit.
-fn pushed_back(s: &StageStats, window_s: f64) -> f64 {
+pub(crate) fn pushed_back(s: &StageStats, window_s: f64) -> f64 {
     let n: u64 = [
         ErrorClass::RateLimited,
         ErrorClass::Timeout,

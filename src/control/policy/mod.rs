@@ -10,6 +10,9 @@
 //! - [`Static`] never changes anything (the bench's `static` baseline).
 //! - [`aimd`] moves slots only, by additive increase and multiplicative
 //!   decrease (the adaptive-concurrency baseline of the scenario bench).
+//! - [`baselines`]: published adaptive controllers (`gradient2`, `vegas`,
+//!   `arc`, `envoy-gradient`, `ds2`), each from its source with its
+//!   defaults, moving slots only: the yardsticks of the scenario bench.
 //! - [`heuristic`] is built in and needs nothing: AIMD on slots, batch sizes
 //!   from per-call overhead, retry budgets from the error mix, render
 //!   escalation per domain from quality.
@@ -25,6 +28,7 @@ use crate::control::observe::Observation;
 use crate::knobs::{Change, Knobs};
 
 pub mod aimd;
+pub mod baselines;
 pub mod heuristic;
 pub mod llm;
 
@@ -188,10 +192,41 @@ impl Policy for Static {
 pub fn from_settings(
     settings: &crate::settings::ControllerSettings,
 ) -> anyhow::Result<std::sync::Arc<dyn Policy>> {
-    match settings.policy {
-        crate::settings::PolicyKind::Heuristic => Ok(std::sync::Arc::new(heuristic::Heuristic)),
-        crate::settings::PolicyKind::Llm => Ok(std::sync::Arc::new(llm::LlmPolicy::from_settings(
-            settings,
-        )?)),
+    use crate::settings::PolicyKind as K;
+    use std::sync::Arc;
+    Ok(match settings.policy {
+        K::Heuristic => Arc::new(heuristic::Heuristic),
+        K::Llm => Arc::new(llm::LlmPolicy::from_settings(settings)?),
+        K::Static => Arc::new(Static),
+        K::Aimd => Arc::new(aimd::Aimd),
+        K::Gradient2 => Arc::new(baselines::gradient2::Gradient2::default()),
+        K::Vegas => Arc::new(baselines::vegas::Vegas::default()),
+        K::Arc => Arc::new(baselines::arc::VectorArc::default()),
+        K::EnvoyGradient => Arc::new(baselines::envoy::EnvoyGradient::default()),
+        K::Ds2 => Arc::new(baselines::ds2::Ds2::default()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ControllerSettings;
+
+    #[test]
+    fn every_built_in_policy_is_selectable_by_name() {
+        for name in [
+            "heuristic",
+            "static",
+            "aimd",
+            "gradient2",
+            "vegas",
+            "arc",
+            "envoy-gradient",
+            "ds2",
+        ] {
+            let s: ControllerSettings = toml::from_str(&format!("policy = \"{name}\"")).unwrap();
+            assert_eq!(from_settings(&s).unwrap().name(), name);
+        }
+        assert!(toml::from_str::<ControllerSettings>("policy = \"envoy\"").is_err());
     }
 }
