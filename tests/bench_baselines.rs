@@ -10,58 +10,29 @@
 //! One test in this binary, so no other pipeline shares the process-wide
 //! metrics tap the controller observes.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use freshet::bench::oracle::OracleBudget;
-use freshet::bench::run::{PolicyName, RunConfig};
-use freshet::bench::{run_suite, seeds, SuiteOptions, BUILTIN_GUARDRAILS};
-use freshet::control::guard::Guard;
-use freshet::settings::Settings;
-use freshet::sim::Scenario;
+use freshet::bench::run::PolicyName;
+use freshet::bench::{run_suite, seeds};
 
 /// The heuristic's mean goodput over the seeds, as a share of a baseline's.
 const FLOOR: f64 = 0.9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heuristic_is_not_behind_arc_or_gradient2() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let scenarios: Vec<(String, Scenario)> = ["flash-crowd", "flaky-upstream"]
-        .iter()
-        .map(|name| {
-            let file = root.join("scenarios").join(format!("{name}.toml"));
-            (
-                file.display().to_string(),
-                Scenario::load(&file).expect("shipped scenario"),
-            )
-        })
-        .collect();
     let work_dir =
         std::env::temp_dir().join(format!("freshet-baselines-test-{}", std::process::id()));
-    let mut opts = SuiteOptions {
-        scenarios,
-        policies: vec![
+    let mut opts = common::bench::quick_suite(
+        &["flash-crowd", "flaky-upstream"],
+        vec![
             PolicyName::Arc,
             PolicyName::Gradient2,
             PolicyName::Heuristic,
         ],
-        run: RunConfig {
-            base: Settings::from_toml("", "<defaults>", std::iter::empty()).unwrap(),
-            guard: Guard::from_toml(BUILTIN_GUARDRAILS, "guardrails").unwrap(),
-            time_scale: 20.0,
-            interval: Duration::from_millis(300),
-            seed: 7,
-            work_dir: work_dir.clone(),
-        },
-        budget: OracleBudget {
-            warmup_s: 0.5,
-            settle_s: 0.3,
-            measure_s: 0.6,
-            max_values: 1,
-        },
-        quick: true,
-        progress: true,
-    };
+        work_dir.clone(),
+    );
     let mut summaries = Vec::new();
     for seed in [7, 8] {
         opts.run.seed = seed;

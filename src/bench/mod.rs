@@ -302,14 +302,17 @@ pub fn write_docs(summary: &Summary, out: &Path, doc: &Path) -> Result<()> {
         std::fs::copy(&from, dir.join(format!("{}.svg", s.name)))
             .with_context(|| format!("copying {}", from.display()))?;
     }
-    let section = format!(
-        "{DOC_BEGIN}\n{}{DOC_END}",
-        report::markdown(summary, "bench")
-    );
+    replace_section(doc, DOC_BEGIN, DOC_END, &report::markdown(summary, "bench"))
+}
+
+/// Replaces the text of `doc` between the markers `begin` and `end` (kept)
+/// with `body`, or appends the marked section when the markers are absent.
+pub fn replace_section(doc: &Path, begin: &str, end: &str, body: &str) -> Result<()> {
+    let section = format!("{begin}\n{body}{end}");
     let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let new = match (text.find(DOC_BEGIN), text.find(DOC_END)) {
+    let new = match (text.find(begin), text.find(end)) {
         (Some(a), Some(b)) if b > a => {
-            format!("{}{section}{}", &text[..a], &text[b + DOC_END.len()..])
+            format!("{}{section}{}", &text[..a], &text[b + end.len()..])
         }
         _ => format!("{text}\n{section}\n"),
     };

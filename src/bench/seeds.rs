@@ -379,16 +379,7 @@ pub const DOC_END: &str = "<!-- scenario-seeds:end -->";
 
 /// Replaces (or appends) the generated multi-seed section of `doc`.
 pub fn write_docs(md: &str, doc: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let section = format!("{DOC_BEGIN}\n{md}{DOC_END}");
-    let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let new = match (text.find(DOC_BEGIN), text.find(DOC_END)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{section}{}", &text[..a], &text[b + DOC_END.len()..])
-        }
-        _ => format!("{text}\n{section}\n"),
-    };
-    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
+    super::replace_section(doc, DOC_BEGIN, DOC_END, md)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::remote::{holder_addr, Call};
 use super::{print_out, settings_in, Cli};
-use crate::control::audit::utc_time;
+use crate::control::audit::{diff_lines, utc_time};
 use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -92,22 +92,7 @@ pub(super) async fn command(cli: &Cli, cmd: &ApprovalsCommand) -> Result<ExitCod
                 json!({"operator": operator}),
             )
             .await?;
-            let diff = answer["diff"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|c| {
-                            format!(
-                                "{} {} -> {}",
-                                c["knob"].as_str().unwrap_or("?"),
-                                c["from"],
-                                c["to"]
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
+            let diff = diff_lines(&answer["diff"]).join(", ");
             print_out(&format!(
                 "approved #{id}: applied as knob version {} ({diff}); the controller bakes and judges it (freshet audit tail)\n",
                 answer["version"]
@@ -181,21 +166,7 @@ async fn list(s: &Settings, addr: &str, as_json: bool) -> Result<ExitCode> {
     }
     let mut out = String::new();
     for p in &entries {
-        let changes: Vec<String> = p["diff"]
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} -> {}",
-                            c["knob"].as_str().unwrap_or("?"),
-                            c["from"],
-                            c["to"]
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let changes = diff_lines(&p["diff"]);
         let expires = p["expires_at_ms"].as_u64().unwrap_or(0);
         out.push_str(&format!(
             "#{} {} — {} ({}, proposed {} on v{}, expires in {})\n",

@@ -214,23 +214,27 @@ pub struct Event {
 impl Event {
     /// The knob changes of `diff` in one line: `knob from -> to, ...`.
     pub fn diff_summary(&self) -> String {
-        self.diff
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} -> {}",
-                            c["knob"].as_str().unwrap_or("?"),
-                            c["from"],
-                            c["to"]
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
+        diff_lines(&self.diff).join(", ")
     }
+}
+
+/// The changes of a knob diff (`[{knob, from, to}, ...]`, as records and
+/// the approval queue carry it) as `knob from -> to`, one per change.
+pub fn diff_lines(diff: &Value) -> Vec<String> {
+    diff.as_array()
+        .map(|d| {
+            d.iter()
+                .map(|c| {
+                    format!(
+                        "{} {} -> {}",
+                        c["knob"].as_str().unwrap_or("?"),
+                        c["from"],
+                        c["to"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One line of the log.
@@ -348,37 +352,8 @@ impl Record {
                 .unwrap_or_default(),
             EventKind::ApprovalQueued
             | EventKind::ApprovalRejected
-            | EventKind::ApprovalExpired => e.verdict["diff"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|c| {
-                            format!(
-                                "{} {} -> {}",
-                                c["knob"].as_str().unwrap_or("?"),
-                                c["from"],
-                                c["to"]
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => e
-                .diff
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|c| {
-                            format!(
-                                "{} {} -> {}",
-                                c["knob"].as_str().unwrap_or("?"),
-                                c["from"],
-                                c["to"]
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            | EventKind::ApprovalExpired => diff_lines(&e.verdict["diff"]),
+            _ => diff_lines(&e.diff),
         };
         let mut line = format!("#{} {what}", self.seq);
         if !changes.is_empty() {

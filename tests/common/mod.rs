@@ -184,6 +184,7 @@ impl TestSettings {
     }
 }
 
+pub mod bench;
 pub mod kafka;
 
 /// Polls `{base}/readyz` until it answers 200; panics after `within`.

@@ -136,21 +136,11 @@ pub fn decide(ctx: &Context<'_>) -> Proposal {
             });
         }
     }
-    changes.truncate(ctx.guard.global().max_changes_per_decision.max(1));
-    let rationale = if changes.is_empty() {
-        "aimd: no stage used its limit or was pushed back".to_string()
-    } else {
-        changes
-            .iter()
-            .map(|c| c.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    Proposal {
+    Proposal::from_changes(
         changes,
-        rationale,
-        expected_gain: None,
-    }
+        ctx.guard.global().max_changes_per_decision,
+        "aimd: no stage used its limit or was pushed back",
+    )
 }
 
 #[cfg(test)]

@@ -54,6 +54,26 @@ impl Proposal {
             ..Default::default()
         }
     }
+
+    /// The first `max` of `changes`, the rationale their reasons joined
+    /// (`idle` when there are none), no predicted gain.
+    pub fn from_changes(mut changes: Vec<Change>, max: usize, idle: impl Into<String>) -> Proposal {
+        changes.truncate(max.max(1));
+        let rationale = if changes.is_empty() {
+            idle.into()
+        } else {
+            changes
+                .iter()
+                .map(|c| c.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Proposal {
+            changes,
+            rationale,
+            expected_gain: None,
+        }
+    }
 }
 
 /// How a past decision turned out.

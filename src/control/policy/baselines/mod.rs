@@ -211,21 +211,11 @@ impl<R: Rule> Baseline<R> {
                 });
             }
         }
-        changes.truncate(ctx.guard.global().max_changes_per_decision.max(1));
-        let rationale = if changes.is_empty() {
-            format!("{}: every limit stays", self.name)
-        } else {
-            changes
-                .iter()
-                .map(|c| c.reason.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        Proposal {
+        Proposal::from_changes(
             changes,
-            rationale,
-            expected_gain: None,
-        }
+            ctx.guard.global().max_changes_per_decision,
+            format!("{}: every limit stays", self.name),
+        )
     }
 }
 
