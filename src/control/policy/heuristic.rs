@@ -546,37 +546,26 @@ fn embed_batch(ctx: &Context<'_>, draft: &mut Draft) {
 /// the rationale, and the expected gain when every change grows something.
 fn finish(ctx: &Context<'_>, draft: Draft) -> Proposal {
     let Draft {
-        mut changes,
+        changes,
         gain,
         notes,
     } = draft;
-    let max = ctx.guard.global().max_changes_per_decision.max(1);
-    changes.truncate(max);
-    let rationale = if changes.is_empty() {
-        if notes.is_empty() {
-            "nothing to change: no stage is saturated or refused, quality holds".to_string()
-        } else {
-            notes.join("; ")
-        }
+    let idle = if notes.is_empty() {
+        "nothing to change: no stage is saturated or refused, quality holds".to_string()
     } else {
-        changes
-            .iter()
-            .map(|c| c.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
+        notes.join("; ")
     };
-    let grows = changes.iter().all(|c| {
+    let mut proposal =
+        Proposal::from_changes(changes, ctx.guard.global().max_changes_per_decision, idle);
+    let grows = proposal.changes.iter().all(|c| {
         c.value
             .as_f64()
             .zip(ctx.knobs.get(&c.knob).ok().and_then(|v| v.as_f64()))
             .is_some_and(|(new, old)| new > old)
             || c.knob == "extract.render_overrides"
     });
-    Proposal {
-        expected_gain: (grows && gain > 0.0 && !changes.is_empty()).then_some(gain),
-        changes,
-        rationale,
-    }
+    proposal.expected_gain = (grows && gain > 0.0 && !proposal.changes.is_empty()).then_some(gain);
+    proposal
 }
 /// The lower bound of the 95 % Wilson score interval of a share `p`
 /// observed over `n` pages. A domain is escalated only when even this bound
