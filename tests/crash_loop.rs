@@ -33,9 +33,10 @@
 //! The kill moments come from a fixed-seed xorshift, so a failure replays
 //! with the same schedule: times after each start for the ingest variant
 //! (the machine's speed still moves what is in flight at each moment), and
-//! points in the backlog for the Kafka variant (a kill once the committed
-//! offsets pass a seeded point of the round's share, so every kill leaves
-//! work in flight however fast the machine consumes). The expected chunk count of every document comes
+//! points in the backlog for the Kafka variant (a kill once the run has
+//! indexed a seeded part of its share of what is left, so every kill leaves
+//! work in flight however fast the machine consumes). The expected chunk
+//! count of every document comes
 //! from a reference run of the same documents through a fresh in-process
 //! pipeline.
 
@@ -185,6 +186,8 @@ struct Instance {
     child: Child,
     base: String,
     log: PathBuf,
+    /// Kept for the instance's life: a scrape reuses its connection.
+    http: reqwest::blocking::Client,
 }
 
 impl Instance {
@@ -204,20 +207,39 @@ impl Instance {
         let mut child = common::spawn_run(&config, &log);
         let base = format!("http://127.0.0.1:{port}");
         common::wait_running(&mut child, name, &base, &log, Duration::from_secs(30));
-        Instance { child, base, log }
+        Instance {
+            child,
+            base,
+            log,
+            http: client(),
+        }
     }
 
-    /// `freshet_chunks_indexed_total` of this process (0 before the first).
-    fn chunks_indexed(&self) -> f64 {
-        client()
+    /// Documents this process took through the transform, whatever the
+    /// outcome (`freshet_docs_total` over its labels): a redelivered
+    /// document already in the index counts as `unchanged` here while it
+    /// adds no chunk.
+    fn docs_done(&self) -> f64 {
+        self.metric_sum("freshet_docs_total")
+    }
+
+    /// The sum of every series of the metric `name` in `/metrics`.
+    fn metric_sum(&self, name: &str) -> f64 {
+        self.http
             .get(format!("{}/metrics", self.base))
             .send()
             .and_then(|r| r.text())
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("freshet_chunks_indexed_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum()
     }
 
     fn logs(&self) -> String {
@@ -619,49 +641,54 @@ async fn kafka_crash_loop_indexes_every_document_exactly_once() {
         let schedule = sched;
         let data = d.join("data");
         let settings = || common::TestSettings::new(&data).merge(&kafka_toml);
-        // Per kill: offsets committed just before it.
+        // Per kill: the offsets committed when it came.
         let mut kills = Vec::new();
+        // Offsets committed when the last run died (none before the first).
+        let mut left_at: i64 = 0;
         for round in 0..=KILLS {
             let instance = Instance::start(&d, &format!("run-{round}"), settings());
             if let Some(delay) = schedule.get(round) {
-                // Ready is not yet consuming (the group join comes after):
-                // the delay counts from this run's first indexed chunk (or from
-                // the moment nothing is left to consume).
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while instance.chunks_indexed() == 0.0
-                    && kafka::committed(&b, &g, &t, PARTITIONS) != e
-                {
-                    assert!(
-                        Instant::now() < deadline,
-                        "run {round} indexed nothing:\n{}",
-                        instance.logs()
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
                 // Kill at a seeded point of the stream rather than a
-                // time: once the committed offsets pass this round's share
-                // of what is left (less a seeded amount), so every kill
-                // lands with work in flight and a tail to redeliver,
-                // whatever the machine's speed. The share is of what is
-                // left, not of N: commits come in steps, and a kill that
-                // overshot its point must not leave the next one none.
-                let mut committed: i64 = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                // time: once this run has taken its share of what is left
+                // (less a seeded amount) through the transform, so every
+                // kill lands with work in flight and a tail to redeliver,
+                // whatever the machine's speed. What is left is known
+                // exactly: the offsets committed when the last run died.
+                // The point is read from the instance's own document
+                // counter (fine-grained, a loopback scrape on a kept
+                // connection; chunks would undercount, a redelivered
+                // document already indexed adds none), not from the
+                // group's committed offsets: those move in commit-interval
+                // steps and a broker round trip, and a fast run overshoots
+                // a late, small share between two reads. The share is of
+                // what is left, not of N, so a kill that overshot its
+                // point does not leave the next one none.
                 let kills_left = (KILLS - round) as i64;
-                let share = (N as i64 - committed) / (kills_left + 1);
+                let share = (N as i64 - left_at) / (kills_left + 1);
                 let back = delay.as_millis() as i64 % (share / 2).max(1);
-                let target = committed + share - back;
+                let target = (share - back).max(1) as f64;
                 let deadline = Instant::now() + Duration::from_secs(30);
-                while committed < target {
+                let mut done = instance.docs_done();
+                while done < target {
                     assert!(
                         Instant::now() < deadline,
-                        "run {round} stuck at {committed} committed (target {target}):\n{}",
+                        "run {round} stuck at {done} of {target} documents ({left_at} \
+                         committed at its start):\n{}",
                         instance.logs()
                     );
-                    std::thread::sleep(Duration::from_millis(10));
-                    committed = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                    std::thread::sleep(Duration::from_millis(2));
+                    done = instance.docs_done();
                 }
                 instance.kill();
-                kills.push(committed);
+                // Read after the kill: a dead process commits nothing more.
+                let after: i64 = kafka::committed(&b, &g, &t, PARTITIONS).values().sum();
+                eprintln!(
+                    "kill {}: {left_at} committed at the start, {target} documents \
+                     wanted, {done} done, {after} committed after",
+                    round + 1
+                );
+                left_at = after;
+                kills.push(after);
                 after_kill(&data, &format!("after kill {}", round + 1));
             } else {
                 let deadline = Instant::now() + Duration::from_secs(40);
