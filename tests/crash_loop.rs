@@ -498,6 +498,22 @@ async fn ingest_crash_loop_delivers_every_document_exactly_once() {
                     check(&client, &instance.base, &docs, &want, &driver, kill_at);
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                // The time is up; confirming stops, so the kill waits
+                // (boundedly) for the next accepted post: it lands with
+                // accepted work not yet confirmed searchable, however
+                // fast this machine drains it, rather than in a lull the
+                // confirmations just emptied.
+                let settle = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < settle {
+                    let d = driver.lock().unwrap();
+                    if d.released >= docs.len()
+                        || d.accepted.difference(&d.confirmed).next().is_some()
+                    {
+                        break;
+                    }
+                    drop(d);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
                 let at = {
                     let d = driver.lock().unwrap();
                     (
