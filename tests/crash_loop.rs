@@ -34,11 +34,10 @@
 //! with the same schedule: times after each start for the ingest variant
 //! (the machine's speed still moves what is in flight at each moment), and
 //! points in the backlog for the Kafka variant (a kill once the run has
-//! indexed a seeded part of its share of what is left, so every kill leaves
-//! work in flight however fast the machine consumes). The expected chunk
-//! count of every document comes
-//! from a reference run of the same documents through a fresh in-process
-//! pipeline.
+//! taken a seeded part of its share of what is left through the transform,
+//! so every kill leaves work in flight however fast the machine consumes).
+//! The expected chunk count of every document comes from a reference run of
+//! the same documents through a fresh in-process pipeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -225,21 +224,13 @@ impl Instance {
 
     /// The sum of every series of the metric `name` in `/metrics`.
     fn metric_sum(&self, name: &str) -> f64 {
-        self.http
+        let text = self
+            .http
             .get(format!("{}/metrics", self.base))
             .send()
             .and_then(|r| r.text())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(name)?;
-                let value = match rest.strip_prefix('{') {
-                    Some(labelled) => labelled.split_once("} ")?.1,
-                    None => rest.strip_prefix(' ')?,
-                };
-                value.trim().parse::<f64>().ok()
-            })
-            .sum()
+            .unwrap_or_default();
+        common::parse_metric(&text, name).values().sum()
     }
 
     fn logs(&self) -> String {

@@ -63,7 +63,7 @@ impl Instance {
 
     /// Values of a metric by its label text, e.g. `topic="t",partition="0"`.
     fn metric(&self, name: &str) -> BTreeMap<String, f64> {
-        parse_metric(&self.metrics(), name)
+        common::parse_metric(&self.metrics(), name)
     }
 
     fn assigned(&self, topic: &str) -> BTreeSet<i32> {
@@ -139,25 +139,6 @@ impl Drop for Instance {
         let _ = self.child.wait();
     }
 }
-
-fn parse_metric(text: &str, name: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
-                let (labels, v) = r.split_once('}')?;
-                (labels.to_string(), v)
-            } else if rest.starts_with(' ') {
-                (String::new(), rest)
-            } else {
-                return None;
-            };
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// Chunk points per document in a data dir's index.
 async fn index_docs(data: &Path) -> BTreeMap<String, usize> {
     let s = common::TestSettings::new(data).build();

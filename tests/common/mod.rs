@@ -312,3 +312,23 @@ pub async fn serve_runtime(runtime: &freshet::service::Runtime) -> Served {
         server,
     }
 }
+
+/// The series of the metric `name` in a `/metrics` text: value by label
+/// text (`topic="t",partition="0"`; empty for an unlabelled series).
+pub fn parse_metric(text: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+                let (labels, v) = r.split_once('}')?;
+                (labels.to_string(), v)
+            } else if rest.starts_with(' ') {
+                (String::new(), rest)
+            } else {
+                return None;
+            };
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
