@@ -212,6 +212,9 @@ pub struct EmbedKnobs {
     pub retry: RetryKnobs,
     /// Inputs per embedding request.
     pub batch_size: u32,
+    /// CPU threads of the local embedder (0: one per core); other back ends
+    /// ignore it.
+    pub threads: u32,
 }
 
 impl Default for EmbedKnobs {
@@ -221,6 +224,7 @@ impl Default for EmbedKnobs {
             timeout_ms: 30_000,
             retry: RetryKnobs::default(),
             batch_size: 32,
+            threads: 0,
         }
     }
 }
@@ -461,6 +465,12 @@ pub const SPECS: &[KnobSpec] = &[
         1.0,
         4_096.0,
         "inputs per embedding request",
+    ),
+    int(
+        "embed.threads",
+        0.0,
+        256.0,
+        "local embedder CPU threads (0: one per core)",
     ),
     int("index.slots", 1.0, 1024.0, "concurrent index writes"),
     int(

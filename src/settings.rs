@@ -297,8 +297,11 @@ impl Default for ExtractSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbedBackend {
-    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    /// A sentence encoder run in-process (`[embed] model_dir`; installed by
+    /// `freshet model fetch`): no key, no network.
     #[default]
+    Local,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
     Openai,
     /// Feature hashing (lexical only; tests, benchmarks, offline demos).
     Hash,
@@ -308,14 +311,19 @@ pub enum EmbedBackend {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedSettings {
-    /// `openai` or `hash`.
+    /// `local` (default), `openai` or `hash`.
     pub backend: EmbedBackend,
+    /// `local`: the model's directory (default
+    /// `~/.local/share/freshet/models/all-MiniLM-L6-v2`, where
+    /// `freshet model fetch` installs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<std::path::PathBuf>,
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
     #[serde(serialize_with = "serialize_url")]
     pub base_url: String,
     /// API key; prefer `FRESHET_EMBED__API_KEY`.
     pub api_key: Secret,
-    /// Model name.
+    /// `openai`: the model name.
     pub model: String,
     /// Vector size the model returns (and the index is created with).
     pub dimensions: u32,
@@ -323,10 +331,36 @@ pub struct EmbedSettings {
     pub send_dimensions: bool,
 }
 
+/// The local embedder's default model (the directory name
+/// `freshet model fetch` installs it under).
+pub const DEFAULT_LOCAL_MODEL: &str = "all-MiniLM-L6-v2";
+
+impl EmbedSettings {
+    /// Where the local model lives: `[embed] model_dir`, else
+    /// `$XDG_DATA_HOME/freshet/models/all-MiniLM-L6-v2`, else
+    /// `$HOME/.local/share/freshet/models/all-MiniLM-L6-v2`.
+    pub fn local_model_dir(&self) -> std::path::PathBuf {
+        if let Some(dir) = &self.model_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| std::path::PathBuf::from(h).join(".local/share"))
+            })
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        base.join("freshet/models").join(DEFAULT_LOCAL_MODEL)
+    }
+}
+
 impl Default for EmbedSettings {
     fn default() -> Self {
         EmbedSettings {
-            backend: EmbedBackend::Openai,
+            backend: EmbedBackend::Local,
+            model_dir: None,
             base_url: "https://api.openai.com/v1".to_string(),
             api_key: Secret::default(),
             model: "text-embedding-3-small".to_string(),
@@ -639,7 +673,7 @@ pub struct LlmSettings {
     /// Base URL of an OpenAI-compatible API, up to and including `/v1`.
     #[serde(serialize_with = "serialize_url")]
     pub base_url: String,
-    /// Model name.
+    /// `openai`: the model name.
     pub model: String,
     /// API key; prefer `FRESHET_CONTROLLER__LLM__API_KEY`.
     pub api_key: Secret,

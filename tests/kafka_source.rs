@@ -465,7 +465,7 @@ async fn tasks_and_change_events_end_in_the_index_or_the_dlq() {
     assert_eq!(docs.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert_eq!(docs.len(), 55 + 20);
     // Updates replaced their documents: the new text is what is indexed.
-    let embedder = freshet::service::embedder(&s);
+    let embedder = freshet::service::embedder(&s).unwrap();
     for (marker, doc) in [("zebra3", "doc-3"), ("quokka2", "public.articles:2")] {
         let v = embedder
             .embed(&[format!("marker {marker}")])

@@ -1,5 +1,5 @@
 //! The command line: `freshet demo`, `run`, `mcp`, `bench`, `query`, `audit`,
-//! `approvals`, `dlq`, `config`, `extract`, `sim`.
+//! `approvals`, `dlq`, `config`, `extract`, `model`, `sim`.
 //!
 //! This is an edge of the program: errors are `anyhow` with context, printed
 //! once, and turned into a non-zero exit code. Each subcommand lives in its
@@ -22,6 +22,7 @@ mod config;
 pub mod demo;
 mod dlq;
 mod extract;
+mod model;
 mod query;
 mod remote;
 mod run;
@@ -70,6 +71,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Extract the main content of one page (a URL, or a saved file offline).
     Extract(extract::ExtractArgs),
+    /// The local embedder's model: install it, check it.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// The simulated web used by the demo, tests and benchmarks.
     #[cfg(feature = "sim")]
     #[command(subcommand)]
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dlq(cmd) => dlq::command(&cli, cmd).await,
         Command::Config(cmd) => config::command(&cli, cmd).await,
         Command::Extract(args) => extract::command(&cli, args).await,
+        Command::Model(cmd) => model::command(&cli, cmd).await,
         #[cfg(feature = "sim")]
         Command::Sim(cmd) => sim::command(cmd).await,
     }

@@ -114,6 +114,10 @@ async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> 
     if meta.embedder == "hash" || meta.model == crate::dataplane::embed::hash::SIM_MODEL {
         // The simulator's model is the hash embedder served over HTTP.
         s.embed.backend = EmbedBackend::Hash;
+    } else if meta.embedder == "local" {
+        // The same model directory as the settings name (a different
+        // model there would warn at the next `run`, not here).
+        s.embed.backend = EmbedBackend::Local;
     } else {
         s.embed.backend = EmbedBackend::Openai;
         s.embed.model = meta.model.clone();
@@ -122,7 +126,7 @@ async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> 
     if meta.backend == "qdrant" {
         s.index.backend = crate::settings::IndexBackend::Qdrant;
     }
-    let embedder = crate::service::embedder(&s);
+    let embedder = crate::service::embedder(&s)?;
     let index = crate::service::open_index(&s).await?;
     let vector = embedder
         .embed(&[text.to_string()])

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::control::{ControlState, Controller, ControllerOptions, ControllerReport};
 use crate::dataplane::ack::AckTracker;
 use crate::dataplane::dlq::{Dlq, ReplayTarget};
-use crate::dataplane::embed::{hash::HashEmbedder, openai::OpenAiEmbedder, Embedder};
+use crate::dataplane::embed::{
+    hash::HashEmbedder, local::LocalEmbedder, openai::OpenAiEmbedder, Embedder,
+};
 use crate::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
 use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex};
 use crate::dataplane::search::{serppost::SerpPost, SearchStage};
@@ -41,9 +43,10 @@ use crate::settings::{ControllerMode, EmbedBackend, IndexBackend, Settings, Sour
 pub struct IndexMeta {
     /// `edge` or `qdrant`.
     pub backend: String,
-    /// `openai` or `hash`.
+    /// `local`, `openai` or `hash`.
     pub embedder: String,
-    /// Embedding model name (empty for hash).
+    /// Embedding model name (the model directory's name for local, empty
+    /// for hash).
     pub model: String,
     /// Embedding base URL (empty for hash).
     pub base_url: String,
@@ -75,15 +78,20 @@ impl IndexMeta {
                 IndexBackend::Edge => "edge".into(),
                 IndexBackend::Qdrant => "qdrant".into(),
             },
-            embedder: if openai {
-                "openai".into()
-            } else {
-                "hash".into()
+            embedder: match settings.embed.backend {
+                EmbedBackend::Local => "local".into(),
+                EmbedBackend::Openai => "openai".into(),
+                EmbedBackend::Hash => "hash".into(),
             },
-            model: if openai {
-                settings.embed.model.clone()
-            } else {
-                String::new()
+            model: match settings.embed.backend {
+                EmbedBackend::Local => settings
+                    .embed
+                    .local_model_dir()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                EmbedBackend::Openai => settings.embed.model.clone(),
+                EmbedBackend::Hash => String::new(),
             },
             base_url: if openai {
                 crate::settings::scrub_userinfo(&settings.embed.base_url)
@@ -244,18 +252,22 @@ pub fn default_instance_id() -> String {
     )
 }
 
-/// The embedder the settings name.
-pub fn embedder(settings: &Settings) -> Arc<dyn Embedder> {
-    match settings.embed.backend {
-        EmbedBackend::Hash => Arc::new(HashEmbedder::new(settings.embed.dimensions as usize)),
+/// The embedder the settings name (the local one loads its model here).
+pub fn embedder(settings: &Settings) -> Result<Arc<dyn Embedder>> {
+    let dim = settings.embed.dimensions as usize;
+    Ok(match settings.embed.backend {
+        EmbedBackend::Local => {
+            Arc::new(LocalEmbedder::load(&settings.embed.local_model_dir(), dim)?)
+        }
+        EmbedBackend::Hash => Arc::new(HashEmbedder::new(dim)),
         EmbedBackend::Openai => Arc::new(OpenAiEmbedder::new(
             &settings.embed.base_url,
             settings.embed.api_key.expose(),
             &settings.embed.model,
-            settings.embed.dimensions as usize,
+            dim,
             settings.embed.send_dimensions,
         )),
-    }
+    })
 }
 
 /// Opens the index the settings name (creating it if needed).
@@ -378,9 +390,9 @@ impl Runtime {
         let search = provider
             .clone()
             .map(|p| Arc::new(SearchStage::new(p, live.clone())));
+        let embedder = embedder(settings)?;
         let index = open_index(settings).await?;
         let dlq = open_dlq(settings, &instance_id).await?;
-        let embedder = embedder(settings);
         let searcher = search::Searcher {
             embedder: embedder.clone(),
             index: index.clone(),

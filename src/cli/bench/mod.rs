@@ -7,6 +7,7 @@
 //! kafka` (the `kafka` feature) is in [`kafka`]; `freshet bench scenarios`
 //! drives [`crate::bench`].
 
+mod embed;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod soak;
@@ -479,6 +480,32 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value = "bench-out/soak")]
         out: std::path::PathBuf,
     },
+    /// The local embedder's chunks/s on real page chunks, beside
+    /// sentence-transformers on the same chunks (`--python`), with the
+    /// lowest cosine between the two implementations' vectors.
+    Embed {
+        /// HTML pages to chunk (searched recursively).
+        #[arg(long, default_value = "tests/data/realpages")]
+        pages: std::path::PathBuf,
+        /// Chunks to embed.
+        #[arg(long, default_value_t = 256)]
+        chunks: usize,
+        /// Thread counts (one row each).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+        threads: Vec<usize>,
+        /// Chunks per request (as `embed.batch_size`).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// The model directory (default: `[embed] model_dir`).
+        #[arg(long)]
+        model_dir: Option<std::path::PathBuf>,
+        /// A Python with sentence-transformers installed: adds the reference rows.
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+        /// The reference script.
+        #[arg(long, default_value = "scripts/embed-reference.py")]
+        script: std::path::PathBuf,
+    },
     /// How well freshet tunes itself: every scenario under every policy
     /// (static, aimd, the published baselines, heuristic, llm-scripted,
     /// oracle), per-phase figures, summary.json,
@@ -530,6 +557,30 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             kafka::command(&s, &opts, *backlog, rate, *duration).await?;
         }
         BenchCommand::Scenarios(args) => scenarios(&s, args).await?,
+        BenchCommand::Embed {
+            pages,
+            chunks,
+            threads,
+            batch,
+            model_dir,
+            python,
+            script,
+        } => {
+            let opts = embed::EmbedBenchOptions {
+                pages: pages.clone(),
+                chunks: *chunks,
+                threads: threads.clone(),
+                batch: *batch,
+                model_dir: model_dir
+                    .clone()
+                    .unwrap_or_else(|| s.embed.local_model_dir()),
+                python: python.clone(),
+                script: script.clone(),
+            };
+            let (rows, about) = tokio::task::spawn_blocking(move || embed::run(&opts)).await??;
+            eprintln!("{about}");
+            super::print_out(&embed::table(&rows))?;
+        }
         BenchCommand::Soak {
             duration,
             every,

@@ -3,11 +3,14 @@
 //! [`Embedder`] makes one request for a batch of texts. Back ends:
 //! - `openai` ([`openai::OpenAiEmbedder`]): any OpenAI-compatible
 //!   `/v1/embeddings` (OpenAI, vLLM, Ollama, TEI, the simulator) via async-openai;
+//! - `local` ([`local::LocalEmbedder`], the default): a sentence encoder
+//!   (all-MiniLM-L6-v2) run in-process on the CPU; no key, no network;
 //! - `hash` ([`hash::HashEmbedder`]): deterministic feature hashing of words
 //!   and word pairs. **Lexical only**: it finds chunks that share words with
 //!   the query, not paraphrases. For tests, benchmarks and offline demos.
 
 pub mod hash;
+pub mod local;
 pub mod openai;
 pub(crate) mod stage;
 
@@ -47,6 +50,9 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> &'static str;
     /// Vector dimension.
     fn dim(&self) -> usize;
+    /// Follows the live embed knobs (the local embedder's `embed.threads`);
+    /// called before each request.
+    fn tune(&self, _knobs: &crate::knobs::EmbedKnobs) {}
     /// One request: a vector per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }

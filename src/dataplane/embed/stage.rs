@@ -145,7 +145,9 @@ async fn embed_all(
     let mut out = Vec::with_capacity(texts.len());
     let mut start = 0;
     while start < texts.len() {
-        let batch_size = (ctx.live.load().knobs.embed.batch_size as usize).max(1);
+        let knobs = ctx.live.load().knobs.embed.clone();
+        embedder.tune(&knobs);
+        let batch_size = (knobs.batch_size as usize).max(1);
         let end = (start + batch_size).min(texts.len());
         let request = &texts[start..end];
         let started = Instant::now();
