@@ -301,6 +301,9 @@ pub enum EmbedBackend {
     /// `freshet model fetch`): no key, no network.
     #[default]
     Local,
+    /// Per-token vectors distilled from the local model, averaged (no
+    /// network runs at embedding time; `freshet model fetch` makes them).
+    Static,
     /// Any OpenAI-compatible `/v1/embeddings` endpoint.
     Openai,
     /// Feature hashing (lexical only; tests, benchmarks, offline demos).
@@ -311,9 +314,9 @@ pub enum EmbedBackend {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedSettings {
-    /// `local` (default), `openai` or `hash`.
+    /// `local` (default), `static`, `openai` or `hash`.
     pub backend: EmbedBackend,
-    /// `local`: the model's directory (default
+    /// `local` and `static`: the model's directory (default
     /// `~/.local/share/freshet/models/all-MiniLM-L6-v2`, where
     /// `freshet model fetch` installs it).
     #[serde(skip_serializing_if = "Option::is_none")]

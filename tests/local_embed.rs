@@ -113,6 +113,53 @@ async fn paraphrases_are_closer_than_unrelated_text_and_threads_follow_the_knob(
     assert!(err.contains("384"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_static_table_weights_informative_tokens_and_keeps_meaning() {
+    use freshet::dataplane::embed::distilled::StaticEmbedder;
+    let Some(dir) = model_dir() else { return };
+    let table = StaticEmbedder::load(&dir, 384)
+        .unwrap_or_else(|e| panic!("{e:#} (scripts/test distills it with `freshet model fetch`)"));
+    let norm = |t: &str| {
+        let v = table
+            .token_vector(t)
+            .unwrap_or_else(|| panic!("no token {t}"));
+        v.iter().map(|x| x * x).sum::<f32>().sqrt()
+    };
+    // SIF weighting: frequent words count for less than rare, telling ones.
+    assert!(
+        norm("the") < norm("government"),
+        "the {} government {}",
+        norm("the"),
+        norm("government")
+    );
+    assert!(norm(",") < norm("music"));
+    // Special tokens are not text.
+    assert_eq!(norm("[PAD]"), 0.0);
+    let texts: Vec<String> = [
+        "refund for a returned purchase",
+        "money back after returning an item",
+        "volcanic eruption on the island",
+    ]
+    .map(String::from)
+    .to_vec();
+    let v = table.embed(&texts).await.unwrap();
+    assert!(
+        cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.1,
+        "related {:.3} unrelated {:.3}",
+        cosine(&v[0], &v[1]),
+        cosine(&v[0], &v[2])
+    );
+    for x in &v {
+        assert!((x.iter().map(|a| a * a).sum::<f32>().sqrt() - 1.0).abs() < 1e-4);
+    }
+    // Text with no known token is a fixed unit vector, not NaN.
+    let empty = table.embed(&[String::new()]).await.unwrap();
+    assert_eq!(empty[0][0], 1.0);
+    // A mismatched [embed] dimensions is refused with the table's own size.
+    let err = StaticEmbedder::load(&dir, 64).unwrap_err().to_string();
+    assert!(err.contains("384"), "{err}");
+}
+
 #[test]
 fn a_missing_model_is_a_clear_start_up_error() {
     let tmp = common::TempDir::new("local-embed-missing");
@@ -133,21 +180,36 @@ fn a_missing_model_is_a_clear_start_up_error() {
 }
 
 /// `freshet run` with no `[embed]` section embeds with the local model: an
-/// ingested document is found by a paraphrase that shares none of its words.
+/// ingested document is found by a paraphrase that shares none of its
+/// words. With `backend = "static"` (the distilled table, which knows words
+/// rather than sentences) a query that shares a word stem finds it.
 #[test]
 fn run_on_the_default_embedder_finds_a_document_by_meaning() {
     let Some(dir) = model_dir() else { return };
-    let tmp = common::TempDir::new("local-embed-run");
+    for backend in [None, Some("static")] {
+        run_and_search(&dir, backend);
+    }
+}
+
+fn run_and_search(dir: &std::path::Path, backend: Option<&str>) {
+    let tmp = common::TempDir::new(&format!("local-embed-run-{}", backend.unwrap_or("default")));
     std::fs::create_dir_all(&tmp.0).unwrap();
+    let query = match backend {
+        None => "how do I get my money back",
+        Some(_) => "reimbursement to my card",
+    };
     let port = common::free_port();
     let config = tmp.0.join("freshet.toml");
     std::fs::write(
         &config,
         format!(
             "[service]\ndata_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n\
-             ingest_token = \"in\"\nread_token = \"rd\"\n[embed]\nmodel_dir = {:?}\n",
+             ingest_token = \"in\"\nread_token = \"rd\"\n[embed]\nmodel_dir = {:?}\n{}",
             tmp.0.join("data").display().to_string(),
-            dir.display().to_string()
+            dir.display().to_string(),
+            backend
+                .map(|b| format!("backend = {b:?}\n"))
+                .unwrap_or_default()
         ),
     )
     .unwrap();
@@ -198,7 +260,7 @@ fn run_on_the_default_embedder_finds_a_document_by_meaning() {
         let r: serde_json::Value = client
             .post(format!("{base}/v1/search"))
             .bearer_auth("rd")
-            .json(&serde_json::json!({"query": "how do I get my money back", "k": 3}))
+            .json(&serde_json::json!({"query": query, "k": 3}))
             .send()
             .unwrap()
             .json()
@@ -214,6 +276,6 @@ fn run_on_the_default_embedder_finds_a_document_by_meaning() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.0.join("data/index-meta.json")).unwrap())
             .unwrap();
-    assert_eq!(meta["embedder"], "local", "{meta}");
+    assert_eq!(meta["embedder"], backend.unwrap_or("local"), "{meta}");
     common::terminate(&mut child, Duration::from_secs(30));
 }

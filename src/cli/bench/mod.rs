@@ -10,6 +10,7 @@
 mod embed;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod retrieval;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -506,6 +507,19 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value = "scripts/embed-reference.py")]
         script: std::path::PathBuf,
     },
+    /// Retrieval quality (MRR@10, known-item search over real pages) and
+    /// embedding speed of each embedder, side by side.
+    Retrieval {
+        /// HTML pages (searched recursively).
+        #[arg(long, default_value = "tests/data/realpages")]
+        pages: std::path::PathBuf,
+        /// Embedders to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = ["hash".to_string(), "static".to_string(), "local".to_string()])]
+        embedders: Vec<String>,
+        /// The model directory (default: `[embed] model_dir`).
+        #[arg(long)]
+        model_dir: Option<std::path::PathBuf>,
+    },
     /// How well freshet tunes itself: every scenario under every policy
     /// (static, aimd, the published baselines, heuristic, llm-scripted,
     /// oracle), per-phase figures, summary.json,
@@ -557,6 +571,21 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             kafka::command(&s, &opts, *backlog, rate, *duration).await?;
         }
         BenchCommand::Scenarios(args) => scenarios(&s, args).await?,
+        BenchCommand::Retrieval {
+            pages,
+            embedders,
+            model_dir,
+        } => {
+            let (pages, embedders) = (pages.clone(), embedders.clone());
+            let model_dir = model_dir
+                .clone()
+                .unwrap_or_else(|| s.embed.local_model_dir());
+            let (rows, about) =
+                tokio::task::spawn_blocking(move || retrieval::run(&pages, &model_dir, &embedders))
+                    .await??;
+            eprintln!("{about}");
+            super::print_out(&retrieval::table(&rows))?;
+        }
         BenchCommand::Embed {
             pages,
             chunks,

@@ -189,16 +189,22 @@ impl Model {
             .tokenizer
             .encode_batch(inputs, true)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let sequences: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        self.embed_ids(&sequences)
+    }
+
+    /// One vector per token sequence (special tokens included), in order.
+    fn embed_ids(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
         let mut rest = &order[..];
         while let Some(&longest) = rest.first() {
-            // Longest first: the group's width is its first text's length.
-            let width = encodings[longest].get_ids().len().max(1);
+            // Longest first: the group's width is its first sequence's length.
+            let width = sequences[longest].len().max(1);
             let rows = (ATTENTION_BUDGET / (self.heads * width * width * 4)).clamp(1, MAX_ROWS);
             let (group, tail) = rest.split_at(rows.min(rest.len()));
-            let batch: Vec<&tokenizers::Encoding> = group.iter().map(|&i| &encodings[i]).collect();
+            let batch: Vec<&[u32]> = group.iter().map(|&i| sequences[i]).collect();
             for (&i, v) in group.iter().zip(self.forward(&batch, width)?) {
                 out[i] = v;
             }
@@ -207,14 +213,14 @@ impl Model {
         Ok(out)
     }
 
-    /// One forward pass over encodings padded to `width` tokens.
-    fn forward(&self, encodings: &[&tokenizers::Encoding], width: usize) -> Result<Vec<Vec<f32>>> {
-        let rows = encodings.len();
+    /// One forward pass over sequences padded to `width` tokens.
+    fn forward(&self, sequences: &[&[u32]], width: usize) -> Result<Vec<Vec<f32>>> {
+        let rows = sequences.len();
         let mut ids = vec![self.pad_id; rows * width];
         let mut mask = vec![0u32; rows * width];
-        for (r, e) in encodings.iter().enumerate() {
-            let n = e.get_ids().len().min(width);
-            ids[r * width..r * width + n].copy_from_slice(&e.get_ids()[..n]);
+        for (r, seq) in sequences.iter().enumerate() {
+            let n = seq.len().min(width);
+            ids[r * width..r * width + n].copy_from_slice(&seq[..n]);
             mask[r * width..r * width + n].fill(1);
         }
         let device = Device::Cpu;
@@ -318,6 +324,41 @@ impl LocalEmbedder {
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let pool = self.pool()?;
         pool.install(|| self.model.embed(texts))
+    }
+
+    /// Embeds token sequences as given (special tokens included), inside
+    /// the embedder's pool: the static embedder's distillation feeds it
+    /// single vocabulary tokens.
+    pub fn embed_ids_blocking(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let pool = self.pool()?;
+        let slices: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
+        pool.install(|| self.model.embed_ids(&slices))
+    }
+
+    /// The vocabulary size, the ids that are not text (special and
+    /// `[unusedN]` tokens), and the ids of `[CLS]` and `[SEP]`.
+    pub fn vocabulary(&self) -> Result<(usize, std::collections::HashSet<u32>, u32, u32)> {
+        let tokenizer = &self.model.tokenizer;
+        let id = |name: &str| {
+            tokenizer
+                .token_to_id(name)
+                .with_context(|| format!("the tokenizer has no {name} token"))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let specials: std::collections::HashSet<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .copied()
+            .collect();
+        let skip = tokenizer
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(token, id)| {
+                specials.contains(id) || (token.starts_with("[unused") && token.ends_with(']'))
+            })
+            .map(|(_, id)| id)
+            .collect();
+        Ok((tokenizer.get_vocab_size(true), skip, cls, sep))
     }
 
     /// The pool for the current `embed.threads`, built on first use and

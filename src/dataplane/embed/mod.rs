@@ -5,10 +5,13 @@
 //!   `/v1/embeddings` (OpenAI, vLLM, Ollama, TEI, the simulator) via async-openai;
 //! - `local` ([`local::LocalEmbedder`], the default): a sentence encoder
 //!   (all-MiniLM-L6-v2) run in-process on the CPU; no key, no network;
+//! - `static` ([`distilled::StaticEmbedder`]): per-token vectors distilled
+//!   from the local model, averaged; no network runs at embedding time;
 //! - `hash` ([`hash::HashEmbedder`]): deterministic feature hashing of words
 //!   and word pairs. **Lexical only**: it finds chunks that share words with
 //!   the query, not paraphrases. For tests, benchmarks and offline demos.
 
+pub mod distilled;
 pub mod hash;
 pub mod local;
 pub mod openai;
