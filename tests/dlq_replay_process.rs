@@ -91,15 +91,7 @@ fn dlq_replay_goes_through_the_running_instance() {
         "{}\n{{\"type\": \"url\", \"url\": \n",
         serde_json::json!({"type": "url", "url": url})
     );
-    let answer: serde_json::Value = client
-        .post(format!("{base}/v1/ingest"))
-        .bearer_auth("ingest-t0ken")
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let answer = common::ingest(&client, &base, "ingest-t0ken", body);
     assert_eq!(
         (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
         (Some(1), Some(1)),

@@ -245,15 +245,7 @@ fn run_and_search(dir: &std::path::Path, backend: Option<&str>) {
                 + "\n"
         })
         .collect();
-    let answer: serde_json::Value = client
-        .post(format!("{base}/v1/ingest"))
-        .bearer_auth("in")
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let answer = common::ingest(&client, &base, "in", body);
     assert_eq!(answer["accepted"], 3, "{answer}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let top = loop {

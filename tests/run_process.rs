@@ -61,15 +61,7 @@ fn serves_ingest_and_drains_on_sigterm(bin: &str, name: &str) {
     let client = reqwest::blocking::Client::new();
     common::wait_ready(&client, &base, Duration::from_secs(60));
     let body = serde_json::json!({"type": "document", "id": "from-http", "text": text}).to_string();
-    let answer: serde_json::Value = client
-        .post(format!("{base}/v1/ingest"))
-        .bearer_auth("ingest-t0ken")
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let answer = common::ingest(&client, &base, "ingest-t0ken", body);
     assert_eq!(answer["accepted"], 1);
     // Let the file feeder and the pipeline work, then stop.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -251,6 +251,24 @@ pub fn wait_running(
     }
 }
 
+/// Posts NDJSON `body` to `{base}/v1/ingest` with `token`; the JSON answer.
+pub fn ingest(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    body: String,
+) -> serde_json::Value {
+    client
+        .post(format!("{base}/v1/ingest"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .expect("the ingest request is answered")
+        .json()
+        .expect("the ingest answer is JSON")
+}
+
 /// Sends SIGTERM to `child` and waits for it to exit, at most `within`;
 /// `None` if it is still running then.
 pub fn terminate(

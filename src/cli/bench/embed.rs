@@ -83,26 +83,12 @@ pub(super) fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub fn page_chunks(pages: &Path, want: usize) -> Result<Vec<String>> {
     let mut files = Vec::new();
     html_files(pages, &mut files)?;
-    let knobs = TransformKnobs::default();
     let mut chunks = Vec::new();
     // Round-robin over pages, so a small `want` still spans many of them.
     let per_page: Vec<Vec<String>> = files
         .iter()
         .filter_map(|f| std::fs::read(f).ok())
-        .map(|bytes| {
-            let html = String::from_utf8_lossy(&bytes);
-            let page = crate::dataplane::extract::content::extract(&html, None);
-            let text = crate::dataplane::transform::normalize(&page.markdown);
-            crate::dataplane::transform::chunk(
-                "bench",
-                &text,
-                knobs.chunk_tokens,
-                knobs.chunk_overlap,
-            )
-            .into_iter()
-            .map(|c| c.text)
-            .collect()
-        })
+        .map(|bytes| page_chunks_of(&bytes).2)
         .collect();
     let longest = per_page.iter().map(Vec::len).max().unwrap_or(0);
     'fill: for i in 0..longest {
@@ -119,6 +105,21 @@ pub fn page_chunks(pages: &Path, want: usize) -> Result<Vec<String>> {
         bail!("no text in the pages under {}", pages.display());
     }
     Ok(chunks)
+}
+
+/// A page as the pipeline sees it: its title, its cleaned text and that
+/// text's chunks (default `transform.chunk_tokens` and overlap).
+pub(super) fn page_chunks_of(html: &[u8]) -> (String, String, Vec<String>) {
+    let knobs = TransformKnobs::default();
+    let html = String::from_utf8_lossy(html);
+    let page = crate::dataplane::extract::content::extract(&html, None);
+    let text = crate::dataplane::transform::normalize(&page.markdown);
+    let chunks =
+        crate::dataplane::transform::chunk("bench", &text, knobs.chunk_tokens, knobs.chunk_overlap)
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+    (page.title, text, chunks)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

@@ -17,7 +17,6 @@ use anyhow::{bail, Result};
 use crate::dataplane::embed::distilled::StaticEmbedder;
 use crate::dataplane::embed::hash::HashEmbedder;
 use crate::dataplane::embed::local::LocalEmbedder;
-use crate::knobs::TransformKnobs;
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,24 +42,12 @@ struct Page {
 fn pages(dir: &Path) -> Result<Vec<Page>> {
     let mut files = Vec::new();
     super::embed::html_files(dir, &mut files)?;
-    let knobs = TransformKnobs::default();
     let mut out = Vec::new();
     for f in files {
         let Ok(bytes) = std::fs::read(&f) else {
             continue;
         };
-        let html = String::from_utf8_lossy(&bytes);
-        let page = crate::dataplane::extract::content::extract(&html, None);
-        let text = crate::dataplane::transform::normalize(&page.markdown);
-        let chunks: Vec<String> = crate::dataplane::transform::chunk(
-            "bench",
-            &text,
-            knobs.chunk_tokens,
-            knobs.chunk_overlap,
-        )
-        .into_iter()
-        .map(|c| c.text)
-        .collect();
+        let (title, text, chunks) = super::embed::page_chunks_of(&bytes);
         if chunks.is_empty() {
             continue;
         }
@@ -72,7 +59,7 @@ fn pages(dir: &Path) -> Result<Vec<Page>> {
             .to_string();
         out.push(Page {
             chunks,
-            title: page.title.trim().to_string(),
+            title: title.trim().to_string(),
             first_sentence,
         });
     }
