@@ -197,3 +197,29 @@ pub fn table(rows: &[RetrievalRow]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mrr_counts_the_rank_of_the_answer_page_by_its_best_chunk() {
+        // Page 0 has two chunks, page 1 one, page 2 one.
+        let chunks = vec![
+            (0, vec![1.0, 0.0, 0.0]),
+            (0, vec![0.0, 0.6, 0.8]),
+            (1, vec![0.0, 1.0, 0.0]),
+            (2, vec![0.0, 0.0, 1.0]),
+        ];
+        // Answered first by page 1; page 2 second behind page 0's second chunk.
+        let queries = vec![(vec![0.0, 1.0, 0.0], 1), (vec![0.0, 0.0, 1.0], 2)];
+        let (mrr, top1) = score(&queries, &chunks, 3);
+        // Query 2: page 0 scores 0.8 (its best chunk), page 2 scores 1.0: first.
+        assert!((mrr - 1.0).abs() < 1e-9 && (top1 - 1.0).abs() < 1e-9);
+        let queries = vec![(vec![0.0, 0.6, 0.8], 2)];
+        let (mrr, top1) = score(&queries, &chunks, 3);
+        // Page 0 scores 1.0 with its second chunk, page 2 0.8: second.
+        assert!((mrr - 0.5).abs() < 1e-9 && top1 == 0.0, "{mrr} {top1}");
+        assert_eq!(score(&[], &chunks, 3), (0.0, 0.0));
+    }
+}
