@@ -50,6 +50,8 @@ pub struct EmbedRow {
     pub seconds: f64,
     /// Lowest cosine between freshet's and the reference's vector of a chunk.
     pub min_cosine: Option<f64>,
+    /// Whether this row is the reference implementation's.
+    pub reference: bool,
 }
 
 impl EmbedRow {
@@ -174,6 +176,7 @@ pub fn run(opts: &EmbedBenchOptions) -> Result<(Vec<EmbedRow>, String)> {
             chunks: texts.len(),
             seconds,
             min_cosine,
+            reference: false,
         });
         if let Some((seconds, _)) = reference {
             rows.push(EmbedRow {
@@ -182,6 +185,7 @@ pub fn run(opts: &EmbedBenchOptions) -> Result<(Vec<EmbedRow>, String)> {
                 chunks: texts.len(),
                 seconds,
                 min_cosine: None,
+                reference: true,
             });
         }
     }
@@ -244,11 +248,11 @@ pub fn table(rows: &[EmbedRow]) -> String {
          | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let peer = rows.iter().find(|r| {
-            r.threads == row.threads && r.implementation.starts_with("sentence-transformers")
-        });
+        let peer = rows
+            .iter()
+            .find(|r| r.threads == row.threads && r.reference);
         let ratio = match peer {
-            Some(p) if !row.implementation.starts_with("sentence-transformers") => {
+            Some(p) if !row.reference => {
                 format!("{:.2}×", row.per_s() / p.per_s())
             }
             _ => "".into(),

@@ -133,12 +133,7 @@ impl StaticEmbedder {
                 v.iter_mut().zip(row).for_each(|(x, y)| *x += y);
             }
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        } else {
-            v[0] = 1.0; // no known token: a fixed unit vector, never NaN
-        }
+        super::normalize_or_unit(&mut v); // no known token: a fixed unit vector
         Ok(v)
     }
 }

@@ -46,12 +46,7 @@ impl HashEmbedder {
         for x in v.iter_mut() {
             *x = x.signum() * (1.0 + x.abs()).ln();
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        } else {
-            v[0] = 1.0; // empty text: a fixed unit vector, never NaN
-        }
+        super::normalize_or_unit(&mut v); // empty text: a fixed unit vector
         v
     }
 

@@ -22,7 +22,7 @@
 //! per core), off the async runtime; the pool is rebuilt when the knob
 //! changes, between requests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -255,7 +255,6 @@ impl Model {
 #[derive(Debug)]
 pub struct LocalEmbedder {
     model: Arc<Model>,
-    dir: PathBuf,
     /// `embed.threads` as last seen (0: one per core).
     threads: AtomicUsize,
     pool: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>>,
@@ -283,7 +282,6 @@ impl LocalEmbedder {
         keep_freed_memory();
         Ok(LocalEmbedder {
             model: Arc::new(Model::load(dir)?),
-            dir: dir.to_path_buf(),
             threads: AtomicUsize::new(0),
             pool: Mutex::new(None),
         })
@@ -312,11 +310,6 @@ impl LocalEmbedder {
     /// The most tokens a text is embedded with (longer ones are truncated).
     pub fn max_tokens(&self) -> usize {
         self.model.max_tokens
-    }
-
-    /// The directory the model was loaded from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Embeds on the calling thread, inside the embedder's pool (for

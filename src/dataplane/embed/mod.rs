@@ -60,6 +60,17 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
+/// Scales `v` to unit length; a zero vector (nothing to embed) becomes a
+/// fixed unit vector, never NaN.
+pub fn normalize_or_unit(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    } else if let Some(first) = v.first_mut() {
+        *first = 1.0;
+    }
+}
+
 /// Checks a back end's answer: one finite vector of the right size per text.
 pub fn check_vectors(
     backend: &'static str,
