@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use freshet::dataplane::index::edge::EdgeIndex;
 use freshet::dataplane::index::qdrant::QdrantIndex;
 use freshet::dataplane::index::{
-    chunk_id, search_filtered, ChunkPayload, ChunkPoint, DocState, IndexError, SearchFilter,
-    VectorIndex,
+    chunk_id, search_filtered, sparse, ChunkPayload, ChunkPoint, DocState, IndexError,
+    SearchFilter, SearchQuery, VectorIndex,
 };
 use freshet::dataplane::retry::ErrorClass;
 use uuid::Uuid;
@@ -552,34 +552,146 @@ async fn filtered_search_matches_the_reference(fx: Box<dyn Fixture>) {
             ..Default::default()
         },
     ];
-    let query = vector(1, 0.3);
-    for f in &filters {
-        let want: std::collections::BTreeSet<Uuid> = points
-            .iter()
-            .filter(|p| f.matches(&p.payload))
-            .map(|p| p.id)
-            .collect();
-        let hits = search_filtered(index, query.clone(), 100, f).await.unwrap();
-        let got: std::collections::BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
-        assert_eq!(got, want, "filter {f:?}");
-        assert!(
-            hits.windows(2).all(|w| w[0].score >= w[1].score),
-            "score order for {f:?}"
-        );
-        let top = search_filtered(index, query.clone(), 2, f).await.unwrap();
-        assert_eq!(top.len(), want.len().min(2), "k bounds {f:?}");
-        let scores =
-            |h: &[freshet::dataplane::index::Hit]| h.iter().map(|h| h.score).collect::<Vec<_>>();
-        assert_eq!(
-            scores(&top),
-            scores(&hits[..top.len()]),
-            "the top 2 are the best of all for {f:?}"
-        );
+    // Every chunk's text says "quoted text", so each mode matches them all.
+    let queries = [
+        SearchQuery::Dense(vector(1, 0.3)),
+        SearchQuery::Sparse(sparse::query("quoted text")),
+        SearchQuery::Hybrid {
+            dense: vector(1, 0.3),
+            sparse: sparse::query("quoted text"),
+        },
+    ];
+    for query in &queries {
+        let mode = query.mode();
+        for f in &filters {
+            let want: std::collections::BTreeSet<Uuid> = points
+                .iter()
+                .filter(|p| f.matches(&p.payload))
+                .map(|p| p.id)
+                .collect();
+            let hits = search_filtered(index, query, 100, f).await.unwrap();
+            let got: std::collections::BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
+            assert_eq!(got, want, "{mode}: filter {f:?}");
+            assert!(
+                hits.windows(2).all(|w| w[0].score >= w[1].score),
+                "{mode}: score order for {f:?}"
+            );
+            let top = search_filtered(index, query, 2, f).await.unwrap();
+            assert_eq!(top.len(), want.len().min(2), "{mode}: k bounds {f:?}");
+            let scores = |h: &[freshet::dataplane::index::Hit]| {
+                h.iter().map(|h| h.score).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                scores(&top),
+                scores(&hits[..top.len()]),
+                "{mode}: the top 2 are the best of all for {f:?}"
+            );
+        }
     }
     // The stored timestamps and domain come back.
-    let hit = &search_filtered(index, query, 1, &filters[1]).await.unwrap()[0];
+    let hit = &search_filtered(index, &queries[0], 1, &filters[1])
+        .await
+        .unwrap()[0];
     assert_eq!(hit.payload.domain, "a.example");
     assert!(hit.payload.event_ts_ms > 0 && hit.payload.indexed_ts_ms > hit.payload.event_ts_ms);
+    fx.cleanup().await;
+}
+
+/// Sparse search ranks by the query's terms (stemmed, stop words ignored,
+/// rare terms weigh more); hybrid finds what either side alone finds.
+async fn sparse_and_hybrid_rank_by_terms_and_meaning(fx: Box<dyn Fixture>) {
+    let index = fx.index();
+    let texts = [
+        "Refunds are paid within fourteen days of the return.",
+        "The glacier report covers melt rates in the Alps.",
+        "Shipping takes three days; returns are free.",
+        "Opening hours of the harbour office and the ferry.",
+        "The ferry timetable changes in winter.",
+        "Melt water feeds the rivers below the glacier.",
+    ];
+    let points: Vec<ChunkPoint> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut p = point(&format!("doc-{i}"), 0, 1, &format!("h{i}"), vector(i, 0.0));
+            p.payload.text = (*t).to_owned();
+            p
+        })
+        .collect();
+    index.upsert(points.clone()).await.unwrap();
+    let ids = |hits: &[freshet::dataplane::index::Hit]| {
+        hits.iter()
+            .map(|h| h.payload.doc_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = SearchFilter::default();
+
+    // "refund" stems like "Refunds"; "the" and "of" are stop words.
+    let hits = search_filtered(
+        index,
+        &SearchQuery::Sparse(sparse::query("the refund")),
+        10,
+        &all,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&hits), ["doc-0"], "only doc-0 has the term");
+    // Both glacier texts match; "report" only in doc-1, so it ranks first.
+    let hits = search_filtered(
+        index,
+        &SearchQuery::Sparse(sparse::query("glacier report")),
+        10,
+        &all,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&hits), ["doc-1", "doc-5"]);
+    assert!(hits[0].score > hits[1].score && hits[1].score > 0.0);
+    // Only stop words: nothing to match, no error.
+    let none = SearchQuery::Sparse(sparse::query("the of and"));
+    assert!(search_filtered(index, &none, 10, &all)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Hybrid: the dense side points at doc-4 (its vector), the sparse side
+    // at doc-3 ("harbour office"): both are in the answer, and a chunk
+    // both sides rank first beats either.
+    let hybrid = SearchQuery::Hybrid {
+        dense: vector(4, 0.0),
+        sparse: sparse::query("harbour office"),
+    };
+    let hits = search_filtered(index, &hybrid, 3, &all).await.unwrap();
+    let got = ids(&hits);
+    assert!(
+        got.contains(&"doc-4".to_owned()) && got.contains(&"doc-3".to_owned()),
+        "{got:?}"
+    );
+    let both = SearchQuery::Hybrid {
+        dense: vector(3, 0.0),
+        sparse: sparse::query("harbour office"),
+    };
+    let hits = search_filtered(index, &both, 3, &all).await.unwrap();
+    assert_eq!(hits[0].payload.doc_id, "doc-3");
+    assert!(
+        hits[0].score > hits[1].score,
+        "fused score of agreement is higher"
+    );
+
+    // An update replaces the sparse vector with the new text's.
+    let mut changed = points[0].clone();
+    changed.payload.text = "Exchanges only, no money back.".into();
+    index.upsert(vec![changed]).await.unwrap();
+    let refund = SearchQuery::Sparse(sparse::query("refund"));
+    assert!(search_filtered(index, &refund, 10, &all)
+        .await
+        .unwrap()
+        .is_empty());
+    let exchange = SearchQuery::Sparse(sparse::query("exchange"));
+    assert_eq!(
+        ids(&search_filtered(index, &exchange, 10, &all).await.unwrap()),
+        ["doc-0"]
+    );
     fx.cleanup().await;
 }
 
@@ -618,7 +730,79 @@ backend_tests!(
     empty_operations_are_fine,
     concurrent_writes_and_reads,
     filtered_search_matches_the_reference,
+    sparse_and_hybrid_rank_by_terms_and_meaning,
 );
+
+/// A shard written before sparse vectors existed (dense only) gets the
+/// `bm25` vector when it is opened, computed from the stored texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_shard_without_sparse_vectors_is_upgraded_on_open() {
+    use qdrant_edge::{
+        Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PointId, PointInsertOperations,
+        PointOperations, PointStructPersisted, UpdateOperation, VectorStructPersisted,
+        DEFAULT_VECTOR_NAME,
+    };
+    let dir = std::env::temp_dir().join(format!("freshet-index-upgrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let texts = [
+        "The glacier report covers melt rates.",
+        "Ferry timetable for winter.",
+    ];
+    {
+        let config = EdgeConfig::builder()
+            .vector(
+                DEFAULT_VECTOR_NAME,
+                EdgeVectorParams::builder(DIM, Distance::Cosine).build(),
+            )
+            .build();
+        let shard = EdgeShard::new(&dir, config).expect("an old-style shard");
+        let points = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut p = point(&format!("old-{i}"), 0, 1, "h", vector(i, 0.0));
+                p.payload.text = (*t).to_owned();
+                let payload: qdrant_edge::Payload =
+                    serde_json::from_value(serde_json::to_value(&p.payload).unwrap()).unwrap();
+                PointStructPersisted {
+                    id: PointId::Uuid(p.id),
+                    vector: VectorStructPersisted::Single(p.vector),
+                    payload: Some(payload),
+                }
+            })
+            .collect();
+        shard
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+            ))
+            .unwrap();
+        shard.flush();
+    }
+    let index = EdgeIndex::open(&dir, DIM).expect("open and upgrade");
+    let q = SearchQuery::Sparse(sparse::query("ferry"));
+    let hits = search_filtered(&index, &q, 10, &SearchFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].payload.doc_id, "old-1");
+    // Dense search and new writes work as before; reopening does not redo it.
+    assert_eq!(
+        index.search(vector(0, 0.0), 1).await.unwrap()[0]
+            .payload
+            .doc_id,
+        "old-0"
+    );
+    drop(index);
+    let index = EdgeIndex::open(&dir, DIM).expect("reopen");
+    assert_eq!(index.count().await.unwrap(), 2);
+    let hits = search_filtered(&index, &q, 10, &SearchFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    drop(index);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
 
 // ---------------------------------------------------------------- crash (edge)
 

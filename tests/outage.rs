@@ -22,7 +22,9 @@ use freshet::dataplane::dlq::Dlq;
 use freshet::dataplane::embed::openai::OpenAiEmbedder;
 use freshet::dataplane::extract::{fetch::Fetcher, render, ExtractStage};
 use freshet::dataplane::index::edge::EdgeIndex;
-use freshet::dataplane::index::{ChunkPoint, DocState, Hit, IndexError, SearchFilter, VectorIndex};
+use freshet::dataplane::index::{
+    ChunkPoint, DocState, Hit, IndexError, SearchFilter, SearchQuery, VectorIndex,
+};
 use freshet::dataplane::pipeline::{Deps, Pipeline};
 use freshet::dataplane::retry::ErrorClass;
 use freshet::dataplane::source::embedded::EmbeddedSource;
@@ -136,13 +138,13 @@ impl VectorIndex for Unreachable {
     }
     async fn search_where(
         &self,
-        vector: Vec<f32>,
+        query: &SearchQuery,
         k: usize,
         offset: usize,
         filter: &SearchFilter,
     ) -> Result<Vec<Hit>, IndexError> {
         self.gate("search").await?;
-        self.inner.search_where(vector, k, offset, filter).await
+        self.inner.search_where(query, k, offset, filter).await
     }
     async fn count(&self) -> Result<u64, IndexError> {
         self.gate("count").await?;

@@ -204,6 +204,32 @@ async fn ingested_documents_are_searchable_with_their_fields_and_filters() {
         )
         .await;
     assert_eq!((status, answer["mode"].as_str()), (200, Some("dense")));
+    // Sparse (BM25) finds exactly the chunks with the word; hybrid (the
+    // default) ranks the document that has both the word and the meaning
+    // first and still returns the dense side's neighbours.
+    let (status, answer) = api
+        .post(
+            Some(READ),
+            json!({"query": "the orchards", "mode": "sparse", "k": 100}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["mode"].as_str()),
+        (200, Some("sparse")),
+        "{answer}"
+    );
+    let sparse_hits = answer["results"].as_array().unwrap();
+    assert_eq!(ids(sparse_hits), ["note:3"], "{answer}");
+    let (status, answer) = api
+        .post(
+            Some(READ),
+            json!({"query": "orchard", "k": 100}).to_string(),
+        )
+        .await;
+    assert_eq!((status, answer["mode"].as_str()), (200, Some("hybrid")));
+    let hybrid_hits = answer["results"].as_array().unwrap();
+    assert_eq!(hybrid_hits[0]["doc_id"], "note:3", "{answer}");
+    assert_eq!(ids(hybrid_hits), ["faq:1", "faq:2", "faq:4", "note:3"]);
 
     // Tokens: read and admin may search; ingest and none may not.
     let body = json!({"query": "refunds"}).to_string();
@@ -231,12 +257,8 @@ async fn ingested_documents_are_searchable_with_their_fields_and_filters() {
             "at most 2048",
         ),
         (
-            json!({"query": "x", "mode": "hybrid"}).to_string(),
-            "not supported yet",
-        ),
-        (
-            json!({"query": "x", "mode": "sparse"}).to_string(),
-            "not supported yet",
+            json!({"query": "x", "mode": "keyword"}).to_string(),
+            "unknown mode `keyword`",
         ),
         (
             json!({"query": "x", "limit": 3}).to_string(),

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{init_logging, print_out, settings_in, Cli};
-use crate::service::search::{SearchResponse, SearchResult};
+use crate::service::search::{SearchRequest, SearchResponse, SearchResult, ValidSearch};
 use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +24,10 @@ pub(super) struct QueryArgs {
     /// Results to show.
     #[arg(short = 'k', long, default_value_t = 5)]
     k: usize,
+    /// How results are ranked: `dense` (embedding), `sparse` (BM25) or
+    /// `hybrid` (both, fused by reciprocal rank).
+    #[arg(long, default_value_t = crate::service::search::DEFAULT_MODE.as_str().to_string())]
+    mode: String,
     /// The data dir holding the index.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -37,20 +41,31 @@ pub(super) struct QueryArgs {
 pub(super) async fn command(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
     let s = settings_in(cli, &args.data_dir)?;
     init_logging(s.service.log_format, "warn");
+    let request = SearchRequest {
+        query: args.text.clone(),
+        k: Some(args.k),
+        filter: None,
+        mode: Some(args.mode.clone()),
+    };
     let addr = match &args.addr {
         Some(addr) => Some(addr.clone()),
         None => super::remote::holder_addr(&s.service.data_dir, "search API")?,
     };
     let results = match addr {
-        Some(addr) => remote(&s, &addr, &args.text, args.k).await?,
-        None => local(&s, &args.text, args.k).await?,
+        Some(addr) => remote(&s, &addr, &request).await?,
+        // The instance checks its own input (its limits may differ);
+        // here the same check runs before the index is opened.
+        None => {
+            let valid = request.validate().map_err(|why| anyhow::anyhow!("{why}"))?;
+            local(&s, &valid).await?
+        }
     };
     print_out(&render(&results))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `POST /v1/search` on the instance at `addr`.
-async fn remote(s: &Settings, addr: &str, text: &str, k: usize) -> Result<Vec<SearchResult>> {
+async fn remote(s: &Settings, addr: &str, request: &SearchRequest) -> Result<Vec<SearchResult>> {
     let token = if s.service.read_token.is_empty() {
         s.service.admin_token.expose()
     } else {
@@ -61,7 +76,7 @@ async fn remote(s: &Settings, addr: &str, text: &str, k: usize) -> Result<Vec<Se
         path: "/v1/search",
         token,
         token_vars: "FRESHET_SERVICE__READ_TOKEN or FRESHET_SERVICE__ADMIN_TOKEN",
-        body: Some(serde_json::json!({"query": text, "k": k})),
+        body: Some(serde_json::to_value(request)?),
         timeout: std::time::Duration::from_secs(60),
     }
     .send()
@@ -100,8 +115,9 @@ fn render(results: &[SearchResult]) -> String {
     out
 }
 
-/// Opens the data dir's index (no other process holds it).
-async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> {
+/// Opens the data dir's index (no other process holds it) and searches it
+/// as the service would.
+async fn local(s: &Settings, search: &ValidSearch) -> Result<Vec<SearchResult>> {
     use crate::settings::EmbedBackend;
     let meta = crate::service::IndexMeta::load(&s.service.data_dir)?.with_context(|| {
         format!(
@@ -130,13 +146,10 @@ async fn local(s: &Settings, text: &str, k: usize) -> Result<Vec<SearchResult>> 
     if meta.backend == "qdrant" {
         s.index.backend = crate::settings::IndexBackend::Qdrant;
     }
-    let embedder = crate::service::embedder(&s)?;
-    let index = crate::service::open_index(&s).await?;
-    let vector = embedder
-        .embed(&[text.to_string()])
-        .await?
-        .pop()
-        .context("the embedder returned no vector")?;
-    let hits = index.search(vector, k.max(1)).await?;
-    Ok(hits.into_iter().map(SearchResult::from).collect())
+    let searcher = crate::service::search::Searcher {
+        embedder: crate::service::embedder(&s)?,
+        index: crate::service::open_index(&s).await?,
+        live: crate::live::LiveConfig::new(s.knobs.clone())?,
+    };
+    Ok(searcher.search(search).await?)
 }

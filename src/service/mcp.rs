@@ -8,7 +8,7 @@
 //!   MCP clients launch local servers.
 //!
 //! Tools:
-//! - `search` — the nearest chunks to a query, as [`POST
+//! - `search` — the most relevant chunks for a query, as [`POST
 //!   /v1/search`](crate::service::search) takes it (`query`, `k`, `filter`,
 //!   `mode`), formatted for a model: title, source URL, document id, score and
 //!   how old the chunk is; the same results are in the structured content;
@@ -129,7 +129,7 @@ pub fn tools() -> Vec<Tool> {
                     "k": {"type": "integer", "minimum": 1, "maximum": crate::service::search::MAX_K,
                           "description": "How many chunks to return (default 10)."},
                     "filter": filter,
-                    "mode": {"type": "string", "enum": ["dense"], "description": "Retrieval mode."}
+                    "mode": {"type": "string", "enum": ["dense", "sparse", "hybrid"], "description": "Ranking: dense (meaning), sparse (exact words, BM25) or hybrid (both; the default)."}
                 },
                 "required": ["query"],
                 "additionalProperties": false

@@ -4,11 +4,14 @@
 //! {"query": "refund policy", "k": 10,
 //!  "filter": {"url_prefix": "https://shop.example/help/", "domain": "shop.example",
 //!             "doc_id": "faq:7", "metadata": {"lang": "en", "year": 2024}},
-//!  "mode": "dense"}
+//!  "mode": "hybrid"}
 //! ```
 //!
-//! The query is embedded with the service's own embedder and searched in its
-//! index (either back end). The answer lists chunks, nearest first:
+//! `mode` is `dense` (cosine to the query's embedding, made by the service's
+//! own embedder), `sparse` (BM25 over the chunks' terms: no embedding, so no
+//! embedder time) or `hybrid` (both, fused by reciprocal rank; the default,
+//! see [`DEFAULT_MODE`]). Either back end. The answer lists chunks, best
+//! first:
 //! `{"results": [{"doc_id", "chunk_index", "chunk_count", "title", "url",
 //! "text", "score", "event_ts_ms", "indexed_ts_ms", "fetched_at_ms",
 //! "metadata"}], "k", "mode", "took_ms"}`.
@@ -17,8 +20,8 @@
 //! otherwise). Input is checked before any work: `query` 1..=
 //! [`MAX_QUERY_BYTES`] bytes, `k` 1..=[`MAX_K`] (default 10), unknown fields
 //! refused, metadata filter values strings, integers or booleans, `mode`
-//! absent or `dense` (sparse and hybrid retrieval are not built yet); a bad
-//! request is answered 400 with what is wrong.
+//! one of `dense`, `sparse`, `hybrid`; a bad request is answered 400 with
+//! what is wrong.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +33,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::embed::Embedder;
-use crate::dataplane::index::{search_filtered, Hit, SearchFilter, VectorIndex};
+use crate::dataplane::index::{
+    search_filtered, sparse, Hit, Mode, SearchFilter, SearchQuery, VectorIndex,
+};
 use crate::dataplane::retry::ErrorClass;
 use crate::live::LiveConfig;
 use crate::service::admin::error;
@@ -45,6 +50,9 @@ pub const MAX_QUERY_BYTES: usize = 2048;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most metadata conditions in one filter.
 pub const MAX_METADATA_CONDITIONS: usize = 16;
+/// The mode of a request that names none: hybrid ranked best on the real
+/// pages of `freshet bench retrieval` with every embedder (docs/BENCHMARKS.md).
+pub const DEFAULT_MODE: Mode = Mode::Hybrid;
 
 /// What a search needs: the embedder and the index of the running pipeline.
 #[derive(Debug, Clone)]
@@ -69,7 +77,7 @@ pub struct SearchRequest {
     /// Conditions every result meets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterRequest>,
-    /// Retrieval mode; only `dense` exists so far.
+    /// Retrieval mode: `dense`, `sparse` or `hybrid` (default [`DEFAULT_MODE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
@@ -107,7 +115,8 @@ pub struct SearchResult {
     pub url: String,
     /// The chunk's text.
     pub text: String,
-    /// Cosine similarity (higher is closer).
+    /// Relevance, higher is better: cosine (`dense`), BM25 (`sparse`) or the
+    /// reciprocal-rank-fusion sum (`hybrid`); compare within one answer only.
     pub score: f32,
     /// Unix ms of the event that produced this version.
     pub event_ts_ms: u64,
@@ -141,7 +150,7 @@ impl From<Hit> for SearchResult {
 /// The answer of `POST /v1/search`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SearchResponse {
-    /// Nearest first.
+    /// Best first.
     pub results: Vec<SearchResult>,
     /// The `k` in force.
     pub k: usize,
@@ -158,6 +167,8 @@ pub struct ValidSearch {
     pub query: String,
     /// Results wanted.
     pub k: usize,
+    /// How results are ranked.
+    pub mode: Mode,
     /// The filter.
     pub filter: SearchFilter,
 }
@@ -173,19 +184,11 @@ fn plain_key(key: &str) -> bool {
 impl SearchRequest {
     /// Checks every field; the error says what is wrong.
     pub fn validate(self) -> Result<ValidSearch, String> {
-        match self.mode.as_deref() {
-            None | Some("dense") => {}
-            Some(m @ ("sparse" | "hybrid")) => {
-                return Err(format!(
-                    "mode `{m}` is not supported yet; only `dense` retrieval exists (omit `mode` or send \"dense\")"
-                ))
-            }
-            Some(other) => {
-                return Err(format!(
-                    "unknown mode `{other}`; only `dense` is supported (sparse and hybrid are planned)"
-                ))
-            }
-        }
+        let mode = match self.mode.as_deref() {
+            None => DEFAULT_MODE,
+            Some(m) => Mode::parse(m)
+                .ok_or_else(|| format!("unknown mode `{m}`: use `dense`, `sparse` or `hybrid`"))?,
+        };
         let query = self.query.trim();
         if query.is_empty() {
             return Err("`query` must not be empty".into());
@@ -236,6 +239,7 @@ impl SearchRequest {
         Ok(ValidSearch {
             query: query.to_string(),
             k,
+            mode,
             filter: SearchFilter {
                 doc_id: text("doc_id", f.doc_id)?,
                 domain: text("domain", f.domain)?
@@ -260,44 +264,22 @@ pub struct SearchError {
 }
 
 impl Searcher {
-    /// Embeds the query and searches; each step is bounded by its stage's
-    /// `timeout_ms` knob.
+    /// Embeds the query (unless the mode is `sparse`) and searches; each
+    /// step is bounded by its stage's `timeout_ms` knob.
     pub async fn search(&self, req: &ValidSearch) -> Result<Vec<SearchResult>, SearchError> {
         let knobs = self.live.load().knobs.clone();
-        let embed_timeout = Duration::from_millis(knobs.embed.timeout_ms);
-        let vector = match tokio::time::timeout(
-            embed_timeout,
-            self.embedder.embed(std::slice::from_ref(&req.query)),
-        )
-        .await
-        {
-            Ok(Ok(mut v)) if v.len() == 1 => v.pop().unwrap_or_default(),
-            Ok(Ok(v)) => {
-                return Err(SearchError {
-                    stage: "embed",
-                    class: ErrorClass::Upstream,
-                    message: format!("the embedder returned {} vectors for one query", v.len()),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(SearchError {
-                    stage: "embed",
-                    class: e.class,
-                    message: e.message,
-                })
-            }
-            Err(_) => {
-                return Err(SearchError {
-                    stage: "embed",
-                    class: ErrorClass::Timeout,
-                    message: format!("no answer within {} ms", embed_timeout.as_millis()),
-                })
-            }
+        let query = match req.mode {
+            Mode::Sparse => SearchQuery::Sparse(sparse::query(&req.query)),
+            Mode::Dense => SearchQuery::Dense(self.embed_query(req, &knobs).await?),
+            Mode::Hybrid => SearchQuery::Hybrid {
+                dense: self.embed_query(req, &knobs).await?,
+                sparse: sparse::query(&req.query),
+            },
         };
         let index_timeout = Duration::from_millis(knobs.index.timeout_ms);
         let hits = match tokio::time::timeout(
             index_timeout,
-            search_filtered(self.index.as_ref(), vector, req.k, &req.filter),
+            search_filtered(self.index.as_ref(), &query, req.k, &req.filter),
         )
         .await
         {
@@ -319,6 +301,38 @@ impl Searcher {
         };
         Ok(hits.into_iter().map(SearchResult::from).collect())
     }
+
+    /// The query's embedding, bounded by `embed.timeout_ms`.
+    async fn embed_query(
+        &self,
+        req: &ValidSearch,
+        knobs: &crate::knobs::Knobs,
+    ) -> Result<Vec<f32>, SearchError> {
+        let embed_timeout = Duration::from_millis(knobs.embed.timeout_ms);
+        match tokio::time::timeout(
+            embed_timeout,
+            self.embedder.embed(std::slice::from_ref(&req.query)),
+        )
+        .await
+        {
+            Ok(Ok(mut v)) if v.len() == 1 => Ok(v.pop().unwrap_or_default()),
+            Ok(Ok(v)) => Err(SearchError {
+                stage: "embed",
+                class: ErrorClass::Upstream,
+                message: format!("the embedder returned {} vectors for one query", v.len()),
+            }),
+            Ok(Err(e)) => Err(SearchError {
+                stage: "embed",
+                class: e.class,
+                message: e.message,
+            }),
+            Err(_) => Err(SearchError {
+                stage: "embed",
+                class: ErrorClass::Timeout,
+                message: format!("no answer within {} ms", embed_timeout.as_millis()),
+            }),
+        }
+    }
 }
 
 impl Searcher {
@@ -330,7 +344,7 @@ impl Searcher {
         Ok(SearchResponse {
             results,
             k: req.k,
-            mode: "dense".into(),
+            mode: req.mode.as_str().into(),
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -349,7 +363,7 @@ pub(crate) async fn handle(searcher: &Searcher, body: &[u8]) -> Response {
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"query\": text, \"k\": 1..={MAX_K}, \"filter\": {{\"url_prefix\", \"domain\", \"doc_id\", \"metadata\": {{}}}}, \"mode\": \"dense\"}}: {e}"),
+                format!("expected {{\"query\": text, \"k\": 1..={MAX_K}, \"filter\": {{\"url_prefix\", \"domain\", \"doc_id\", \"metadata\": {{}}}}, \"mode\": \"dense\"|\"sparse\"|\"hybrid\"}}: {e}"),
             )
         }
     };
@@ -417,6 +431,13 @@ mod tests {
         .unwrap();
         assert_eq!(v.query, "refund policy");
         assert_eq!(v.k, DEFAULT_K);
+        assert_eq!(v.mode, DEFAULT_MODE);
+        for m in Mode::ALL {
+            assert_eq!(
+                req(json!({"query": "x", "mode": m.as_str()})).unwrap().mode,
+                m
+            );
+        }
         assert_eq!(v.filter.domain.as_deref(), Some("shop.example"));
         assert_eq!(v.filter.metadata.len(), 2);
         assert_eq!(
@@ -435,9 +456,8 @@ mod tests {
             (json!({"query": "x".repeat(MAX_QUERY_BYTES + 1)}), "bytes"),
             (json!({"query": "x", "k": 0}), "`k` must be"),
             (json!({"query": "x", "k": 101}), "`k` must be"),
-            (json!({"query": "x", "mode": "hybrid"}), "not supported yet"),
-            (json!({"query": "x", "mode": "sparse"}), "not supported yet"),
             (json!({"query": "x", "mode": "magic"}), "unknown mode"),
+            (json!({"query": "x", "mode": "Dense"}), "unknown mode"),
             (
                 json!({"query": "x", "filter": {"domian": "a"}}),
                 "unknown field",

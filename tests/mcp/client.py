@@ -54,6 +54,8 @@ async def tools_are_listed(client):
     check(names == ["ingest_document", "ingest_url", "search", "status"], f"tools listed: {names}")
     search = next(t for t in listed.tools if t.name == "search")
     check("query" in search.input_schema.get("required", []), "search requires a query")
+    modes = search.input_schema.get("properties", {}).get("mode", {}).get("enum", [])
+    check(set(modes) == {"dense", "sparse", "hybrid"}, f"search offers the three modes: {modes}")
 
 
 async def ingest(client):
@@ -88,6 +90,13 @@ async def reads(client):
     check("https://bakery.example/refunds" in text and "ago" in text,
           "the model-facing text names the source URL and the chunk's age")
     check("fourteen days" in text, "the model-facing text holds the chunk")
+
+    # BM25 on a word of the document; the answer says which mode ranked it.
+    sparse = await client.call_tool("search", {"query": "lighthouse", "k": 5, "mode": "sparse"})
+    sparse_hits = (sparse.structured_content or {}).get("results", [])
+    check(not sparse.is_error and sparse_hits and sparse_hits[0]["doc_id"] == DOC_ID,
+          f"sparse search finds the document by its word: {text_of(sparse)}")
+    check((sparse.structured_content or {}).get("mode") == "sparse", "the answer names its mode")
 
     bad = await client.call_tool("search", {"query": "x", "k": 0})
     check(bad.is_error and "`k` must be" in text_of(bad), f"k=0 is a tool error: {text_of(bad)}")

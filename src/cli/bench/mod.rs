@@ -8,6 +8,7 @@
 //! drives [`crate::bench`].
 
 mod embed;
+mod freshness;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod retrieval;
@@ -520,6 +521,34 @@ pub(super) enum BenchCommand {
         #[arg(long)]
         model_dir: Option<std::path::PathBuf>,
     },
+    /// Reader-side freshness: documents posted to `/v1/ingest` at a fixed
+    /// rate, each watched for on `/v1/search` until it is returned, with
+    /// ordinary queries' latency under that load (a fresh service on
+    /// loopback HTTP).
+    Freshness {
+        /// The service's embedder: `local`, `static` or `hash`.
+        #[arg(long, default_value = "local")]
+        embedder: String,
+        /// Documents per second (several values: one row each); default:
+        /// `--load` × the embedder's measured capacity.
+        #[arg(long, value_delimiter = ',')]
+        rate: Vec<f64>,
+        /// Share of the embedder's capacity to offer when no `--rate` is given.
+        #[arg(long, default_value_t = 0.7)]
+        load: f64,
+        /// How long documents are posted.
+        #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+        duration: Duration,
+        /// Words per document (150: one chunk of ~200 model tokens).
+        #[arg(long, default_value_t = 150)]
+        words: usize,
+        /// Reader queries per second.
+        #[arg(long, default_value_t = 10.0)]
+        search_rate: f64,
+        /// The reader's mode: `dense`, `sparse` or `hybrid`.
+        #[arg(long, default_value = "hybrid")]
+        search_mode: String,
+    },
     /// How well freshet tunes itself: every scenario under every policy
     /// (static, aimd, the published baselines, heuristic, llm-scripted,
     /// oracle), per-phase figures, summary.json,
@@ -580,11 +609,53 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             let model_dir = model_dir
                 .clone()
                 .unwrap_or_else(|| s.embed.local_model_dir());
-            let (rows, about) =
-                tokio::task::spawn_blocking(move || retrieval::run(&pages, &model_dir, &embedders))
-                    .await??;
+            let (rows, about) = retrieval::run(&pages, &model_dir, &embedders).await?;
             eprintln!("{about}");
             super::print_out(&retrieval::table(&rows))?;
+        }
+        BenchCommand::Freshness {
+            embedder,
+            rate,
+            load,
+            duration,
+            words,
+            search_rate,
+            search_mode,
+        } => {
+            let embedder: EmbedBackend = serde_json::from_value(serde_json::json!(embedder))
+                .ok()
+                .filter(|e| *e != EmbedBackend::Openai)
+                .with_context(|| {
+                    format!("--embedder `{embedder}`: use `local`, `static` or `hash`")
+                })?;
+            let search_mode =
+                crate::dataplane::index::Mode::parse(search_mode).with_context(|| {
+                    format!("--search-mode `{search_mode}`: use `dense`, `sparse` or `hybrid`")
+                })?;
+            if !(*load > 0.0 && load.is_finite()) {
+                anyhow::bail!("--load must be a positive share of the capacity");
+            }
+            let rates: Vec<Option<f64>> = if rate.is_empty() {
+                vec![None]
+            } else {
+                rate.iter().copied().map(Some).collect()
+            };
+            let mut rows = Vec::new();
+            for r in rates {
+                let opts = freshness::FreshnessOptions {
+                    embedder,
+                    rate: r,
+                    load: *load,
+                    duration: *duration,
+                    words: *words,
+                    search_rate: *search_rate,
+                    search_mode,
+                };
+                let row = freshness::run(&s, &opts).await?;
+                eprintln!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+            super::print_out(&freshness::table(&rows))?;
         }
         BenchCommand::Embed {
             pages,

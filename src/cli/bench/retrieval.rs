@@ -2,12 +2,17 @@
 //! embedder, on known-item search over real pages.
 //!
 //! Every page under `--pages` is extracted, cleaned and chunked as the
-//! pipeline does it. A query is one page's title (pages whose title has at
-//! least three words) or its first sentence (at least six words); the
-//! answer is that page. Pages are ranked by their best chunk's cosine to the
-//! query, exactly (no index: the figure is the embedder's, not HNSW's), and
-//! each query scores 1/rank when the page is in the top 10 (MRR@10). Titles
-//! are the harder set: a first sentence is in the page word for word.
+//! pipeline does it, embedded, and written to a fresh embedded index
+//! (qdrant-edge, dense and BM25 vectors, as `run` writes them). A query is
+//! one page's title (pages whose title has at least three words) or its
+//! first sentence (at least six words); the answer is that page. The index
+//! answers each query in `dense`, `sparse` and `hybrid` mode as
+//! `/v1/search` does; pages are ranked by their best chunk among the top
+//! [`CHUNKS_PER_QUERY`], and each query scores 1/rank when the page is in
+//! the top 10 (MRR@10). The index is small enough to be searched exactly
+//! (qdrant-edge's plain segment), so the dense figure is the embedder's,
+//! not HNSW's. Titles are the harder set: a first sentence is in the page
+//! word for word.
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,13 +22,20 @@ use anyhow::{bail, Result};
 use crate::dataplane::embed::distilled::StaticEmbedder;
 use crate::dataplane::embed::hash::HashEmbedder;
 use crate::dataplane::embed::local::LocalEmbedder;
+use crate::dataplane::index::edge::EdgeIndex;
+use crate::dataplane::index::{
+    chunk_id, sparse, ChunkPayload, ChunkPoint, Mode, SearchFilter, SearchQuery, VectorIndex,
+};
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RetrievalRow {
-    /// Embedder name.
+    /// Embedder name (`bm25` for the sparse row).
     pub embedder: String,
-    /// Chunks embedded per second (one thread per core for `local`).
+    /// Retrieval mode: `dense`, `sparse` or `hybrid`.
+    pub mode: String,
+    /// Chunks embedded per second (one thread per core for `local`; BM25
+    /// vectors per second on one thread for `sparse`).
     pub chunks_per_s: f64,
     /// MRR@10 of the title queries.
     pub mrr_titles: f64,
@@ -69,39 +81,111 @@ fn pages(dir: &Path) -> Result<Vec<Page>> {
     Ok(out)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// Chunks each search returns, to rank pages by their best chunk.
+const CHUNKS_PER_QUERY: usize = 100;
+
+/// The reciprocal rank of `answer` among the pages in the order their
+/// chunks came (a page counts at its first chunk), 0 past rank 10.
+fn reciprocal_rank(chunk_pages: &[usize], answer: usize) -> f64 {
+    let mut seen = Vec::with_capacity(10);
+    for &page in chunk_pages {
+        if seen.contains(&page) {
+            continue;
+        }
+        seen.push(page);
+        if page == answer {
+            return 1.0 / seen.len() as f64;
+        }
+        if seen.len() == 10 {
+            break;
+        }
+    }
+    0.0
 }
 
-/// MRR@10 and top-1 share of `queries` (vector, answer page) over the
-/// chunks' vectors grouped by page.
-fn score(queries: &[(Vec<f32>, usize)], chunks: &[(usize, Vec<f32>)], pages: usize) -> (f64, f64) {
+/// MRR@10 and top-1 share of `queries` (query, answer page) in `index`.
+async fn score(index: &EdgeIndex, queries: Vec<(SearchQuery, usize)>) -> Result<(f64, f64)> {
     if queries.is_empty() {
-        return (0.0, 0.0);
+        return Ok((0.0, 0.0));
     }
+    let n = queries.len() as f64;
     let (mut rr, mut top1) = (0.0, 0.0);
-    for (q, answer) in queries {
-        let mut best = vec![f32::NEG_INFINITY; pages];
-        for (page, v) in chunks {
-            best[*page] = best[*page].max(dot(q, v));
-        }
-        let target = best[*answer];
-        let rank = 1 + best.iter().filter(|&&s| s > target).count();
-        if rank <= 10 {
-            rr += 1.0 / rank as f64;
-        }
-        if rank == 1 {
+    for (query, answer) in queries {
+        let hits = index
+            .search_where(&query, CHUNKS_PER_QUERY, 0, &SearchFilter::default())
+            .await?;
+        let pages: Vec<usize> = hits
+            .iter()
+            .filter_map(|h| h.payload.doc_id.strip_prefix("page-")?.parse().ok())
+            .collect();
+        let r = reciprocal_rank(&pages, answer);
+        rr += r;
+        if r == 1.0 {
             top1 += 1.0;
         }
     }
-    let n = queries.len() as f64;
-    (rr / n, top1 / n)
+    Ok((rr / n, top1 / n))
 }
 
-type EmbedFn<'a> = Box<dyn Fn(&[String]) -> Result<Vec<Vec<f32>>> + 'a>;
+/// A point of chunk `i` of the bench corpus.
+fn point(i: usize, page: usize, text: &str, vector: Vec<f32>) -> ChunkPoint {
+    let doc_id = format!("page-{page}");
+    let id = chunk_id(&doc_id, i as u32);
+    ChunkPoint {
+        id,
+        vector,
+        payload: ChunkPayload {
+            doc_id,
+            chunk_index: i as u32,
+            chunk_count: 0,
+            url: String::new(),
+            title: String::new(),
+            text: text.to_string(),
+            content_hash: String::new(),
+            doc_hash: String::new(),
+            fetched_at_ms: 0,
+            event_ts_ms: 0,
+            indexed_ts_ms: 0,
+            domain: String::new(),
+            render_mode: "document".into(),
+            quality: 1.0,
+            source_offset: String::new(),
+            metadata: Default::default(),
+        },
+    }
+}
 
-/// Runs the bench over the embedders named (`hash`, `static`, `local`).
-pub fn run(
+type EmbedFn<'a> = Box<dyn Fn(&[String]) -> Result<Vec<Vec<f32>>> + Send + Sync + 'a>;
+
+fn embedder(name: &str, model_dir: &Path) -> Result<EmbedFn<'static>> {
+    Ok(match name {
+        "hash" => {
+            let e = HashEmbedder::new(384);
+            Box::new(move |texts: &[String]| Ok(texts.iter().map(|t| e.vector(t)).collect()))
+        }
+        "static" => {
+            let e = StaticEmbedder::load(model_dir, 384)?;
+            Box::new(move |texts: &[String]| texts.iter().map(|t| e.vector(t)).collect())
+        }
+        "local" => {
+            let e = LocalEmbedder::open(model_dir)?;
+            Box::new(move |texts: &[String]| {
+                let mut out = Vec::with_capacity(texts.len());
+                for request in texts.chunks(32) {
+                    out.extend(e.embed_blocking(request)?);
+                }
+                Ok(out)
+            })
+        }
+        other => bail!("unknown embedder `{other}` (hash, static, local)"),
+    })
+}
+
+/// Runs the bench over the embedders named (`hash`, `static`, `local`):
+/// each fills an embedded index (qdrant-edge, in a temporary directory)
+/// and answers every query in `dense` and `hybrid` mode; `sparse` (BM25,
+/// the same for every embedder) is measured once, on the first index.
+pub async fn run(
     pages_dir: &Path,
     model_dir: &Path,
     embedders: &[String],
@@ -128,7 +212,8 @@ pub fn run(
         .map(|(i, p)| (p.first_sentence.clone(), i))
         .collect();
     let about = format!(
-        "{} pages, {} chunks from {}; {} title queries, {} first-sentence queries",
+        "{} pages, {} chunks from {}; {} title queries, {} first-sentence queries; \
+         pages ranked by their best chunk among the top {CHUNKS_PER_QUERY} the index returns",
         pages.len(),
         chunk_texts.len(),
         pages_dir.display(),
@@ -136,63 +221,98 @@ pub fn run(
         sentence_queries.len()
     );
     let mut rows = Vec::new();
-    for name in embedders {
-        let embed: EmbedFn = match name.as_str() {
-            "hash" => {
-                let e = HashEmbedder::new(384);
-                Box::new(move |texts: &[String]| Ok(texts.iter().map(|t| e.vector(t)).collect()))
-            }
-            "static" => {
-                let e = StaticEmbedder::load(model_dir, 384)?;
-                Box::new(move |texts: &[String]| texts.iter().map(|t| e.vector(t)).collect())
-            }
-            "local" => {
-                let e = LocalEmbedder::open(model_dir)?;
-                Box::new(move |texts: &[String]| {
-                    let mut out = Vec::with_capacity(texts.len());
-                    for request in texts.chunks(32) {
-                        out.extend(e.embed_blocking(request)?);
-                    }
-                    Ok(out)
-                })
-            }
-            other => bail!("unknown embedder `{other}` (hash, static, local)"),
-        };
+    for (n, name) in embedders.iter().enumerate() {
+        let embed = embedder(name, model_dir)?;
         let started = Instant::now();
-        let vectors = embed(&chunk_texts)?;
+        let vectors = tokio::task::block_in_place(|| embed(&chunk_texts))?;
         let seconds = started.elapsed().as_secs_f64();
-        let chunks: Vec<(usize, Vec<f32>)> = chunk_page.iter().copied().zip(vectors).collect();
-        let queries = |set: &[(String, usize)]| -> Result<Vec<(Vec<f32>, usize)>> {
+        eprintln!("{name}: {seconds:.1} s for {} chunks", chunk_texts.len());
+        let dim = vectors.first().map_or(384, Vec::len);
+        let dir = std::env::temp_dir().join(format!(
+            "freshet-bench-retrieval-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let index = EdgeIndex::open(&dir, dim)?;
+        let points: Vec<ChunkPoint> = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| point(i, chunk_page[i], &chunk_texts[i], v))
+            .collect();
+        for batch in points.chunks(512) {
+            index.upsert(batch.to_vec()).await?;
+        }
+        let dense_of = |set: &[(String, usize)]| -> Result<Vec<(Vec<f32>, usize)>> {
             let texts: Vec<String> = set.iter().map(|(t, _)| t.clone()).collect();
-            Ok(embed(&texts)?
+            Ok(tokio::task::block_in_place(|| embed(&texts))?
                 .into_iter()
                 .zip(set.iter().map(|(_, a)| *a))
                 .collect())
         };
-        let (mrr_titles, top1_titles) = score(&queries(&title_queries)?, &chunks, pages.len());
-        let (mrr_sentences, _) = score(&queries(&sentence_queries)?, &chunks, pages.len());
-        eprintln!("{name}: {:.1} s for {} chunks", seconds, chunk_texts.len());
-        rows.push(RetrievalRow {
-            embedder: name.clone(),
-            chunks_per_s: chunk_texts.len() as f64 / seconds.max(1e-9),
-            mrr_titles,
-            top1_titles,
-            mrr_sentences,
-        });
+        let (titles, sentences) = (dense_of(&title_queries)?, dense_of(&sentence_queries)?);
+        let mut modes = vec![Mode::Dense, Mode::Hybrid];
+        if n == 0 {
+            modes.push(Mode::Sparse);
+        }
+        for mode in modes {
+            let of = |set: &[(Vec<f32>, usize)], texts: &[(String, usize)]| {
+                set.iter()
+                    .zip(texts)
+                    .map(|((v, a), (t, _))| {
+                        let q = match mode {
+                            Mode::Dense => SearchQuery::Dense(v.clone()),
+                            Mode::Sparse => SearchQuery::Sparse(sparse::query(t)),
+                            Mode::Hybrid => SearchQuery::Hybrid {
+                                dense: v.clone(),
+                                sparse: sparse::query(t),
+                            },
+                        };
+                        (q, *a)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let (mrr_titles, top1_titles) = score(&index, of(&titles, &title_queries)).await?;
+            let (mrr_sentences, _) = score(&index, of(&sentences, &sentence_queries)).await?;
+            let chunks_per_s = if mode == Mode::Sparse {
+                let started = Instant::now();
+                for t in &chunk_texts {
+                    std::hint::black_box(sparse::document(t));
+                }
+                chunk_texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            } else {
+                chunk_texts.len() as f64 / seconds.max(1e-9)
+            };
+            rows.push(RetrievalRow {
+                embedder: if mode == Mode::Sparse {
+                    "bm25".into()
+                } else {
+                    name.clone()
+                },
+                mode: mode.as_str().into(),
+                chunks_per_s,
+                mrr_titles,
+                top1_titles,
+                mrr_sentences,
+            });
+        }
+        drop(index);
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    // Sparse first, then by embedder as given, dense before hybrid.
+    rows.sort_by_key(|r| r.mode != "sparse");
     Ok((rows, about))
 }
 
 /// The table.
 pub fn table(rows: &[RetrievalRow]) -> String {
     let mut out = String::from(
-        "| embedder | chunks/s | MRR@10, titles | top-1, titles | MRR@10, first sentences |\n\
-         | --- | ---: | ---: | ---: | ---: |\n",
+        "| embedder | mode | chunks/s | MRR@10, titles | top-1, titles | MRR@10, first sentences |\n\
+         | --- | --- | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.3} | {:.3} | {:.3} |\n",
-            r.embedder, r.chunks_per_s, r.mrr_titles, r.top1_titles, r.mrr_sentences
+            "| {} | {} | {:.1} | {:.3} | {:.3} | {:.3} |\n",
+            r.embedder, r.mode, r.chunks_per_s, r.mrr_titles, r.top1_titles, r.mrr_sentences
         ));
     }
     out
@@ -203,23 +323,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mrr_counts_the_rank_of_the_answer_page_by_its_best_chunk() {
-        // Page 0 has two chunks, page 1 one, page 2 one.
-        let chunks = vec![
-            (0, vec![1.0, 0.0, 0.0]),
-            (0, vec![0.0, 0.6, 0.8]),
-            (1, vec![0.0, 1.0, 0.0]),
-            (2, vec![0.0, 0.0, 1.0]),
-        ];
-        // Answered first by page 1; page 2 second behind page 0's second chunk.
-        let queries = vec![(vec![0.0, 1.0, 0.0], 1), (vec![0.0, 0.0, 1.0], 2)];
-        let (mrr, top1) = score(&queries, &chunks, 3);
-        // Query 2: page 0 scores 0.8 (its best chunk), page 2 scores 1.0: first.
-        assert!((mrr - 1.0).abs() < 1e-9 && (top1 - 1.0).abs() < 1e-9);
-        let queries = vec![(vec![0.0, 0.6, 0.8], 2)];
-        let (mrr, top1) = score(&queries, &chunks, 3);
-        // Page 0 scores 1.0 with its second chunk, page 2 0.8: second.
-        assert!((mrr - 0.5).abs() < 1e-9 && top1 == 0.0, "{mrr} {top1}");
-        assert_eq!(score(&[], &chunks, 3), (0.0, 0.0));
+    fn a_page_ranks_at_its_best_chunk_and_counts_to_ten() {
+        // Chunks of pages 3, 3, 1, 2: page 1 is second, not third.
+        assert_eq!(reciprocal_rank(&[3, 3, 1, 2], 3), 1.0);
+        assert_eq!(reciprocal_rank(&[3, 3, 1, 2], 1), 0.5);
+        assert!((reciprocal_rank(&[3, 3, 1, 2], 2) - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(reciprocal_rank(&[3, 3, 1, 2], 7), 0.0);
+        // The eleventh distinct page is past the cut.
+        let pages: Vec<usize> = (0..20).collect();
+        assert_eq!(reciprocal_rank(&pages, 9), 0.1);
+        assert_eq!(reciprocal_rank(&pages, 10), 0.0);
+        assert_eq!(reciprocal_rank(&[], 0), 0.0);
     }
 }

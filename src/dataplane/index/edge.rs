@@ -1,7 +1,11 @@
 //! The `edge` back end: qdrant-edge, an embedded Qdrant shard in the data dir.
 //!
-//! One shard holds one unnamed dense vector (cosine) per point and keyword
-//! payload indexes on `doc_id`, `doc_hash` and `domain` (the search filter).
+//! One shard holds one unnamed dense vector (cosine) per point, a sparse
+//! BM25 vector named `bm25` with the `idf` modifier (see
+//! [`super::sparse`]), and keyword payload indexes on `doc_id`, `doc_hash`
+//! and `domain` (the search filter). A shard written before the sparse
+//! vector existed gets it when it is opened: the vector is created and every
+//! stored chunk's BM25 vector is computed from its text, once.
 //!
 //! # Concurrency
 //!
@@ -31,15 +35,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use std::collections::HashMap;
+
 use qdrant_edge::{
-    Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition,
-    FieldIndexOperations, Filter, JsonPath, Match, OperationError, Payload, PayloadFieldSchema,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, Record, ScoredPoint, ScrollRequest, SearchRequest, UpdateOperation, ValueVariants,
-    VectorStructPersisted, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
+    Condition, CreateVectorName, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, Fusion, JsonPath, Match,
+    Modifier, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, PointVectorsPersisted, Prefetch,
+    QueryEnum, QueryRequest, Record, ScoredPoint, ScoringQuery, ScrollRequest, SearchRequest,
+    UpdateOperation, UpdateVectorsOp, ValueVariants, VectorInternal, VectorNameConfig,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted,
+    WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 use uuid::Uuid;
 
+use super::sparse::{self, SearchQuery, SparseVector, SPARSE_VECTOR};
 use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, SearchFilter, VectorIndex};
 use crate::dataplane::retry::ErrorClass;
 
@@ -135,6 +145,12 @@ impl EdgeIndex {
                     DEFAULT_VECTOR_NAME,
                     EdgeVectorParams::builder(dim, Distance::Cosine).build(),
                 )
+                .sparse_vector(
+                    SPARSE_VECTOR,
+                    EdgeSparseVectorParams::builder()
+                        .modifier(Modifier::Idf)
+                        .build(),
+                )
                 .build();
             EdgeShard::new(dir, config).map_err(|e| {
                 err(
@@ -169,6 +185,10 @@ impl EdgeIndex {
                         format!("cannot create the keyword index on {field}: {e}"),
                     )
                 })?;
+            created = true;
+        }
+        if !shard.config().sparse_vectors.contains_key(SPARSE_VECTOR) {
+            add_sparse_vector(&shard)?;
             created = true;
         }
         if created {
@@ -269,15 +289,23 @@ impl VectorIndex for EdgeIndex {
         if let Some(problem) = super::points_problem(&points, self.dim) {
             return Err(err("upsert", ErrorClass::Invalid, problem));
         }
-        let mut batch = Vec::with_capacity(points.len());
-        for p in points {
-            batch.push(PointStructPersisted {
-                id: PointId::Uuid(p.id),
-                vector: VectorStructPersisted::Single(p.vector),
-                payload: Some(to_payload("upsert", &p.payload)?),
-            });
-        }
         self.write("upsert", move |shard| {
+            // BM25 vectors are computed here, off the async runtime.
+            let mut batch = Vec::with_capacity(points.len());
+            for p in points {
+                let sparse = sparse::document(&p.payload.text);
+                batch.push(PointStructPersisted {
+                    id: PointId::Uuid(p.id),
+                    vector: VectorStructPersisted::Named(HashMap::from([
+                        (DEFAULT_VECTOR_NAME.into(), VectorPersisted::Dense(p.vector)),
+                        (
+                            SPARSE_VECTOR.into(),
+                            VectorPersisted::Sparse(to_sparse(sparse)),
+                        ),
+                    ])),
+                    payload: Some(to_payload("upsert", &p.payload)?),
+                });
+            }
             shard
                 .update(UpdateOperation::PointOperation(
                     PointOperations::UpsertPoints(PointInsertOperations::PointsList(batch)),
@@ -395,32 +423,54 @@ impl VectorIndex for EdgeIndex {
 
     async fn search_where(
         &self,
-        vector: Vec<f32>,
+        query: &SearchQuery,
         k: usize,
         offset: usize,
         filter: &SearchFilter,
     ) -> Result<Vec<Hit>, IndexError> {
-        self.check_vector("search", "the query vector", &vector)?;
+        if let Some(v) = query.dense() {
+            self.check_vector("search", "the query vector", v)?;
+        }
         if k == 0 {
             return Ok(Vec::new());
         }
         let filter = to_filter(filter)?;
+        let query = query.clone();
         self.read("search", move |shard| {
-            let points = shard
-                .search(SearchRequest {
-                    query: QueryEnum::Nearest(qdrant_edge::NamedQuery {
-                        query: vector.into(),
-                        using: None,
-                    }),
-                    filter,
-                    params: None,
-                    limit: k,
-                    offset,
-                    with_payload: Some(WithPayloadInterface::Bool(true)),
-                    with_vector: Some(WithVector::Bool(false)),
-                    score_threshold: None,
-                })
-                .map_err(|e| op_err("search", &e))?;
+            let points = match query {
+                SearchQuery::Dense(v) => nearest(shard, dense_query(v), filter, k, offset),
+                SearchQuery::Sparse(s) => nearest(shard, sparse_query(s), filter, k, offset),
+                SearchQuery::Hybrid { dense, sparse } => {
+                    let candidates = sparse::fusion_candidates(k + offset);
+                    let prefetch = |query| Prefetch {
+                        prefetches: Vec::new(),
+                        query: Some(ScoringQuery::Vector(query)),
+                        limit: candidates,
+                        params: None,
+                        filter: filter.clone(),
+                        score_threshold: None,
+                    };
+                    shard
+                        .query(QueryRequest {
+                            prefetches: vec![
+                                prefetch(dense_query(dense)),
+                                prefetch(sparse_query(sparse)),
+                            ],
+                            query: Some(ScoringQuery::Fusion(Fusion::Rrf {
+                                k: sparse::RRF_K,
+                                weights: None,
+                            })),
+                            filter: None,
+                            score_threshold: None,
+                            limit: k,
+                            offset,
+                            params: None,
+                            with_vector: WithVector::Bool(false),
+                            with_payload: WithPayloadInterface::Bool(true),
+                        })
+                        .map_err(|e| op_err("search", &e))
+                }
+            }?;
             points.into_iter().map(to_hit).collect()
         })
         .await
@@ -476,6 +526,104 @@ where
             format!("the qdrant-edge call did not complete: {e}"),
         )),
     }
+}
+
+fn to_sparse(v: SparseVector) -> qdrant_edge::SparseVector {
+    qdrant_edge::SparseVector {
+        indices: v.indices,
+        values: v.values,
+    }
+}
+
+fn dense_query(v: Vec<f32>) -> QueryEnum {
+    QueryEnum::Nearest(qdrant_edge::NamedQuery {
+        query: v.into(),
+        using: None,
+    })
+}
+
+fn sparse_query(v: SparseVector) -> QueryEnum {
+    QueryEnum::Nearest(qdrant_edge::NamedQuery {
+        query: VectorInternal::Sparse(to_sparse(v)),
+        using: Some(SPARSE_VECTOR.into()),
+    })
+}
+
+/// The `k` points nearest to `query` after `offset`.
+fn nearest(
+    shard: &EdgeShard,
+    query: QueryEnum,
+    filter: Option<Filter>,
+    k: usize,
+    offset: usize,
+) -> Result<Vec<ScoredPoint>, IndexError> {
+    shard
+        .search(SearchRequest {
+            query,
+            filter,
+            params: None,
+            limit: k,
+            offset,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: Some(WithVector::Bool(false)),
+            score_threshold: None,
+        })
+        .map_err(|e| op_err("search", &e))
+}
+
+/// Creates the `bm25` sparse vector in a shard written before it existed
+/// and computes it for every stored chunk from the chunk's text.
+fn add_sparse_vector(shard: &EdgeShard) -> Result<(), IndexError> {
+    // The engine's sparse wrapper type is not exported; its serde form is
+    // its documented JSON (`{"sparse": {"modifier": "idf"}}`).
+    let config: VectorNameConfig = qdrant_edge::external::serde_json::from_value(
+        qdrant_edge::external::serde_json::json!({"sparse": {"modifier": "idf"}}),
+    )
+    .map_err(|e| {
+        err(
+            "open",
+            ErrorClass::Invalid,
+            format!("sparse vector config: {e}"),
+        )
+    })?;
+    shard
+        .update(UpdateOperation::VectorNameOperation(
+            VectorNameOperations::CreateVectorName(CreateVectorName {
+                vector_name: SPARSE_VECTOR.into(),
+                config,
+            }),
+        ))
+        .map_err(|e| op_err("open", &e))?;
+    let records = scroll_all(shard, "open", None, &["text"])?;
+    for page in records.chunks(SCROLL_PAGE) {
+        let points = page
+            .iter()
+            .map(|r| {
+                let text = r
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.0.get("text"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                PointVectorsPersisted {
+                    id: r.id,
+                    vector: VectorStructPersisted::Named(HashMap::from([(
+                        SPARSE_VECTOR.into(),
+                        VectorPersisted::Sparse(to_sparse(sparse::document(text))),
+                    )])),
+                }
+            })
+            .collect();
+        shard
+            .update(UpdateOperation::VectorOperation(
+                VectorOperations::UpdateVectors(UpdateVectorsOp {
+                    points,
+                    update_filter: None,
+                }),
+            ))
+            .map_err(|e| op_err("open", &e))?;
+    }
+    Ok(())
 }
 
 /// Flushes the WAL and every segment to disk (see the module docs). The

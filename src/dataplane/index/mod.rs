@@ -13,12 +13,14 @@
 
 pub mod edge;
 pub mod qdrant;
+pub mod sparse;
 pub(crate) mod stage;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::dataplane::retry::{Classify, ErrorClass};
+pub use sparse::{Mode, SearchQuery, SparseVector};
 
 /// Namespace of chunk ids (a fixed random UUID: ids are stable forever).
 pub const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_2b8e_5a7d_4c1e_9b3f_0d2a_8e4c_7a11);
@@ -136,19 +138,19 @@ impl SearchFilter {
 /// Most candidates [`search_filtered`] looks at for a `url_prefix` filter.
 pub const MAX_PREFIX_CANDIDATES: usize = 4096;
 
-/// The `k` nearest chunks matching `filter`. Every condition but
+/// The `k` best chunks for `query` matching `filter`. Every condition but
 /// `url_prefix` is evaluated by the store (payload indexes); `url_prefix`
 /// is checked on the store's candidates, fetched page by page in score
 /// order until `k` match or [`MAX_PREFIX_CANDIDATES`] were seen (the store
 /// is narrowed to the prefix's host first when the prefix names one).
 pub async fn search_filtered(
     index: &dyn VectorIndex,
-    vector: Vec<f32>,
+    query: &SearchQuery,
     k: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<Hit>, IndexError> {
     let Some(prefix) = filter.url_prefix.as_deref() else {
-        return index.search_where(vector, k, 0, filter).await;
+        return index.search_where(query, k, 0, filter).await;
     };
     let mut narrowed = filter.indexed_part();
     let host = domain_of(prefix);
@@ -167,9 +169,7 @@ pub async fn search_filtered(
     let mut out = Vec::with_capacity(k);
     let mut offset = 0;
     while out.len() < k && offset < MAX_PREFIX_CANDIDATES {
-        let hits = index
-            .search_where(vector.clone(), page, offset, &narrowed)
-            .await?;
+        let hits = index.search_where(query, page, offset, &narrowed).await?;
         let n = hits.len();
         out.extend(
             hits.into_iter()
@@ -200,7 +200,8 @@ pub struct ChunkPoint {
 pub struct Hit {
     /// Point id.
     pub id: Uuid,
-    /// Similarity (cosine: higher is closer).
+    /// Relevance, higher is better: cosine for `dense`, BM25 for `sparse`,
+    /// the reciprocal-rank-fusion sum for `hybrid`.
     pub score: f32,
     /// The stored payload.
     pub payload: ChunkPayload,
@@ -288,15 +289,18 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<String>, IndexError>;
     /// The `k` nearest chunks to `vector`.
     async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError> {
-        self.search_where(vector, k, 0, &SearchFilter::default())
+        self.search_where(&SearchQuery::Dense(vector), k, 0, &SearchFilter::default())
             .await
     }
-    /// The `k` nearest chunks to `vector` that match `filter`'s `doc_id`,
+    /// The `k` best chunks for `query` that match `filter`'s `doc_id`,
     /// `domain` and `metadata` conditions, after skipping the first
     /// `offset`. `url_prefix` is ignored here: use [`search_filtered`].
+    /// Every chunk is stored with its BM25 vector ([`sparse::document`] of
+    /// its text), so sparse and hybrid queries need nothing from the caller
+    /// at write time.
     async fn search_where(
         &self,
-        vector: Vec<f32>,
+        query: &SearchQuery,
         k: usize,
         offset: usize,
         filter: &SearchFilter,

@@ -1,7 +1,17 @@
 //! The `qdrant` back end: a Qdrant server or cluster over gRPC (qdrant-client).
 //!
-//! One collection with one unnamed dense vector (cosine) and keyword payload
-//! indexes on `doc_id`, `doc_hash` and `domain` (the search filter). Every write is sent with `wait: true`,
+//! One collection with one unnamed dense vector (cosine), a sparse BM25
+//! vector named `bm25` with the `idf` modifier (computed here from each
+//! chunk's text, see [`super::sparse`]), and keyword payload indexes on
+//! `doc_id`, `doc_hash` and `domain` (the search filter). Hybrid queries are
+//! fused by the server (prefetch + RRF, Qdrant 1.10 or newer).
+//!
+//! A Qdrant server cannot add a sparse vector to an existing collection, so
+//! a collection created before freshet wrote sparse vectors stays dense:
+//! writes carry only the dense vector and a `sparse` or `hybrid` search is
+//! refused with an error that says to re-create the collection.
+//!
+//! Every write is sent with `wait: true`,
 //! so it has been applied (and written to the server's WAL) when the call
 //! returns — that is this back end's "durable when it returns".
 //!
@@ -17,13 +27,15 @@ use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, ListValue, PayloadIncludeSelector, PointId,
-    PointStruct, PointsIdsList, Query, QueryPointsBuilder, ScrollPointsBuilder, Struct,
-    UpsertPointsBuilder, Value, VectorParamsBuilder,
+    DeletePointsBuilder, Distance, FieldType, Filter, ListValue, Modifier, PayloadIncludeSelector,
+    PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder, Query, QueryPointsBuilder,
+    RrfBuilder, ScrollPointsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder, Struct,
+    UpsertPointsBuilder, Value, Vector, VectorInput, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use uuid::Uuid;
 
+use super::sparse::{self, SearchQuery, SPARSE_VECTOR};
 use super::{ChunkPayload, ChunkPoint, DocState, Hit, IndexError, SearchFilter, VectorIndex};
 use crate::dataplane::retry::ErrorClass;
 
@@ -43,6 +55,8 @@ pub struct QdrantIndex {
     url: String,
     collection: String,
     dim: usize,
+    /// Whether the collection has the `bm25` sparse vector.
+    has_sparse: bool,
 }
 
 impl std::fmt::Debug for QdrantIndex {
@@ -52,6 +66,7 @@ impl std::fmt::Debug for QdrantIndex {
             .field("url", &self.url)
             .field("collection", &self.collection)
             .field("dim", &self.dim)
+            .field("has_sparse", &self.has_sparse)
             .finish()
     }
 }
@@ -84,13 +99,21 @@ impl QdrantIndex {
             .skip_compatibility_check()
             .build()
             .map_err(|e| map_err("connect", e))?;
-        let index = QdrantIndex {
+        let mut index = QdrantIndex {
             client,
             url: url.to_owned(),
             collection: collection.to_owned(),
             dim,
+            has_sparse: false,
         };
-        index.ensure_collection().await?;
+        index.has_sparse = index.ensure_collection().await?;
+        if !index.has_sparse {
+            tracing::warn!(
+                collection = collection,
+                "the Qdrant collection has no `{SPARSE_VECTOR}` sparse vector (created by an older \
+                 freshet): sparse and hybrid search are refused until it is re-created"
+            );
+        }
         Ok(index)
     }
 
@@ -104,7 +127,9 @@ impl QdrantIndex {
         self.dim
     }
 
-    async fn ensure_collection(&self) -> Result<(), IndexError> {
+    /// Creates the collection if needed and checks it; returns whether it
+    /// has the sparse vector.
+    async fn ensure_collection(&self) -> Result<bool, IndexError> {
         const OP: &str = "connect";
         let exists = self
             .client
@@ -115,9 +140,9 @@ impl QdrantIndex {
             let created = self
                 .client
                 .create_collection(
-                    CreateCollectionBuilder::new(self.collection.as_str()).vectors_config(
-                        VectorParamsBuilder::new(self.dim as u64, Distance::Cosine),
-                    ),
+                    CreateCollectionBuilder::new(self.collection.as_str())
+                        .vectors_config(VectorParamsBuilder::new(self.dim as u64, Distance::Cosine))
+                        .sparse_vectors_config(sparse_config()),
                 )
                 .await;
             // Another replica may have created it meanwhile: fine if it now exists.
@@ -146,11 +171,12 @@ impl QdrantIndex {
                     "collection info has no result".into(),
                 )
             })?;
-        let vectors = info
-            .config
-            .and_then(|c| c.params)
-            .and_then(|p| p.vectors_config)
-            .and_then(|v| v.config);
+        let params = info.config.and_then(|c| c.params);
+        let has_sparse = params
+            .as_ref()
+            .and_then(|p| p.sparse_vectors_config.as_ref())
+            .is_some_and(|c| c.map.contains_key(SPARSE_VECTOR));
+        let vectors = params.and_then(|p| p.vectors_config).and_then(|v| v.config);
         match vectors {
             Some(VectorsConfigKind::Params(p)) if p.size as usize == self.dim => {}
             Some(VectorsConfigKind::Params(p)) => {
@@ -194,7 +220,7 @@ impl QdrantIndex {
                 .await
                 .map_err(|e| map_err(OP, e))?;
         }
-        Ok(())
+        Ok(has_sparse)
     }
 
     fn check_vector(&self, op: &'static str, what: &str, v: &[f32]) -> Result<(), IndexError> {
@@ -252,7 +278,19 @@ impl VectorIndex for QdrantIndex {
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
             let payload = to_payload("upsert", &p.payload)?;
-            batch.push(PointStruct::new(p.id.to_string(), p.vector, payload));
+            let vectors = if self.has_sparse {
+                let s = sparse::document(&p.payload.text);
+                HashMap::from([
+                    (String::new(), Vector::new_dense(p.vector)),
+                    (
+                        SPARSE_VECTOR.to_owned(),
+                        Vector::new_sparse(s.indices, s.values),
+                    ),
+                ])
+            } else {
+                HashMap::from([(String::new(), Vector::new_dense(p.vector))])
+            };
+            batch.push(PointStruct::new(p.id.to_string(), vectors, payload));
         }
         self.client
             .upsert_points(UpsertPointsBuilder::new(self.collection.as_str(), batch).wait(true))
@@ -361,22 +399,65 @@ impl VectorIndex for QdrantIndex {
 
     async fn search_where(
         &self,
-        vector: Vec<f32>,
+        query: &SearchQuery,
         k: usize,
         offset: usize,
         filter: &SearchFilter,
     ) -> Result<Vec<Hit>, IndexError> {
         const OP: &str = "search";
-        self.check_vector(OP, "the query vector", &vector)?;
+        if let Some(v) = query.dense() {
+            self.check_vector(OP, "the query vector", v)?;
+        }
+        if !self.has_sparse && !matches!(query, SearchQuery::Dense(_)) {
+            return Err(err(
+                OP,
+                ErrorClass::Invalid,
+                format!(
+                    "collection {} was created without the `{SPARSE_VECTOR}` sparse vector, so \
+                     `{}` search is not available: re-create the collection (a new \
+                     `[index] collection` name, then re-index) or search in `dense` mode",
+                    self.collection,
+                    query.mode()
+                ),
+            ));
+        }
         if k == 0 {
             return Ok(Vec::new());
         }
+        let filter = to_filter(filter)?;
+        let sparse_input =
+            |s: &sparse::SparseVector| VectorInput::new_sparse(s.indices.clone(), s.values.clone());
         let mut req = QueryPointsBuilder::new(self.collection.as_str())
-            .query(Query::new_nearest(vector))
             .limit(k as u64)
             .offset(offset as u64)
             .with_payload(true);
-        if let Some(f) = to_filter(filter)? {
+        match query {
+            SearchQuery::Dense(v) => req = req.query(Query::new_nearest(v.clone())),
+            SearchQuery::Sparse(s) => {
+                req = req
+                    .query(Query::new_nearest(sparse_input(s)))
+                    .using(SPARSE_VECTOR)
+            }
+            SearchQuery::Hybrid { dense, sparse: s } => {
+                let limit = sparse::fusion_candidates(k + offset) as u64;
+                let mut dense_side = PrefetchQueryBuilder::default()
+                    .query(Query::new_nearest(dense.clone()))
+                    .limit(limit);
+                let mut sparse_side = PrefetchQueryBuilder::default()
+                    .query(Query::new_nearest(sparse_input(s)))
+                    .using(SPARSE_VECTOR)
+                    .limit(limit);
+                if let Some(f) = &filter {
+                    dense_side = dense_side.filter(f.clone());
+                    sparse_side = sparse_side.filter(f.clone());
+                }
+                req = req
+                    .add_prefetch(dense_side)
+                    .add_prefetch(sparse_side)
+                    .query(Query::new_rrf(RrfBuilder::with_k(sparse::RRF_K as u32)));
+            }
+        }
+        if let Some(f) = filter {
             req = req.filter(f);
         }
         let resp = self.client.query(req).await.map_err(|e| map_err(OP, e))?;
@@ -415,6 +496,16 @@ impl VectorIndex for QdrantIndex {
 }
 
 /// The server's filter for `f`'s indexed conditions (`url_prefix` is not one).
+/// The `bm25` sparse vector of a new collection: IDF applied by the server.
+fn sparse_config() -> SparseVectorsConfigBuilder {
+    let mut config = SparseVectorsConfigBuilder::default();
+    config.add_named_vector_params(
+        SPARSE_VECTOR,
+        SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+    );
+    config
+}
+
 fn to_filter(f: &SearchFilter) -> Result<Option<Filter>, IndexError> {
     let mut must = Vec::new();
     if let Some(doc) = &f.doc_id {
