@@ -1,5 +1,5 @@
-//! The binary as a user runs it: `demo` then `query`, and `extract --file`
-//! offline with JSON output.
+//! The binary as a user runs it: `demo` then `query`, `extract --file`
+//! offline with JSON output, and `bench freshness` end to end.
 
 mod common;
 use common::freshet;
@@ -82,4 +82,35 @@ fn extract_works_offline_on_a_saved_page() {
         "text",
     ]);
     assert!(ok && !text.contains("](") && text.len() > 200, "{text}");
+}
+
+#[test]
+fn bench_freshness_sees_every_posted_document_over_http() {
+    let (ok, out, err) = freshet(&[
+        "bench",
+        "freshness",
+        "--embedder",
+        "hash",
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--search-rate",
+        "5",
+    ]);
+    assert!(ok, "bench freshness failed:\n{out}\n{err}");
+    let row: serde_json::Value = err
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON row on stderr:\n{err}"));
+    let posted = row["posted"].as_u64().unwrap();
+    assert!(posted >= 50, "{row}");
+    assert_eq!(row["unseen"], 0, "every document became searchable: {row}");
+    assert_eq!(row["points"].as_u64(), Some(posted), "{row}");
+    assert!(row["searches"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["fresh_p99_ms"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(
+        out.contains("| hash |") && out.contains("searchable p50"),
+        "{out}"
+    );
 }
