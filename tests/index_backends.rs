@@ -625,26 +625,17 @@ async fn sparse_and_hybrid_rank_by_terms_and_meaning(fx: Box<dyn Fixture>) {
             .collect::<Vec<_>>()
     };
     let all = SearchFilter::default();
+    let sparse_search = |text: &'static str| {
+        let query = SearchQuery::Sparse(sparse::query(text));
+        let all = all.clone();
+        async move { search_filtered(index, &query, 10, &all).await.unwrap() }
+    };
 
     // "refund" stems like "Refunds"; "the" and "of" are stop words.
-    let hits = search_filtered(
-        index,
-        &SearchQuery::Sparse(sparse::query("the refund")),
-        10,
-        &all,
-    )
-    .await
-    .unwrap();
+    let hits = sparse_search("the refund").await;
     assert_eq!(ids(&hits), ["doc-0"], "only doc-0 has the term");
     // Both glacier texts match; "report" only in doc-1, so it ranks first.
-    let hits = search_filtered(
-        index,
-        &SearchQuery::Sparse(sparse::query("glacier report")),
-        10,
-        &all,
-    )
-    .await
-    .unwrap();
+    let hits = sparse_search("glacier report").await;
     assert_eq!(ids(&hits), ["doc-1", "doc-5"]);
     assert!(hits[0].score > hits[1].score && hits[1].score > 0.0);
     // Only stop words: nothing to match, no error.

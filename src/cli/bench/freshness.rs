@@ -152,17 +152,7 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
             bail!("--rate must be a positive number of documents per second");
         }
     }
-    let dir = std::env::temp_dir().join(format!(
-        "freshet-bench-freshness-{}-{}",
-        std::process::id(),
-        crate::dataplane::task::now_ms()
-    ));
-    let mut settings = base.clone();
-    settings.service.data_dir = dir.clone();
-    settings.embed.backend = opts.embedder;
-    if opts.embedder != EmbedBackend::Openai {
-        settings.embed.dimensions = 384;
-    }
+    let (mut settings, dir) = super::scratch_settings(base, "freshness", opts.embedder);
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     settings.service.read_token = Secret::new(&token);
     settings.service.ingest_token = Secret::new(&token);

@@ -14,6 +14,7 @@ mod kafka;
 mod retrieval;
 mod soak;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::process::ExitCode;
@@ -62,16 +63,23 @@ pub struct BenchRow {
     pub dead_letters: u64,
 }
 
-/// Runs one bench and returns its row.
-pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
+/// `base` with a fresh data dir of its own under the temp dir (returned
+/// too, for removal) and the embedder `backend`: one bench run's service.
+fn scratch_settings(base: &Settings, kind: &str, backend: EmbedBackend) -> (Settings, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
-        "freshet-bench-{}-{}",
+        "freshet-bench-{kind}-{}-{}",
         std::process::id(),
         crate::dataplane::task::now_ms()
     ));
     let mut settings = base.clone();
     settings.service.data_dir = dir.clone();
-    settings.embed.backend = EmbedBackend::Hash;
+    settings.embed.backend = backend;
+    (settings, dir)
+}
+
+/// Runs one bench and returns its row.
+pub async fn run(base: &Settings, opts: &BenchOptions) -> Result<BenchRow> {
+    let (mut settings, dir) = scratch_settings(base, "pipeline", EmbedBackend::Hash);
     let sim = if opts.kind == BenchKind::Url {
         let scenario = match &opts.scenario {
             Some(p) => Scenario::load(p).with_context(|| format!("loading {}", p.display()))?,
