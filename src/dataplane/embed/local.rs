@@ -423,6 +423,12 @@ impl Embedder for LocalEmbedder {
         self.threads
             .store(knobs.threads as usize, Ordering::Relaxed);
     }
+    /// One request at a time: every request runs on the same pool of
+    /// `embed.threads` threads (docs/BENCHMARKS.md, reader-side freshness:
+    /// two slots doubled freshness p99 and raised search p99 twelvefold).
+    fn max_concurrency(&self) -> Option<u32> {
+        Some(1)
+    }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let pool = self.pool().map_err(failed)?;
         let model = self.model.clone();

@@ -56,6 +56,13 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     /// Follows the live embed knobs (the local embedder's `embed.threads`);
     /// called before each request.
     fn tune(&self, _knobs: &crate::knobs::EmbedKnobs) {}
+    /// Most requests worth running at once, if the back end has a fixed
+    /// amount of compute: the embed stage caps `embed.slots` by it. An
+    /// in-process model on its own thread pool gains nothing from a second
+    /// request; the two only share the pool, each taking twice as long.
+    fn max_concurrency(&self) -> Option<u32> {
+        None
+    }
     /// One request: a vector per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }

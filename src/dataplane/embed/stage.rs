@@ -20,7 +20,8 @@ use crate::live::{LiveConfig, Slots};
 
 const STAGE: Stage = Stage::Embed;
 
-/// The embed stage: its slots follow `embed.slots`.
+/// The embed stage: its slots follow `embed.slots`, capped by the
+/// embedder's [`Embedder::max_concurrency`].
 #[derive(Debug)]
 pub(crate) struct EmbedStage {
     embedder: Arc<dyn Embedder>,
@@ -30,8 +31,11 @@ pub(crate) struct EmbedStage {
 
 impl EmbedStage {
     pub fn new(live: &Arc<LiveConfig>, embedder: Arc<dyn Embedder>) -> EmbedStage {
-        let slots = Arc::new(Slots::new(live.load().knobs.embed.slots as usize));
-        let follow = slots.follow(live, |k| k.embed.slots);
+        let cap = embedder.max_concurrency();
+        let pick =
+            move |k: &crate::knobs::Knobs| cap.map_or(k.embed.slots, |c| k.embed.slots.min(c));
+        let slots = Arc::new(Slots::new(pick(&live.load().knobs) as usize));
+        let follow = slots.follow(live, pick);
         EmbedStage {
             embedder,
             slots,
@@ -175,4 +179,60 @@ async fn embed_all(
         start = end;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::embed::hash::HashEmbedder;
+    use crate::knobs::Knobs;
+
+    /// The hash embedder, claiming a fixed pool like the local model's.
+    #[derive(Debug)]
+    struct OnePool(HashEmbedder);
+
+    #[async_trait::async_trait]
+    impl Embedder for OnePool {
+        fn backend(&self) -> &'static str {
+            "one-pool"
+        }
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn max_concurrency(&self) -> Option<u32> {
+            Some(1)
+        }
+        async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.0.embed(texts).await
+        }
+    }
+
+    async fn settle(slots: &Slots, want: usize) -> usize {
+        for _ in 0..100 {
+            if slots.limit() == want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        slots.limit()
+    }
+
+    #[tokio::test]
+    async fn slots_follow_the_knob_capped_by_the_embedder() {
+        let mut knobs = Knobs::default();
+        knobs.embed.slots = 4;
+        let live = LiveConfig::new(knobs.clone()).unwrap();
+        let open = EmbedStage::new(&live, Arc::new(HashEmbedder::new(8)));
+        let capped = EmbedStage::new(&live, Arc::new(OnePool(HashEmbedder::new(8))));
+        assert_eq!(open.slots.limit(), 4);
+        assert_eq!(capped.slots.limit(), 1);
+        knobs.embed.slots = 8;
+        live.swap(knobs).unwrap();
+        assert_eq!(settle(&open.slots, 8).await, 8);
+        assert_eq!(
+            settle(&capped.slots, 8).await,
+            1,
+            "the cap holds after a change"
+        );
+    }
 }
