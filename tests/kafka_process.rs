@@ -1,6 +1,7 @@
 //! `freshet run` with the Kafka source, as processes on a real broker:
 //! SIGKILL mid-run loses and duplicates nothing; two instances in one group
-//! split the partitions and share knob changes within one control interval.
+//! split the partitions and share knob changes within one control interval;
+//! `bench freshness` over Debezium events.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -502,4 +503,37 @@ async fn two_instances_split_partitions_and_share_knob_changes() {
         assert_eq!(mirrored["seq"], on_disk["seq"], "{name}");
         assert_eq!(mirrored["hash"], on_disk["hash"], "{name}");
     }
+}
+
+/// `freshet bench freshness --brokers`: Debezium change events through a
+/// real broker become searchable, every one, as a reader sees it.
+#[test]
+fn bench_freshness_over_debezium_sees_every_row() {
+    let Some(brokers) = kafka::broker("bench_freshness_over_debezium_sees_every_row") else {
+        return;
+    };
+    let (ok, out, err) = common::freshet(&[
+        "bench",
+        "freshness",
+        "--embedder",
+        "hash",
+        "--rate",
+        "40",
+        "--duration",
+        "2s",
+        "--search-rate",
+        "2",
+        "--brokers",
+        &brokers,
+    ]);
+    assert!(ok, "bench freshness --brokers failed:\n{out}\n{err}");
+    let row: serde_json::Value = err
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON row on stderr:\n{err}"));
+    assert_eq!(row["input"], "debezium", "{row}");
+    let posted = row["posted"].as_u64().unwrap();
+    assert!(posted >= 40, "{row}");
+    assert_eq!(row["unseen"], 0, "every row became searchable: {row}");
+    assert_eq!(row["points"].as_u64(), Some(posted), "{row}");
 }

@@ -6,7 +6,11 @@
 //!
 //! - the **writer** posts one document at a time to `/v1/ingest` at a fixed
 //!   rate; each carries a marker word of its own (letters only, so BM25
-//!   keeps it whole) and the post's wall-clock time as `ts_ms`;
+//!   keeps it whole) and the post's wall-clock time as `ts_ms`. With
+//!   `--brokers` it writes Debezium change events (`op: c`, the row in
+//!   `after`, `ts_ms` its send time) of a table `public.docs` to a fresh
+//!   topic on that broker instead, which the service consumes as a Kafka
+//!   table source (the `kafka` feature);
 //! - the **watcher** asks `/v1/search` every [`POLL`] for the markers of
 //!   every document not yet seen (`sparse` mode: the markers are words, and
 //!   a sparse search costs no embedding, so watching does not load the
@@ -58,6 +62,9 @@ pub struct FreshnessOptions {
     pub search_rate: f64,
     /// The reader's mode.
     pub search_mode: Mode,
+    /// Kafka bootstrap brokers: write Debezium events there instead of
+    /// posting to `/v1/ingest`.
+    pub brokers: Option<String>,
 }
 
 /// One run's figures.
@@ -65,6 +72,8 @@ pub struct FreshnessOptions {
 pub struct FreshnessRow {
     /// The embedder.
     pub embedder: String,
+    /// How documents arrived: `http` or `debezium`.
+    pub input: String,
     /// Documents per second the embedder can take (measured first).
     pub capacity_docs_per_s: f64,
     /// Documents per second posted.
@@ -145,6 +154,113 @@ struct Posted {
     at: Instant,
 }
 
+/// Where the writer sends documents.
+enum Writer {
+    /// `POST /v1/ingest`, one document a request.
+    Http {
+        client: reqwest::Client,
+        url: String,
+        token: String,
+    },
+    /// Debezium change events of `public.docs` on a Kafka topic.
+    #[cfg(feature = "kafka")]
+    Debezium {
+        producer: rdkafka::producer::FutureProducer<crate::kafka::LogContext>,
+        topic: String,
+    },
+}
+
+/// The table the Debezium writer feeds, and its mapping.
+#[cfg(feature = "kafka")]
+const TABLE: &str = "public.docs";
+
+impl Writer {
+    /// Sends document `i`; returns once the service (or the broker) has it.
+    async fn send(&self, i: u64, words: usize) -> Result<()> {
+        let (text, title) = document_text(i, words);
+        let now = crate::dataplane::task::now_ms();
+        match self {
+            Writer::Http { client, url, token } => {
+                let line = json!({"type": "document", "id": format!("fresh-{i}"),
+                                  "title": title, "text": text, "ts_ms": now});
+                let answer = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/x-ndjson")
+                    .body(format!("{line}\n"))
+                    .send()
+                    .await
+                    .context("posting to /v1/ingest")?;
+                if !answer.status().is_success() {
+                    bail!(
+                        "/v1/ingest answered {}: {}",
+                        answer.status(),
+                        answer.text().await.unwrap_or_default()
+                    );
+                }
+            }
+            #[cfg(feature = "kafka")]
+            Writer::Debezium { producer, topic } => {
+                use rdkafka::producer::FutureRecord;
+                let key = json!({"id": i}).to_string();
+                let value = json!({
+                    "op": "c", "before": null, "ts_ms": now,
+                    "after": {"id": i, "title": title, "body": text},
+                    "source": {"connector": "postgresql", "db": "bench", "schema": "public",
+                               "table": "docs", "ts_ms": now},
+                })
+                .to_string();
+                let record = FutureRecord::to(topic).key(&key).payload(&value);
+                producer
+                    .send(record, Duration::from_secs(10))
+                    .await
+                    .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Points `settings` at a fresh Debezium topic on `brokers` for
+/// [`TABLE`] (ids `fresh-<id>`, like the HTTP writer's) and returns the
+/// writer and the topic.
+#[cfg(feature = "kafka")]
+async fn debezium(settings: &mut Settings, brokers: &str) -> Result<(Writer, String)> {
+    let stamp = crate::dataplane::task::now_ms();
+    let topic = format!("freshet-bench-cdc-{}-{stamp}", std::process::id());
+    settings.source.kind = crate::settings::SourceKind::Kafka;
+    settings.kafka.brokers = brokers.to_string();
+    settings.kafka.group_id = format!("{topic}-group");
+    settings.kafka.task_topics.clear();
+    settings.kafka.control_topic = String::new();
+    settings.kafka.dlq_topic = String::new();
+    settings.kafka.tables = BTreeMap::from([(
+        TABLE.to_string(),
+        crate::settings::TableMapping {
+            topic: topic.clone(),
+            id_field: "id".into(),
+            id_prefix: Some("fresh-".into()),
+            title_field: "title".into(),
+            text_fields: vec!["body".into()],
+            ..Default::default()
+        },
+    )]);
+    crate::kafka::ensure_topic(&settings.kafka, &topic, 1, false).await?;
+    // One record per batch, as `bench kafka` (tansu 0.6 and multi-record batches).
+    let producer = crate::kafka::client_config(&settings.kafka, "freshet-bench-cdc")
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create_with_context(crate::kafka::LogContext)
+        .context("bench producer")?;
+    Ok((
+        Writer::Debezium {
+            producer,
+            topic: topic.clone(),
+        },
+        topic,
+    ))
+}
+
 /// Runs one bench.
 pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRow> {
     if let Some(r) = opts.rate {
@@ -158,6 +274,15 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
     settings.service.ingest_token = Secret::new(&token);
     settings.service.admin_token = Secret::new(&token);
 
+    #[cfg(feature = "kafka")]
+    let cdc = match &opts.brokers {
+        Some(brokers) => Some(debezium(&mut settings, brokers).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "kafka"))]
+    if opts.brokers.is_some() {
+        bail!("--brokers needs the `kafka` feature (this build has no Kafka client)");
+    }
     let capacity = capacity(&settings, opts.words).await?;
     let rate = opts.rate.unwrap_or(capacity * opts.load);
     eprintln!(
@@ -166,6 +291,11 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
     );
 
     let runtime = Runtime::build(&settings).await?;
+    #[cfg(feature = "kafka")]
+    if cdc.is_some() {
+        let kafka = runtime.find_source("kafka").context("kafka source")?;
+        super::kafka::wait_assigned(kafka.as_ref(), 1).await?;
+    }
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let state = runtime.http_state(
         crate::metrics::install(),
@@ -183,6 +313,18 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
+    let http = Writer::Http {
+        client: client.clone(),
+        url: format!("{base_url}/v1/ingest"),
+        token: token.clone(),
+    };
+    #[cfg(feature = "kafka")]
+    let (writer, topic) = match cdc {
+        Some((w, topic)) => (w, Some(topic)),
+        None => (http, None),
+    };
+    #[cfg(not(feature = "kafka"))]
+    let writer = http;
 
     let pending: Arc<Mutex<BTreeMap<u64, Posted>>> = Arc::default();
     let fresh_ms: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -211,28 +353,11 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
     let mut next = tokio::time::Instant::now();
     let mut posted = 0u64;
     while started.elapsed() < opts.duration {
-        let (text, title) = document_text(posted, opts.words);
-        let line = json!({"type": "document", "id": format!("fresh-{posted}"), "title": title,
-                          "text": text, "ts_ms": crate::dataplane::task::now_ms()});
         pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(posted, Posted { at: Instant::now() });
-        let answer = client
-            .post(format!("{base_url}/v1/ingest"))
-            .bearer_auth(&token)
-            .header("content-type", "application/x-ndjson")
-            .body(format!("{line}\n"))
-            .send()
-            .await
-            .context("posting to /v1/ingest")?;
-        if !answer.status().is_success() {
-            bail!(
-                "/v1/ingest answered {}: {}",
-                answer.status(),
-                answer.text().await.unwrap_or_default()
-            );
-        }
+        writer.send(posted, opts.words).await?;
         posted += 1;
         next += interval;
         tokio::time::sleep_until(next).await;
@@ -246,12 +371,24 @@ pub async fn run(base: &Settings, opts: &FreshnessOptions) -> Result<FreshnessRo
     let _ = stop.send(true);
     let _ = server.await;
     let _ = runtime.drain().await;
+    #[cfg(feature = "kafka")]
+    if let Some(topic) = topic {
+        if let Err(e) = crate::kafka::delete_topic(&settings.kafka, &topic).await {
+            tracing::warn!(topic, error = %e, "could not delete the bench topic");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 
     let unseen = pending.lock().unwrap_or_else(PoisonError::into_inner).len();
     let mut fresh = std::mem::take(&mut *fresh_ms.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(FreshnessRow {
         embedder: format!("{:?}", opts.embedder).to_lowercase(),
+        input: if opts.brokers.is_some() {
+            "debezium"
+        } else {
+            "http"
+        }
+        .into(),
         capacity_docs_per_s: capacity,
         offered_per_s: offered,
         posted: posted as usize,
@@ -393,13 +530,14 @@ async fn read(
 /// Rows as a Markdown table.
 pub fn table(rows: &[FreshnessRow]) -> String {
     let mut out = String::from(
-        "| embedder | capacity docs/s | offered docs/s | posted | unseen | searchable p50 | p99 | max | reader mode | searches | search p50 | p99 | points |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n",
+        "| embedder | input | capacity docs/s | offered docs/s | posted | unseen | searchable p50 | p99 | max | reader mode | searches | search p50 | p99 | points |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {} | {:.1} ms | {:.1} ms | {} |\n",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {} | {:.1} ms | {:.1} ms | {} |\n",
             r.embedder,
+            r.input,
             r.capacity_docs_per_s,
             r.offered_per_s,
             r.posted,

@@ -174,7 +174,8 @@ pub async fn run_kafka(
     Ok(row)
 }
 
-async fn wait_assigned(
+/// Waits (at most 60 s) until the source holds `partitions` partitions.
+pub(super) async fn wait_assigned(
     kafka: &dyn crate::dataplane::source::Source,
     partitions: i32,
 ) -> Result<()> {

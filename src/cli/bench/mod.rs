@@ -556,6 +556,10 @@ pub(super) enum BenchCommand {
         /// The reader's mode: `dense`, `sparse` or `hybrid`.
         #[arg(long, default_value = "hybrid")]
         search_mode: String,
+        /// Kafka bootstrap brokers: documents arrive as Debezium change
+        /// events through a fresh topic there instead of `/v1/ingest`.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// How well freshet tunes itself: every scenario under every policy
     /// (static, aimd, the published baselines, heuristic, llm-scripted,
@@ -629,6 +633,7 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             words,
             search_rate,
             search_mode,
+            brokers,
         } => {
             let embedder: EmbedBackend = serde_json::from_value(serde_json::json!(embedder))
                 .ok()
@@ -658,6 +663,7 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
                     words: *words,
                     search_rate: *search_rate,
                     search_mode,
+                    brokers: brokers.clone(),
                 };
                 let row = freshness::run(&s, &opts).await?;
                 eprintln!("{}", serde_json::to_string(&row)?);
