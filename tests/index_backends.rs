@@ -686,6 +686,50 @@ async fn sparse_and_hybrid_rank_by_terms_and_meaning(fx: Box<dyn Fixture>) {
     fx.cleanup().await;
 }
 
+/// A `url_prefix` search that needs several pages of candidates returns
+/// distinct chunks in every mode (hybrid pages are fused per page).
+async fn paged_prefix_search_returns_distinct_chunks(fx: Box<dyn Fixture>) {
+    let index = fx.index();
+    let points: Vec<ChunkPoint> = (0..120u32)
+        .map(|i| {
+            let doc = format!("doc-{i}");
+            let mut p = point(
+                &doc,
+                0,
+                1,
+                &doc,
+                vector(i as usize % DIM, 0.1 * (i % 7) as f32),
+            );
+            p.payload.url = format!(
+                "https://a.example/{}/{doc}",
+                if i % 4 == 0 { "keep" } else { "other" }
+            );
+            p.payload.domain = "a.example".into();
+            p
+        })
+        .collect();
+    index.upsert(points).await.unwrap();
+    let filter = SearchFilter {
+        url_prefix: Some("https://a.example/keep/".into()),
+        ..Default::default()
+    };
+    for query in [
+        SearchQuery::Dense(vector(1, 0.3)),
+        SearchQuery::Sparse(sparse::query("quoted text")),
+        SearchQuery::Hybrid {
+            dense: vector(1, 0.3),
+            sparse: sparse::query("quoted text"),
+        },
+    ] {
+        let hits = search_filtered(index, &query, 25, &filter).await.unwrap();
+        let ids: std::collections::BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
+        assert_eq!(hits.len(), 25, "{}: {} hits", query.mode(), hits.len());
+        assert_eq!(ids.len(), 25, "{}: distinct chunks", query.mode());
+        assert!(hits.iter().all(|h| h.payload.url.contains("/keep/")));
+    }
+    fx.cleanup().await;
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod edge {
@@ -722,6 +766,7 @@ backend_tests!(
     concurrent_writes_and_reads,
     filtered_search_matches_the_reference,
     sparse_and_hybrid_rank_by_terms_and_meaning,
+    paged_prefix_search_returns_distinct_chunks,
 );
 
 /// A shard written before sparse vectors existed (dense only) gets the

@@ -462,12 +462,16 @@ impl VectorIndex for EdgeIndex {
                             })),
                             filter: None,
                             score_threshold: None,
-                            limit: k,
-                            offset,
+                            // qdrant-edge 0.7.2 raises the limit by the
+                            // offset but leaves dropping the first `offset`
+                            // fused points to its caller: done here.
+                            limit: k + offset,
+                            offset: 0,
                             params: None,
                             with_vector: WithVector::Bool(false),
                             with_payload: WithPayloadInterface::Bool(true),
                         })
+                        .map(|points| points.into_iter().skip(offset).collect())
                         .map_err(|e| op_err("search", &e))
                 }
             }?;

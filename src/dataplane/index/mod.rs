@@ -171,11 +171,16 @@ pub async fn search_filtered(
     while out.len() < k && offset < MAX_PREFIX_CANDIDATES {
         let hits = index.search_where(query, page, offset, &narrowed).await?;
         let n = hits.len();
-        out.extend(
-            hits.into_iter()
-                .filter(|h| h.payload.url.starts_with(prefix))
-                .take(k - out.len()),
-        );
+        // A fused (hybrid) ranking is recomputed per page from deeper
+        // candidate lists, so a chunk can come back on a later page.
+        let fresh: Vec<Hit> = hits
+            .into_iter()
+            .filter(|h| {
+                h.payload.url.starts_with(prefix) && !out.iter().any(|o: &Hit| o.id == h.id)
+            })
+            .take(k - out.len())
+            .collect();
+        out.extend(fresh);
         if n < page {
             break;
         }

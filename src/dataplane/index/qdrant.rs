@@ -495,7 +495,6 @@ impl VectorIndex for QdrantIndex {
     }
 }
 
-/// The server's filter for `f`'s indexed conditions (`url_prefix` is not one).
 /// The `bm25` sparse vector of a new collection: IDF applied by the server.
 fn sparse_config() -> SparseVectorsConfigBuilder {
     let mut config = SparseVectorsConfigBuilder::default();
@@ -506,6 +505,7 @@ fn sparse_config() -> SparseVectorsConfigBuilder {
     config
 }
 
+/// The server's filter for `f`'s indexed conditions (`url_prefix` is not one).
 fn to_filter(f: &SearchFilter) -> Result<Option<Filter>, IndexError> {
     let mut must = Vec::new();
     if let Some(doc) = &f.doc_id {
