@@ -617,11 +617,10 @@ pub(super) async fn command(cli: &super::Cli, cmd: &BenchCommand) -> Result<Exit
             embedders,
             model_dir,
         } => {
-            let (pages, embedders) = (pages.clone(), embedders.clone());
             let model_dir = model_dir
                 .clone()
                 .unwrap_or_else(|| s.embed.local_model_dir());
-            let (rows, about) = retrieval::run(&pages, &model_dir, &embedders).await?;
+            let (rows, about) = retrieval::run(pages, &model_dir, embedders).await?;
             eprintln!("{about}");
             super::print_out(&retrieval::table(&rows))?;
         }
